@@ -1,0 +1,29 @@
+# Stage 3: the augmentation pipeline, serialised once per dataset, with a preview figure.
+
+
+rule augment_pipeline:
+    input:
+        "results/{dataset}/store.h5",
+    output:
+        pipeline="results/{dataset}/augment/{pipeline}.json",
+        preview=report(
+            "results/{dataset}/augment/{pipeline}_preview.png",
+            caption="../report/augment_preview.rst",
+            category="Data",
+            subcategory="{dataset}",
+        ),
+    params:
+        spec=lambda wc: config["augmentation"][wc.pipeline],
+        seed=config["seed"],
+    log:
+        log_path("augment_{pipeline}"),
+    benchmark:
+        bench_path("augment_{pipeline}")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/augment_pipeline.py"

@@ -1,0 +1,171 @@
+# Config validation and the small input functions that map wildcards to files.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# The package lives in src/; make it importable here and in every job's script.
+SRC = str(Path(workflow.basedir) / "src")
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+
+from nucleiflow.config import (
+    check_config,
+    check_local_sources,
+    regularization_cell,
+    schema_error_message,
+    segmentation_cells,
+)
+from nucleiflow.errors import ConfigError
+from nucleiflow.download import resolve_local
+
+
+DEMO_DIR = "resources/demo"
+
+try:
+    validate(config, "../schemas/config.schema.yaml")
+    check_config(config)
+    check_local_sources(config, produced_under=DEMO_DIR if config.get("demo_data") else None)
+except WorkflowError as err:
+    cause = next((a for a in err.args if hasattr(a, "absolute_path")), None)
+    if cause is None:
+        raise
+    raise WorkflowError(schema_error_message(cause)) from None
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+
+DATASETS = config["datasets"]
+SEGMENTATION = config.get("segmentation", {})
+CLASSIFICATION = config.get("classification", {})
+DEMO = config.get("demo_data")
+SUBSETS = ("train", "val", "test")
+
+
+wildcard_constraints:
+    dataset=r"[a-z0-9_]+",
+    experiment=r"[A-Za-z0-9_]+",
+    split=r"[A-Za-z0-9_]+",
+    pipeline=r"[A-Za-z0-9_]+",
+    arch=r"[a-z0-9_]+",
+    encoder=r"[a-z0-9_\-]+",
+    reg=r"[A-Za-z0-9_]+",
+    subset=r"train|val|test",
+    filename=r"[A-Za-z0-9_.\-]+",
+    archive=r"[A-Za-z0-9_.\-]+",
+    variant=r"base|augmented",
+    model=r"[a-z0-9_]+",
+
+
+# --- paths -------------------------------------------------------------------
+def log_path(name):
+    return f"results/{{dataset}}/logs/{name}.log"
+
+
+def bench_path(name):
+    return f"results/{{dataset}}/benchmarks/{name}.tsv"
+
+
+MODEL_DIR = "results/{dataset}/{experiment}/models/{arch}/{encoder}/{reg}"
+EVAL_DIR = "results/{dataset}/{experiment}/evaluation/{arch}/{encoder}/{reg}"
+SEG_DIR = "results/{dataset}/{experiment}"
+CLS_DIR = "results/{dataset}/classification/{experiment}"
+
+
+# --- input functions ---------------------------------------------------------
+def file_entry(wildcards):
+    return DATASETS[wildcards.dataset]["files"][wildcards.filename]
+
+
+def download_source(wildcards):
+    """A local source (file:// URL or path) is an input, so the demo-data rule can make it."""
+    local = resolve_local(file_entry(wildcards)["url"])
+    return [str(local)] if local is not None else []
+
+
+def unpacked_dirs(wildcards):
+    files = DATASETS[wildcards.dataset]["files"]
+    return [f"resources/{wildcards.dataset}/unpacked/{Path(name).stem}" for name in files]
+
+
+def split_spec(wildcards):
+    return DATASETS[wildcards.dataset]["splits"][wildcards.split]
+
+
+def experiment(wildcards):
+    return SEGMENTATION[wildcards.experiment]
+
+
+def experiment_split(wildcards):
+    return f"results/{wildcards.dataset}/splits/{experiment(wildcards)['split']}.csv"
+
+
+def experiment_pipeline(wildcards):
+    name = experiment(wildcards).get("augmentation")
+    return [f"results/{wildcards.dataset}/augment/{name}.json"] if name else []
+
+
+def model_spec(wildcards):
+    """Everything that defines a trained model: also the identity its checkpoints must match."""
+    exp = experiment(wildcards)
+    return {
+        "dataset": wildcards.dataset,
+        "experiment": wildcards.experiment,
+        "split": exp["split"],
+        "augmentation": exp.get("augmentation"),
+        "arch": wildcards.arch,
+        "encoder": wildcards.encoder,
+        "reg": wildcards.reg,
+        "regularization": regularization_cell(config, wildcards.reg),
+        "training": exp["training"],
+        "seed": config["seed"],
+    }
+
+
+def cells_of(wildcards):
+    return segmentation_cells(config, wildcards.experiment)
+
+
+def expand_cells(pattern, wildcards, **extra):
+    return [pattern.format(**cell.wildcards, **extra) for cell in cells_of(wildcards)]
+
+
+def evaluation_files(wildcards, kind):
+    subsets = experiment(wildcards)["evaluate_splits"]
+    return [
+        f"{EVAL_DIR}/{{subset}}_{kind}".format(**cell.wildcards, subset=subset)
+        for cell in cells_of(wildcards)
+        for subset in subsets
+    ]
+
+
+def classification(wildcards):
+    return CLASSIFICATION[wildcards.experiment]
+
+
+def class_root(wildcards):
+    (root,) = unpacked_dirs(wildcards)
+    return root
+
+
+# --- targets -------------------------------------------------------------------
+SEG_TABLES = ("model_sizes", "metrics", "timing")
+SEG_FIGURES = ("metric_curves", "metric_bars", "prediction_examples", "contours")
+CLS_TABLES = ("classic_ml", "cnn_epochs")
+CLS_FIGURES = ("classifier_comparison", "cnn_curves")
+
+
+def all_targets():
+    targets = []
+    for name, exp in SEGMENTATION.items():
+        base = SEG_DIR.format(dataset=exp["dataset"], experiment=name)
+        targets += [f"{base}/tables/{t}.csv" for t in SEG_TABLES]
+        targets += [f"{base}/figures/{f}.png" for f in SEG_FIGURES]
+    for name, exp in CLASSIFICATION.items():
+        base = CLS_DIR.format(dataset=exp["dataset"], experiment=name)
+        targets += [f"{base}/tables/{t}.csv" for t in CLS_TABLES]
+        targets += [f"{base}/figures/{f}.png" for f in CLS_FIGURES]
+    return targets

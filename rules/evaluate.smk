@@ -1,0 +1,27 @@
+# Stage 5: inference on the test split (and train/val for the train/val tables).
+
+
+rule evaluate_segmentation:
+    input:
+        model=f"{MODEL_DIR}/model.pt",
+        store="results/{dataset}/store.h5",
+        split=experiment_split,
+    output:
+        per_image=f"{EVAL_DIR}/{{subset}}_per_image.csv",
+        predictions=f"{EVAL_DIR}/{{subset}}_predictions.h5",
+        timing=f"{EVAL_DIR}/{{subset}}_timing.json",
+    params:
+        spec=model_spec,
+    log:
+        f"{SEG_DIR}/logs/evaluate_{{arch}}_{{encoder}}_{{reg}}_{{subset}}.log",
+    benchmark:
+        f"{SEG_DIR}/benchmarks/evaluate_{{arch}}_{{encoder}}_{{reg}}_{{subset}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/evaluate_segmentation.py"

@@ -1,0 +1,29 @@
+# Stage 4: one training job per experiment x model x regularization cell.
+# Checkpoints live in checkpoints/ (not declared as outputs, so Snakemake keeps
+# them when a killed job is re-run and training resumes from last.pt).
+
+
+rule train_segmentation:
+    input:
+        store="results/{dataset}/store.h5",
+        split=experiment_split,
+        pipeline=experiment_pipeline,
+    output:
+        model=f"{MODEL_DIR}/model.pt",
+        history=f"{MODEL_DIR}/history.csv",
+        info=f"{MODEL_DIR}/train_info.json",
+    params:
+        spec=model_spec,
+    log:
+        f"{SEG_DIR}/logs/train_{{arch}}_{{encoder}}_{{reg}}.log",
+    benchmark:
+        f"{SEG_DIR}/benchmarks/train_{{arch}}_{{encoder}}_{{reg}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=24 * 60,
+        gpu=1,
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/train_segmentation.py"

@@ -1,0 +1,100 @@
+"""Torch datasets and loaders over the store.
+
+Images are brought to the training size by a config policy (`resize` or
+`random_crop`), augmented with a per-sample seed (so results do not depend on
+the number of workers and survive a resume), and normalised with ImageNet
+statistics (what smp's pretrained encoders expect).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from scipy.ndimage import gaussian_filter
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import choices_error
+from .store import Store
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+SIZE_POLICIES = ("resize", "random_crop")
+
+
+def split_ids(manifest: pd.DataFrame, split: str) -> list[str]:
+    ids = manifest.loc[manifest["split"] == split, "image_id"].tolist()
+    if not ids:
+        raise ValueError(f"split manifest has no {split!r} images")
+    return ids
+
+
+def fit_size(image: np.ndarray, mask: np.ndarray, size: int, policy: str, rng: np.random.Generator | None):
+    """Bring an image/mask pair to (size, size) by the configured policy."""
+    h, w = mask.shape
+    if policy == "resize" or rng is None:
+        if (h, w) != (size, size):
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if h > size else cv2.INTER_LINEAR)
+            mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+        return image, mask
+    if policy == "random_crop":
+        if h < size or w < size:  # pad small images instead of upscaling them
+            ph, pw = max(0, size - h), max(0, size - w)
+            image = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="reflect")
+            mask = np.pad(mask, ((0, ph), (0, pw)), mode="constant")
+            h, w = mask.shape
+        y = int(rng.integers(0, h - size + 1))
+        x = int(rng.integers(0, w - size + 1))
+        return image[y : y + size, x : x + size], mask[y : y + size, x : x + size]
+    raise choices_error("training.size_policy", policy, SIZE_POLICIES)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 HWC -> normalised float32 CHW."""
+    x = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+class SegmentationDataset(Dataset):
+    """(image, mask, index) triples from a store; masks are binary float (1, H, W)."""
+
+    def __init__(self, store: Store, ids: list[str], size: int, *, policy: str = "resize",
+                 transform=None, seed: int = 0, prefilter_sigma: float = 0.0):
+        if policy not in SIZE_POLICIES:
+            raise choices_error("training.size_policy", policy, SIZE_POLICIES)
+        self.store, self.ids, self.size, self.policy = store, list(ids), size, policy
+        self.transform, self.seed, self.prefilter_sigma = transform, seed, prefilter_sigma
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations are seeded by (seed, epoch, index): reproducible on resume."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        sample = self.store[self.ids[index]]
+        image, mask = sample.image, sample.mask
+        if self.prefilter_sigma:
+            image = gaussian_filter(image, sigma=(self.prefilter_sigma, self.prefilter_sigma, 0))
+        rng = None
+        if self.transform is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+        image, mask = fit_size(image, mask, self.size, self.policy, rng)
+        if self.transform is not None:
+            self.transform.set_random_seed(int(rng.integers(2**31)))
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        return to_tensor(image), torch.from_numpy(mask[None].astype(np.float32)), index
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int, pin_memory: bool) -> DataLoader:
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+        num_workers=workers, pin_memory=pin_memory, persistent_workers=False,
+        prefetch_factor=4 if workers else None, drop_last=False,
+    )

@@ -1,0 +1,10 @@
+"""Converters from each dataset's release layout to the common store.
+
+`CONVERTERS` maps the config's `format` key to a converter; adding a dataset
+means adding one module and one entry here.
+"""
+
+from .dsb2018 import convert_dsb2018
+from .pannuke import convert_pannuke
+
+CONVERTERS = {"pannuke": convert_pannuke, "dsb2018": convert_dsb2018}

@@ -1,0 +1,329 @@
+"""Paper figures: metric curves, bar comparisons, error overlays, contours.
+
+Builders RETURN a matplotlib Figure and write nothing; `save_figure` writes
+PNG + PDF atomically. Figures are plain `matplotlib.figure.Figure` objects
+(no pyplot state), so many can be built in one process without leaking.
+Colours come from one style (`use_style`) and `model_palette`, so a model
+has the same colour in every figure when callers pass one shared palette.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from skimage.measure import find_contours
+
+from .errors import DataFormatError
+from .io import atomic_path
+from .metrics import DISPLAY_NAMES
+
+matplotlib.use("Agg")  # headless cluster nodes have no display; also after pyplot is imported
+
+PALETTE_NAME = "colorblind"
+DPI = 200
+SPLIT_ORDER = ("train", "val", "test")
+SPLIT_STYLES = {"train": "-", "val": "--"}
+# The PanNuke paper's convention for error overlays (RGB in [0, 1]).
+OVERLAY_COLORS = {"TP": (0.0, 0.0, 1.0), "FP": (1.0, 0.0, 0.0), "FN": (0.0, 1.0, 0.0)}
+CONTOUR_COLORS = {"ground truth": "#00ff00", "prediction": "#ffff00"}
+
+
+def use_style() -> None:
+    """Apply the one style shared by all figures."""
+    sns.set_theme(context="paper", style="whitegrid", palette=PALETTE_NAME)
+
+
+def model_palette(names: Iterable) -> dict[str, str]:
+    """Hex colour per label, assigned in sorted label order.
+
+    Sorting makes the mapping independent of row order; build it once from
+    all model labels of a study and pass it to every builder so subsets keep
+    their colours. More than ten labels cycle through the palette.
+    """
+    labels = sorted({str(n) for n in names})
+    colors = sns.color_palette(PALETTE_NAME, len(labels))
+    return {label: to_hex(color) for label, color in zip(labels, colors)}
+
+
+def save_figure(fig: Figure, png_path: str | os.PathLike) -> list[Path]:
+    """Write `fig` as PNG (dpi 200) and a PDF with the same stem, atomically; close it."""
+    png_path = Path(png_path).with_suffix(".png")
+    paths = [png_path, png_path.with_suffix(".pdf")]
+    try:
+        for path in paths:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)  # a no-op for figures not created by pyplot
+    return paths
+
+
+def metric_label(metric: str) -> str:
+    """The papers' label for a metric column name."""
+    return DISPLAY_NAMES.get(metric, metric.replace("_", " ").capitalize())
+
+
+def _require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataFormatError(f"{what} lacks column(s) {missing}; have {list(df.columns)}")
+
+
+def _new_figure(n_panels: int, ncols: int, panel_size=(3.6, 2.8)) -> tuple[Figure, list]:
+    """Figure with exactly `n_panels` axes on a grid of `ncols` columns (spare cells removed)."""
+    ncols = max(1, min(ncols, n_panels))
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for spare in axes[n_panels:]:
+        spare.remove()
+    return fig, axes[:n_panels]
+
+
+# ---------------------------------------------------------------- curves
+
+
+def _split_columns(history: pd.DataFrame, metric: str) -> dict[str, str]:
+    """{split: column} for the train/val curves of `metric`; a bare `metric` column counts as train."""
+    columns = {split: f"{split}_{metric}" for split in SPLIT_STYLES if f"{split}_{metric}" in history}
+    if not columns and metric in history:
+        columns = {"train": metric}
+    if not columns:
+        raise DataFormatError(f"history has no column train_{metric}, val_{metric} or {metric}; have {list(history.columns)}")
+    return columns
+
+
+def _draw_split_curves(ax, history: pd.DataFrame, metric: str, group_col: str, palette: dict[str, str]) -> None:
+    """One colour per group; solid train and dashed validation lines over epochs."""
+    columns = _split_columns(history, metric)
+    for group, rows in history.groupby(group_col, sort=False):
+        rows = rows.sort_values("epoch")
+        for split, column in columns.items():
+            ax.plot(rows["epoch"], rows[column], color=palette[str(group)], linestyle=SPLIT_STYLES[split])
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel(metric_label(metric))
+
+
+def _curve_legend(fig: Figure, palette: dict[str, str], groups: Iterable) -> None:
+    """Figure legend: a colour entry per group, then a line-style entry per split."""
+    handles = [Line2D([], [], color=palette[str(g)], label=str(g)) for g in dict.fromkeys(groups)]
+    handles += [Line2D([], [], color="0.3", linestyle=style, label=split.capitalize()) for split, style in SPLIT_STYLES.items()]
+    fig.legend(handles=handles, loc="outside right upper", frameon=False)
+
+
+def metric_curves(
+    history: pd.DataFrame,
+    metrics: Sequence[str] = ("loss", "acc", "dice", "sensitivity", "iou"),
+    model_col: str = "model",
+    palette: dict[str, str] | None = None,
+) -> Figure:
+    """One panel per metric over epochs: solid train, dashed validation, one colour per model.
+
+    `history` has columns `<model_col>, epoch, train_<m>, val_<m>` (Figures 6-10 of the PanNuke paper).
+    """
+    _require_columns(history, [model_col, "epoch"], "history")
+    palette = palette or model_palette(history[model_col])
+    fig, axes = _new_figure(len(metrics), ncols=3)
+    for ax, metric in zip(axes, metrics):
+        _draw_split_curves(ax, history, metric, model_col, palette)
+        ax.set_title(metric_label(metric))
+    _curve_legend(fig, palette, history[model_col])
+    return fig
+
+
+def epoch_curves(history: pd.DataFrame, metric: str, run_col: str = "run", palette: dict[str, str] | None = None) -> Figure:
+    """Per-epoch `metric` of the classification CNN runs, one colour per run.
+
+    Uses `train_<metric>` / `val_<metric>` columns, or a bare `<metric>` column.
+    """
+    _require_columns(history, [run_col, "epoch"], "history")
+    palette = palette or model_palette(history[run_col])
+    fig, (ax,) = _new_figure(1, ncols=1, panel_size=(4.8, 3.2))
+    _draw_split_curves(ax, history, metric, run_col, palette)
+    _curve_legend(fig, palette, history[run_col])
+    return fig
+
+
+# ---------------------------------------------------------------- bars
+
+
+def _legend_outside(fig: Figure, ax) -> None:
+    """Move the axes' legend to the right of the figure, where it cannot hide bars."""
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    fig.legend(handles, labels, loc="outside right upper", frameon=False)
+
+
+def _value_column(summary: pd.DataFrame, metric: str) -> str:
+    """`<metric>_mean` from `metrics.summarize`, or a plain `<metric>` column."""
+    for column in (f"{metric}_mean", metric):
+        if column in summary:
+            return column
+    raise DataFormatError(f"summary has no column {metric}_mean or {metric}; have {list(summary.columns)}")
+
+
+def _ordered_splits(splits: Iterable) -> list:
+    """train, val, test first, any other split after in order of appearance."""
+    present = list(dict.fromkeys(splits))
+    return [s for s in SPLIT_ORDER if s in present] + [s for s in present if s not in SPLIT_ORDER]
+
+
+def metric_bars(
+    summary: pd.DataFrame,
+    metric: str,
+    model_col: str = "model",
+    split_col: str = "split",
+    palette: dict[str, str] | None = None,
+) -> Figure:
+    """Grouped bars: one group per split (train/val/test), one bar per model (Figures 13-15).
+
+    Error bars show `<metric>_std` when that column exists.
+    """
+    _require_columns(summary, [model_col, split_col], "summary")
+    value_col = _value_column(summary, metric)
+    std_col = f"{metric}_std" if f"{metric}_std" in summary else None
+    palette = palette or model_palette(summary[model_col])
+    splits = _ordered_splits(summary[split_col])
+    models = list(dict.fromkeys(summary[model_col]))
+    width = 0.8 / len(models)
+    fig, (ax,) = _new_figure(1, ncols=1, panel_size=(max(4.0, 1.5 + 0.4 * len(splits) * len(models)), 3.2))
+    for i, model in enumerate(models):
+        rows = summary[summary[model_col] == model].set_index(split_col).reindex(splits)
+        positions = np.arange(len(splits)) + (i - (len(models) - 1) / 2) * width
+        errors = rows[std_col].fillna(0) if std_col else None
+        ax.bar(positions, rows[value_col], width, yerr=errors, capsize=2, color=palette[str(model)], label=str(model))
+    ax.set_xticks(np.arange(len(splits)), [str(s).capitalize() for s in splits])
+    ax.set_ylabel(metric_label(metric))
+    _legend_outside(fig, ax)
+    return fig
+
+
+def classifier_bars(
+    results: pd.DataFrame,
+    metric: str = "accuracy",
+    classifier_col: str = "classifier",
+    variant_col: str = "variant",
+) -> Figure:
+    """Horizontal bars per classifier, one colour per variant (base vs augmented).
+
+    Several rows per classifier and variant (folds, seeds) give a mean with a ±1 sd bar.
+    """
+    _require_columns(results, [classifier_col, variant_col, metric], "results")
+    n_classifiers = results[classifier_col].nunique()
+    fig, (ax,) = _new_figure(1, ncols=1, panel_size=(5.0, 0.6 + 0.35 * n_classifiers))
+    sns.barplot(data=results, y=classifier_col, x=metric, hue=variant_col, errorbar="sd", palette=PALETTE_NAME, ax=ax)
+    ax.set_xlabel(metric_label(metric))
+    ax.set_ylabel("")
+    _legend_outside(fig, ax)
+    return fig
+
+
+# ---------------------------------------------------------------- images
+
+
+def _as_rgb_float(image) -> np.ndarray:
+    """Image as float RGB in [0, 1]: uint8 is scaled, grey is repeated, alpha is dropped."""
+    image = np.asarray(image)
+    rgb = image.astype(np.float64) / 255.0 if image.dtype == np.uint8 else image.astype(np.float64)
+    if rgb.ndim == 2:
+        rgb = rgb[..., None]
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    return np.clip(rgb[..., :3], 0.0, 1.0)
+
+
+def overlay_rgb(image, pred, target, alpha: float = 0.5) -> np.ndarray:
+    """Float RGB image with TP blended towards blue, FP red, FN green by `alpha`; TN untouched."""
+    pred = np.asarray(pred, dtype=bool)
+    target = np.asarray(target, dtype=bool)
+    rgb = _as_rgb_float(image)
+    if pred.shape != target.shape or pred.shape != rgb.shape[:2]:
+        raise ValueError(f"image {rgb.shape[:2]}, prediction {pred.shape} and target {target.shape} differ in size")
+    regions = {"TP": pred & target, "FP": pred & ~target, "FN": ~pred & target}
+    for name, region in regions.items():
+        rgb[region] = (1 - alpha) * rgb[region] + alpha * np.asarray(OVERLAY_COLORS[name])
+    return rgb
+
+
+def _overlay_legend(ax) -> None:
+    handles = [Patch(color=color, label=name) for name, color in OVERLAY_COLORS.items()]
+    ax.legend(handles=handles, loc="upper right", fontsize="x-small", framealpha=0.8)
+
+
+def _show_image(ax, image, title: str = "") -> None:
+    ax.imshow(_as_rgb_float(image), interpolation="nearest")
+    ax.set_title(title)
+    ax.set_axis_off()
+
+
+def error_overlay(image, pred, target, alpha: float = 0.5, title: str = "") -> Figure:
+    """The image with true positives blue, false positives red, false negatives green."""
+    fig, (ax,) = _new_figure(1, ncols=1, panel_size=(4.0, 4.0))
+    _show_image(ax, overlay_rgb(image, pred, target, alpha), title)
+    _overlay_legend(ax)
+    return fig
+
+
+def mask_contours(mask) -> list[np.ndarray]:
+    """(row, col) contour lines of a binary mask, closed also where objects touch the border."""
+    # Padding with background closes contours that would otherwise stop at the edge.
+    padded = np.pad(np.asarray(mask, dtype=float), 1)
+    return [contour - 1 for contour in find_contours(padded, 0.5)]
+
+
+def _draw_contours(ax, mask, color: str) -> None:
+    for contour in mask_contours(mask):
+        ax.plot(contour[:, 1], contour[:, 0], color=color, linewidth=1)
+
+
+def contour_comparison(image, pred, target) -> Figure:
+    """Two panels: ground-truth contours and predicted contours over the image."""
+    fig, axes = _new_figure(2, ncols=2, panel_size=(4.0, 4.0))
+    for ax, (name, mask) in zip(axes, (("ground truth", target), ("prediction", pred))):
+        _show_image(ax, image, name.capitalize())
+        _draw_contours(ax, mask, CONTOUR_COLORS[name])
+    return fig
+
+
+def prediction_grid(samples: Sequence[tuple[str, object, object, object]], alpha: float = 0.5) -> Figure:
+    """One row per (title, image, pred, target): image / ground truth / prediction / error overlay."""
+    if not samples:
+        raise ValueError("prediction_grid needs at least one sample")
+    columns = ("Image", "Ground truth", "Prediction", "Overlay")
+    fig, axes = _new_figure(len(columns) * len(samples), ncols=len(columns), panel_size=(2.4, 2.4))
+    for row, (title, image, pred, target) in enumerate(samples):
+        panels = (image, target, pred, overlay_rgb(image, pred, target, alpha))
+        row_axes = axes[row * len(columns) : (row + 1) * len(columns)]
+        for ax, column, panel in zip(row_axes, columns, panels):
+            _show_image(ax, panel, column if row == 0 else "")
+        # Axis-off hides the y label, so the row title goes in as text.
+        row_axes[0].text(-0.05, 0.5, str(title), transform=row_axes[0].transAxes, rotation=90, ha="right", va="center")
+    _overlay_legend(axes[len(columns) - 1])
+    return fig
+
+
+def augmentation_preview(samples: Sequence[Sequence[tuple[object, object]]]) -> Figure:
+    """One row per image: (image, mask) views, the original first, with mask contours."""
+    if not samples:
+        raise ValueError("augmentation_preview needs at least one sample")
+    n_cols = len(samples[0])
+    fig, axes = _new_figure(len(samples) * n_cols, ncols=n_cols, panel_size=(2.2, 2.2))
+    for row, views in enumerate(samples):
+        for col, (image, mask) in enumerate(views):
+            ax = axes[row * n_cols + col]
+            _show_image(ax, image, ("Original" if col == 0 else f"Augmented {col}") if row == 0 else "")
+            _draw_contours(ax, mask, CONTOUR_COLORS["ground truth"])
+    return fig

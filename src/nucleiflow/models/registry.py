@@ -1,0 +1,156 @@
+"""Model zoo registry: architecture name -> builder, plus size and L2 helpers.
+
+`build_model(arch, encoder, ...)` validates the names against `ARCHITECTURES`
+and calls the registered builder. Every model returns logits.
+
+L2 regularisation is implemented as Keras's `kernel_regularizer=l2(weight)`: a
+penalty `weight * sum(w ** 2)` that the training loop adds to the loss, not
+optimizer weight decay (which would shrink every parameter, biases and
+BatchNorm included, and interacts with Adam's scaling). The penalised tensors
+are conv kernels only (no biases, no BatchNorm):
+
+* smp models: the kernels of the layers the PanNuke study adds (extra blocks and
+  the new 1x1 head); the (possibly pretrained) encoder and smp's decoder are not
+  penalised, as in the study, which regularised only its added layers.
+* custom models (resunet, classic_unet): all their conv and transposed-conv kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from ..errors import ConfigError, choices_error
+from .classic_unet import build_classic_unet
+from .resunet import build_resunet
+from .smp_models import SMP_ENCODERS, build_deeplabv3plus, build_unet
+
+NO_ENCODER = "none"
+BN_STATISTICS = ("running_mean", "running_var")
+CONV_LAYERS = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How to build one architecture and which encoders it accepts."""
+
+    builder: Callable[..., nn.Module]
+    uses_smp_encoder: bool
+    encoders: tuple[str, ...]
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "unet": ArchSpec(build_unet, uses_smp_encoder=True, encoders=SMP_ENCODERS),
+    "deeplabv3plus": ArchSpec(build_deeplabv3plus, uses_smp_encoder=True, encoders=SMP_ENCODERS),
+    "resunet": ArchSpec(build_resunet, uses_smp_encoder=False, encoders=(NO_ENCODER,)),
+    "classic_unet": ArchSpec(build_classic_unet, uses_smp_encoder=False, encoders=(NO_ENCODER,)),
+}
+
+
+def get_spec(arch: str, encoder: str = NO_ENCODER) -> ArchSpec:
+    """The ArchSpec of `arch`, after checking that `encoder` is valid for it."""
+    if arch not in ARCHITECTURES:
+        raise choices_error("arch", arch, ARCHITECTURES)
+    spec = ARCHITECTURES[arch]
+    if encoder not in spec.encoders:
+        raise choices_error(f"encoder (for {arch})", encoder, spec.encoders)
+    return spec
+
+
+def _check_head_options(dropout: float, extra_blocks: int) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout: {dropout!r} is not valid; use a probability in [0, 1)")
+    if isinstance(extra_blocks, bool) or not isinstance(extra_blocks, int) or extra_blocks < 0:
+        raise ConfigError(f"extra_blocks: {extra_blocks!r} is not valid; use an integer >= 0")
+
+
+def build_model(
+    arch: str,
+    encoder: str = NO_ENCODER,
+    *,
+    dropout: float = 0.0,
+    extra_blocks: int = 0,
+    in_channels: int = 3,
+    classes: int = 1,
+    encoder_weights: str | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build `arch` (with `encoder` for smp architectures; "none" for the custom ones).
+
+    The model maps (N, in_channels, H, W) images to (N, classes, H, W) LOGITS.
+    No sigmoid: the loss applies it; at inference use `torch.sigmoid(model(x))`
+    (this is also the classic U-Net's sigmoid output layer).
+    `extra_blocks` / `dropout` configure the added head (see `RegularisedHead`).
+    `encoder_weights` (e.g. "imagenet") is passed to smp; extra `kwargs` go to the builder.
+    """
+    spec = get_spec(arch, encoder)
+    _check_head_options(dropout, extra_blocks)
+    common = dict(in_channels=in_channels, classes=classes, dropout=dropout, extra_blocks=extra_blocks, **kwargs)
+    if spec.uses_smp_encoder:
+        return spec.builder(encoder=encoder, encoder_weights=encoder_weights, **common)
+    if encoder_weights is not None:
+        raise ConfigError(f"encoder_weights: {arch} has no pretrained encoder; use None (got {encoder_weights!r})")
+    return spec.builder(**common)
+
+
+def _regularised_scope(model: nn.Module) -> nn.Module:
+    # smp models: only the added head; custom models: everything (module docstring).
+    if isinstance(model, smp.base.SegmentationModel):
+        return model.segmentation_head
+    return model
+
+
+def l2_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Conv kernels that the L2 penalty covers (weights only; no biases, no BatchNorm)."""
+    scope = _regularised_scope(model)
+    return [module.weight for module in scope.modules() if isinstance(module, CONV_LAYERS)]
+
+
+def l2_penalty(model: nn.Module, weight: float) -> torch.Tensor:
+    """`weight * sum(w ** 2)` over `l2_parameters(model)`, like Keras's `l2(weight)`; add it to the loss."""
+    squared_norms = [kernel.square().sum() for kernel in l2_parameters(model)]
+    return weight * torch.stack(squared_norms).sum()
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Element counts: trainable / non_trainable parameters, BN running statistics, and their total.
+
+    `buffers` counts BatchNorm running mean and variance (Keras's non-trainable
+    BN weights), not the `num_batches_tracked` counters.
+    """
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    non_trainable = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    buffers = sum(b.numel() for name, b in model.named_buffers() if name.endswith(BN_STATISTICS))
+    return {
+        "trainable": trainable,
+        "non_trainable": non_trainable,
+        "buffers": buffers,
+        "total": trainable + non_trainable + buffers,
+    }
+
+
+def model_size_mb(model: nn.Module) -> float:
+    """Memory of all parameters and buffers, in MiB (2**20 bytes)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def describe_model(arch: str, encoder: str = NO_ENCODER, **kwargs) -> dict:
+    """One row of the model-size table: arch, encoder, parameters (all nn.Parameters), size_mb.
+
+    Also reports `trainable` and `buffers` (BN statistics) so Keras-style totals can be derived.
+    """
+    model = build_model(arch, encoder, **kwargs)
+    counts = count_parameters(model)
+    return {
+        "arch": arch,
+        "encoder": encoder,
+        "parameters": counts["trainable"] + counts["non_trainable"],
+        "trainable": counts["trainable"],
+        "buffers": counts["buffers"],
+        "size_mb": round(model_size_mb(model), 2),
+    }

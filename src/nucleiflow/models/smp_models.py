@@ -1,0 +1,62 @@
+"""segmentation-models-pytorch U-Net and DeepLabV3+ with the PanNuke study's added layers.
+
+smp builds the encoder and decoder; its segmentation head is then replaced by a
+`RegularisedHead`: `extra_blocks` double-conv blocks at the decoder's output
+width, Dropout2d and a fresh 1x1 classifier. smp's own up-sampling (x4 for
+DeepLabV3+, whose decoder stops at 1/4 resolution) is kept after the classifier,
+so output size == input size. The model returns logits.
+"""
+
+from __future__ import annotations
+
+import segmentation_models_pytorch as smp
+from torch import nn
+
+from ..catalog import SMP_ENCODERS  # curated, torch-free: config checks read it too
+from ..errors import ConfigError
+from .blocks import RegularisedHead
+
+
+def _with_regularised_head(
+    model: smp.base.SegmentationModel, classes: int, extra_blocks: int, dropout: float
+) -> smp.base.SegmentationModel:
+    """Swap smp's head (conv -> upsampling -> activation) for a RegularisedHead."""
+    old_conv, old_upsampling = model.segmentation_head[0], model.segmentation_head[1]
+    model.segmentation_head = RegularisedHead(
+        old_conv.in_channels, classes, extra_blocks=extra_blocks, dropout=dropout, upsampling=old_upsampling
+    )
+    return model
+
+
+def _smp_builder(smp_class: type[smp.base.SegmentationModel]):
+    """Builder for one smp architecture with the regularised head."""
+
+    def build(
+        *,
+        encoder: str,
+        encoder_weights: str | None = None,
+        in_channels: int = 3,
+        classes: int = 1,
+        dropout: float = 0.0,
+        extra_blocks: int = 0,
+        **smp_kwargs,
+    ) -> nn.Module:
+        if "activation" in smp_kwargs:
+            # The loss applies the sigmoid; a built-in activation would apply it twice.
+            raise ConfigError("activation: models return logits; apply torch.sigmoid at inference instead")
+        model = smp_class(
+            encoder_name=encoder,
+            encoder_weights=encoder_weights,
+            in_channels=in_channels,
+            classes=classes,
+            **smp_kwargs,
+        )
+        return _with_regularised_head(model, classes, extra_blocks, dropout)
+
+    build.__name__ = f"build_{smp_class.__name__.lower()}"
+    build.__doc__ = f"smp.{smp_class.__name__} with the regularised head (extra blocks, dropout, 1x1 conv); logits."
+    return build
+
+
+build_unet = _smp_builder(smp.Unet)
+build_deeplabv3plus = _smp_builder(smp.DeepLabV3Plus)

@@ -1,0 +1,106 @@
+"""One segmentation experiment cell, end to end: build, train, evaluate.
+
+`spec` is the dictionary the workflow passes for a model cell (see
+rules/common.smk:model_spec); it also serves as the identity a checkpoint must
+match to be resumed (minus the epoch budget, so training can be extended).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .augment import load_pipeline
+from .data import SegmentationDataset, make_loader, split_ids
+from .device import setup_device
+from .evaluation import evaluate_split, timing_summary
+from .io import atomic_path, write_csv, write_json
+from .models import build_model, count_parameters, model_size_mb
+from .store import Store
+from .training import Trainer, TrainSettings, load_checkpoint, seed_everything
+
+log = logging.getLogger(__name__)
+
+# Settings that may change without invalidating a checkpoint.
+RESUMABLE_CHANGES = ("epochs", "early_stopping_patience", "device", "amp")
+
+
+def checkpoint_identity(spec: dict) -> dict:
+    training = {k: v for k, v in spec["training"].items() if k not in RESUMABLE_CHANGES}
+    return {**{k: v for k, v in spec.items() if k != "training"}, "training": training}
+
+
+def build_from_spec(spec: dict, encoder_weights: str | None = None) -> torch.nn.Module:
+    reg = spec["regularization"]
+    return build_model(spec["arch"], spec["encoder"], dropout=reg["dropout"], extra_blocks=reg["extra_blocks"],
+                       encoder_weights=encoder_weights)
+
+
+def train_from_spec(spec: dict, store_path, split_path, pipeline_path, model_dir, *, threads: int = 1,
+                    progress: bool = True) -> dict:
+    """Train one cell; writes model.pt, history.csv and train_info.json into `model_dir`."""
+    training = spec["training"]
+    model_dir = Path(model_dir)
+    seed_everything(spec["seed"])
+    setup = setup_device(training["device"], threads, training["amp"])
+    model = build_from_spec(spec, training["encoder_weights"])
+    store = Store(store_path)
+    manifest = pd.read_csv(split_path)
+    transform = load_pipeline(pipeline_path) if pipeline_path else None
+    datasets = {
+        name: SegmentationDataset(store, split_ids(manifest, name), training["input_size"],
+                                  policy=training["size_policy"] if name == "train" else "resize",
+                                  transform=transform if name == "train" else None, seed=spec["seed"],
+                                  prefilter_sigma=training["prefilter_sigma"])
+        for name in ("train", "val")
+    }
+    loaders = {
+        name: make_loader(ds, training["batch_size"], shuffle=name == "train", seed=spec["seed"],
+                          workers=setup.loader_workers, pin_memory=setup.pin_memory)
+        for name, ds in datasets.items()
+    }
+    settings = TrainSettings(
+        epochs=training["epochs"], batch_size=training["batch_size"], lr=training["lr"], loss=training["loss"],
+        l2=spec["regularization"]["l2"], lr_patience=training["lr_patience"], lr_factor=training["lr_factor"],
+        early_stopping_patience=training["early_stopping_patience"], threshold=training["threshold"],
+        seed=spec["seed"], identity=checkpoint_identity(spec),
+    )
+    trainer = Trainer(model, settings, setup, model_dir / "checkpoints", progress=progress)
+    log.info("training %s/%s/%s on %s: %d train, %d val images", spec["arch"], spec["encoder"], spec["reg"],
+             setup.device, len(datasets["train"]), len(datasets["val"]))
+    history = trainer.fit(loaders["train"], loaders["val"])
+    # Final outputs only now, so Snakemake never sees a finished-looking model mid-training.
+    with atomic_path(model_dir / "model.pt") as tmp:
+        shutil.copyfile(trainer.best_path, tmp)
+    write_csv(model_dir / "history.csv", history)
+    info = {**trainer.summary(), "spec": spec, **count_parameters(model.cpu()),
+            "size_mb": model_size_mb(model), "train_images": len(datasets["train"]),
+            "val_images": len(datasets["val"])}
+    write_json(model_dir / "train_info.json", info)
+    return info
+
+
+def evaluate_from_spec(spec: dict, model_path, store_path, split_path, subset: str, *, predictions_path,
+                       threads: int = 1, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Per-image metrics and timing of the best checkpoint on one split."""
+    training = spec["training"]
+    setup = setup_device(training["device"], threads, training["amp"])
+    model = build_from_spec(spec)
+    state = load_checkpoint(Path(model_path), checkpoint_identity(spec), map_location="cpu")
+    model.load_state_dict(state["model"])
+    if setup.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    store = Store(store_path)
+    ids = split_ids(pd.read_csv(split_path), subset)
+    started = time.perf_counter()
+    per_image = evaluate_split(model, store, ids, size=training["input_size"], threshold=training["threshold"],
+                               setup=setup, predictions_path=predictions_path, progress=progress)
+    timing = timing_summary(per_image, str(setup.device))
+    timing["total_s"] = time.perf_counter() - started
+    timing["best_epoch"] = state["best"]["epoch"]
+    return per_image, timing
