@@ -48,6 +48,8 @@ rule classification_augment:
         images=directory(f"{CLS_DIR}/augmented/images"),
     params:
         size=lambda wc: classification(wc)["augmented_size"],
+        # stored at the larger of the feature and CNN sizes; each consumer resizes down
+        image_size=lambda wc: max(classification(wc)["image_size"], classification(wc)["cnn"]["image_size"]),
         seed=config["seed"],
     log:
         f"{CLS_DIR}/logs/augment.log",

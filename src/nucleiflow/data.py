@@ -93,8 +93,10 @@ class SegmentationDataset(Dataset):
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int, pin_memory: bool) -> DataLoader:
     generator = torch.Generator()
     generator.manual_seed(seed)
+    # A trailing batch of one breaks batch norm (DeepLabV3+'s image pooling): drop it when training.
+    drop_last = shuffle and len(dataset) > batch_size
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
         num_workers=workers, pin_memory=pin_memory, persistent_workers=False,
-        prefetch_factor=4 if workers else None, drop_last=False,
+        prefetch_factor=4 if workers else None, drop_last=drop_last,
     )

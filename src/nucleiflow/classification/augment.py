@@ -51,7 +51,8 @@ def build_offline_augmenter(seed: int) -> A.Compose:
             A.SafeRotate(limit=(-180, 180), border_mode=border, p=1.0),
             A.HorizontalFlip(p=0.5),
             A.VerticalFlip(p=0.5),
-            A.Affine(scale=(0.8, 1.2), border_mode=border, p=0.5),
+            # keep_ratio: one factor for both axes, a zoom rather than a stretch.
+            A.Affine(scale=(0.8, 1.2), keep_ratio=True, border_mode=border, p=0.5),
         ],
         seed=seed,
     )

@@ -25,8 +25,8 @@ GRAYSCALE_EVERY = 5  # one crop in five is a grey fluorescence image
 RGB_RENDERERS = (render_he, render_brightfield)
 NEIGHBOUR_PROBABILITY = 0.25
 DEBRIS_PROBABILITY = 0.3
-SATELLITE_TRIES = 8
 DEBRIS_STRENGTH = (0.2, 0.4)  # debris is much paler than chromatin
+SATELLITE_TRIES = 8  # candidate directions per satellite; the first that fits in the crop wins
 
 
 def make_crop(rng: np.random.Generator, micronucleated: bool, grayscale: bool) -> np.ndarray:
