@@ -1,22 +1,6 @@
 # The nucleus vs micronucleus study: split -> offline augmentation -> classic ML grid and CNNs -> tables, figures.
 
 
-def cls_report(path, caption, kind):
-    return report(
-        path,
-        caption=f"../report/{caption}.rst",
-        category="Classification",
-        subcategory="{experiment}",
-        labels={"experiment": "{experiment}", kind: caption},
-    )
-
-
-def augmented_manifest(wildcards):
-    if wildcards.variant == "augmented":
-        return [CLS_DIR.format(**wildcards) + "/augmented/manifest.csv"]
-    return []
-
-
 rule classification_split:
     input:
         class_root,
@@ -113,15 +97,6 @@ rule train_cnn:
         "../envs/classify.yaml"
     script:
         "../scripts/train_cnn.py"
-
-
-def cnn_histories(wildcards):
-    cnn = classification(wildcards)["cnn"]
-    return [
-        CLS_DIR.format(**wildcards) + f"/cnn/{model}_{variant}_history.csv"
-        for model in cnn["models"]
-        for variant in ("base", "augmented")
-    ]
 
 
 rule classification_tables:

@@ -1,16 +1,15 @@
 # Config validation and the small input functions that map wildcards to files.
-import os
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-# The package lives in src/; make it importable here and in every job's script.
+# The package lives in src/. Jobs import it through the scripts/nucleiflow link
+# (Snakemake puts a script's folder on its path), so every conda env finds it too.
 SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 
 from nucleiflow.config import (
     check_config,
@@ -149,6 +148,54 @@ def classification(wildcards):
 def class_root(wildcards):
     (root,) = unpacked_dirs(wildcards)
     return root
+
+
+def augmented_manifest(wildcards):
+    """The augmented training set for the "augmented" variant, nothing for "base"."""
+    if wildcards.variant == "augmented":
+        return ["{}/augmented/manifest.csv".format(CLS_DIR.format(**wildcards))]
+    return []
+
+
+def cnn_histories(wildcards):
+    cnn = classification(wildcards)["cnn"]
+    base = CLS_DIR.format(**wildcards)
+    return [
+        "{}/cnn/{}_{}_history.csv".format(base, model, variant)
+        for model in cnn["models"]
+        for variant in ("base", "augmented")
+    ]
+
+
+# --- report items ----------------------------------------------------------------
+def seg_table(name, caption):
+    return report(
+        f"{SEG_DIR}/tables/{name}.csv",
+        caption=f"../report/{caption}.rst",
+        category="Segmentation",
+        subcategory="{experiment}",
+        labels={"experiment": "{experiment}", "table": name},
+    )
+
+
+def seg_figure(name):
+    return report(
+        f"{SEG_DIR}/figures/{name}.png",
+        caption=f"../report/{name}.rst",
+        category="Segmentation",
+        subcategory="{experiment}",
+        labels={"experiment": "{experiment}", "figure": name},
+    )
+
+
+def cls_report(path, caption, kind):
+    return report(
+        path,
+        caption=f"../report/{caption}.rst",
+        category="Classification",
+        subcategory="{experiment}",
+        labels={"experiment": "{experiment}", kind: caption},
+    )
 
 
 # --- targets -------------------------------------------------------------------

@@ -1,26 +1,6 @@
 # Stage 6: the segmentation studies' tables (CSV + Markdown + LaTeX) and figures (PNG + PDF).
 
 
-def seg_table(name, caption):
-    return report(
-        f"{SEG_DIR}/tables/{name}.csv",
-        caption=f"../report/{caption}.rst",
-        category="Segmentation",
-        subcategory="{experiment}",
-        labels={"experiment": "{experiment}", "table": name},
-    )
-
-
-def seg_figure(name):
-    return report(
-        f"{SEG_DIR}/figures/{name}.png",
-        caption=f"../report/{name}.rst",
-        category="Segmentation",
-        subcategory="{experiment}",
-        labels={"experiment": "{experiment}", "figure": name},
-    )
-
-
 rule segmentation_tables:
     input:
         infos=lambda wc: expand_cells(f"{MODEL_DIR}/train_info.json", wc),

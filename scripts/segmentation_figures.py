@@ -7,8 +7,10 @@ from nucleiflow.log import setup_logging
 log = setup_logging(snakemake.log[0])
 cells, subsets = snakemake.params.cells, snakemake.params.subsets
 per_image = sr.collect(list(snakemake.input.per_image), cells, subsets, pd.read_csv)
-samples = sr.prediction_samples(snakemake.input.store, list(snakemake.input.predictions), cells, subsets,
-                                sr.example_ids(per_image, snakemake.params.examples), snakemake.params.threshold)
-sr.write_figures(sr.histories(list(snakemake.input.histories), cells), sr.metrics_summary(per_image), samples,
-                 dict(snakemake.output.items()))
+examples, predictions = sr.prediction_examples(
+    snakemake.input.store, list(snakemake.input.predictions), cells, subsets,
+    sr.example_ids(per_image, snakemake.params.examples), snakemake.params.threshold,
+)
+sr.write_figures(sr.histories(list(snakemake.input.histories), cells), sr.metrics_summary(per_image),
+                 examples, predictions, dict(snakemake.output.items()))
 log.info("figures written: %s", ", ".join(snakemake.output))

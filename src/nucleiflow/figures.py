@@ -327,3 +327,28 @@ def augmentation_preview(samples: Sequence[Sequence[tuple[object, object]]]) -> 
             _show_image(ax, image, ("Original" if col == 0 else f"Augmented {col}") if row == 0 else "")
             _draw_contours(ax, mask, CONTOUR_COLORS["ground truth"])
     return fig
+
+
+def overlay_matrix(examples: Sequence[tuple[str, object, object]], predictions: dict[str, Sequence[object]],
+                   alpha: float = 0.5) -> Figure:
+    """Figure 11 layout: one row per example (image, ground truth), one overlay column per model.
+
+    `examples` holds (title, image, target); `predictions[model][i]` is the
+    boolean prediction of that model for example i.
+    """
+    if not examples or not predictions:
+        raise ValueError("overlay_matrix needs at least one example and one model")
+    models = list(predictions)
+    n_cols = 2 + len(models)
+    fig, axes = _new_figure(n_cols * len(examples), ncols=n_cols, panel_size=(2.0, 2.0))
+    for row, (title, image, target) in enumerate(examples):
+        row_axes = axes[row * n_cols : (row + 1) * n_cols]
+        _show_image(row_axes[0], image, "Image" if row == 0 else "")
+        _show_image(row_axes[1], target, "Ground truth" if row == 0 else "")
+        for ax, model in zip(row_axes[2:], models):
+            _show_image(ax, overlay_rgb(image, predictions[model][row], target, alpha), model if row == 0 else "")
+            ax.title.set_fontsize("x-small")
+        row_axes[0].text(-0.05, 0.5, str(title), transform=row_axes[0].transAxes, rotation=90, ha="right",
+                         va="center", fontsize="x-small")
+    _overlay_legend(axes[n_cols - 1])
+    return fig

@@ -97,28 +97,31 @@ def example_ids(per_image: pd.DataFrame, n: int) -> list[str]:
     return list(dict.fromkeys(first["image_id"].iloc[picks]))
 
 
-def prediction_samples(store_path: str, prediction_paths: list[str], cells: list[dict], subsets: list[str],
-                       image_ids: list[str], threshold: float) -> list[tuple]:
-    """(title, image, pred, target) per example image for the best model on the last evaluated split."""
+def prediction_examples(store_path: str, prediction_paths: list[str], cells: list[dict], subsets: list[str],
+                        image_ids: list[str], threshold: float) -> tuple[list[tuple], dict[str, list]]:
+    """Examples (title, image, target) and each model's predictions on them (last evaluated split)."""
     store = Store(store_path)
+    samples = [store[image_id] for image_id in image_ids]
+    examples = [(image_id[:16], s.image, s.mask.astype(bool)) for image_id, s in zip(image_ids, samples)]
     last = len(subsets) - 1
-    samples = []
-    for cell_index, cell in enumerate(cells):
-        path = prediction_paths[cell_index * len(subsets) + last]
-        for image_id in image_ids:
-            sample = store[image_id]
-            pred = read_probability(path, image_id) > threshold
-            samples.append((f"{_label(cell)}\n{image_id[:12]}", sample.image, pred, sample.mask.astype(bool)))
-    return samples
+    predictions = {
+        _label(cell): [read_probability(prediction_paths[i * len(subsets) + last], image_id) > threshold
+                       for image_id in image_ids]
+        for i, cell in enumerate(cells)
+    }
+    return examples, predictions
 
 
-def write_figures(histories_df, summary, samples, outputs: dict) -> None:
+def write_figures(histories_df, summary, examples, predictions, outputs: dict) -> None:
     """The experiment's figures: curves (Figs 6-10), bars (13-15), overlays (11), contours (12)."""
     figures.use_style()
     palette = figures.model_palette(histories_df["model"])
     figures.save_figure(figures.metric_curves(histories_df, palette=palette), outputs["curves"])
     bars = summary.rename(columns={"subset": "split"})
     figures.save_figure(figures.metric_bars(bars, "dice", palette=palette), outputs["bars"])
-    figures.save_figure(figures.prediction_grid(samples), outputs["examples"])
-    _, image, pred, target = samples[0]
-    figures.save_figure(figures.contour_comparison(image, pred, target), outputs["contours"])
+    figures.save_figure(figures.overlay_matrix(examples, predictions), outputs["examples"])
+    # Contours: the best model (highest mean Dice on the last split) on the first example.
+    last = summary[summary["subset"] == summary["subset"].iloc[-1]]
+    best = last.sort_values("dice_mean").iloc[-1]["model"]
+    _, image, target = examples[0]
+    figures.save_figure(figures.contour_comparison(image, predictions[best][0], target), outputs["contours"])
