@@ -29,8 +29,8 @@ try:
     check_config(config)
     check_local_sources(config, produced_under=DEMO_DIR if config.get("demo_data") else None)
 except WorkflowError as err:
-    cause = next((a for a in err.args if hasattr(a, "absolute_path")), None)
-    if cause is None:
+    cause = err.__cause__ or err.__context__  # the jsonschema ValidationError
+    if not hasattr(cause, "absolute_path"):
         raise
     raise WorkflowError(schema_error_message(cause)) from None
 except ConfigError as err:

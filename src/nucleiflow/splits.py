@@ -4,20 +4,122 @@ A manifest is a DataFrame (and a CSV on disk) with columns `image_id, split`,
 `split` in SPLIT_NAMES. Two schemes cover the studies:
 
 * ``folds``: PanNuke's official protocol - whole source folds per split.
-* ``proportions``: fractions of the pool, stratified by a metadata column,
+* ``proportions``: fractions of the pool, stratified by metadata columns,
   with exact duplicates (same content hash) kept in one split so no image
   leaks between train and test.
+
+Stratifying by imaging modality and nuclear density (the residual U-Net
+study) uses two derived columns, `modality_cluster` (seeded k-means on the
+colour statistics every converter records, see `modality_features`) and
+`density_bin` (quantile bins of `n_nuclei`); `make_split` adds them when a
+spec stratifies by them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import warnings
+
 import numpy as np
 import pandas as pd
+from scipy.cluster.vq import kmeans2
 
-from .errors import ConfigError, choices_error
+from .errors import ConfigError, DataFormatError, choices_error
 
 SPLIT_NAMES = ("train", "val", "test")
 SCHEMES = ("folds", "proportions")
+
+# Image counts of the studies' splits; `fractions_from_counts` turns them into
+# config fractions (the config file holds the resulting numbers).
+RESUNET_ORIGINAL_COUNTS = {"train": 670, "val": 10, "test": 60}
+PANNUKE_PAPER_COUNTS = {"train": 4297, "val": 1075, "test": 1344}
+
+# Colour statistics each converter stores per image (metadata keys).
+MODALITY_FEATURES = ("mean_red", "mean_green", "mean_blue", "grey_mean", "grey_std")
+GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma
+DERIVED_STRATA = ("modality_cluster", "density_bin")
+DEFAULT_MODALITY_CLUSTERS = 3  # fluorescence, brightfield, H&E in DSB2018
+DEFAULT_DENSITY_BINS = 3
+KMEANS_RESTARTS = 10
+FRACTION_SUM_TOLERANCE = 1e-3
+
+
+# ---------------------------------------------------------------- per-image keys
+
+
+def content_hash(image: np.ndarray) -> str:
+    """SHA-256 of a uint8 image's pixels and shape: equal for exact duplicates only."""
+    image = np.ascontiguousarray(image)
+    return hashlib.sha256(image.tobytes() + str(image.shape).encode()).hexdigest()
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """Float32 luma (0-255) of an RGB uint8 image."""
+    return image.reshape(-1, 3).astype(np.float32) @ GREY_WEIGHTS
+
+
+def modality_features(image: np.ndarray) -> dict[str, float]:
+    """The colour statistics `modality_cluster` clusters on (mean of each channel, grey mean and std)."""
+    means = image.reshape(-1, 3).mean(axis=0, dtype=np.float64)
+    luma = grey(image)
+    values = (*means, luma.mean(dtype=np.float64), luma.std(dtype=np.float64))
+    return {name: round(float(v), 4) for name, v in zip(MODALITY_FEATURES, values)}
+
+
+# ---------------------------------------------------------------- derived strata
+
+
+def modality_clusters(features: pd.DataFrame, n_clusters: int, seed: int) -> np.ndarray:
+    """Seeded k-means cluster (0..k-1, ordered by mean grey) of each row of standardised colour statistics."""
+    x = features.to_numpy(np.float64)
+    x = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+    k = min(n_clusters, len(np.unique(x, axis=0)))
+    if k <= 1:
+        return np.zeros(len(x), int)
+    best_inertia, best = np.inf, None
+    for rng in np.random.default_rng(seed).spawn(KMEANS_RESTARTS):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an empty cluster in one restart is not worth a warning
+            centroids, labels = kmeans2(x, k, iter=50, minit="++", rng=rng)
+        inertia = float(((x - centroids[labels]) ** 2).sum())
+        if inertia < best_inertia:
+            best_inertia, best = inertia, labels
+    # Name clusters by brightness so labels do not depend on the k-means start.
+    grey_col = list(features.columns).index("grey_mean") if "grey_mean" in features.columns else 0
+    order = np.argsort([x[best == c, grey_col].mean() if (best == c).any() else np.inf for c in range(k)], kind="stable")
+    return np.argsort(order)[best]
+
+
+def density_bins(n_nuclei: pd.Series, n_bins: int) -> np.ndarray:
+    """Quantile bin (0..) of each image's nuclei count; tied edges merge bins."""
+    if n_bins < 1:
+        raise ConfigError(f"split.density_bins: {n_bins!r} must be at least 1")
+    return pd.qcut(n_nuclei.astype(float), n_bins, labels=False, duplicates="drop").astype(int).to_numpy()
+
+
+def add_strata_columns(
+    metadata: pd.DataFrame,
+    seed: int,
+    n_modality_clusters: int = DEFAULT_MODALITY_CLUSTERS,
+    n_density_bins: int = DEFAULT_DENSITY_BINS,
+) -> pd.DataFrame:
+    """Copy of `metadata` with `modality_cluster` and `density_bin` columns (existing columns kept)."""
+    missing = [c for c in (*MODALITY_FEATURES, "n_nuclei") if c not in metadata.columns]
+    if missing:
+        raise DataFormatError(f"store metadata lacks {missing[0]!r}, needed for {', '.join(DERIVED_STRATA)}; re-run the convert rule")
+    out = metadata.copy()
+    out["modality_cluster"] = modality_clusters(out[list(MODALITY_FEATURES)], n_modality_clusters, seed)
+    out["density_bin"] = density_bins(out["n_nuclei"], n_density_bins)
+    return out
+
+
+# ---------------------------------------------------------------- splitting
+
+
+def fractions_from_counts(counts: dict[str, int]) -> dict[str, float]:
+    """Split fractions reproducing a study's image counts on a pool of their total size."""
+    total = sum(counts.values())
+    return {name: counts[name] / total for name in SPLIT_NAMES if name in counts}
 
 
 def stratified_split(
@@ -29,10 +131,12 @@ def stratified_split(
 ) -> pd.DataFrame:
     """Assign each id to a split so every stratum keeps the given fractions.
 
-    `fractions` maps split names to shares (normalised to sum 1). Rounding is
-    done per stratum by the largest-remainder method, so counts are exact and
-    reproducible bit for bit from `seed`. `groups` (optional, same length as
-    ids) keeps members of one group together - e.g. exact duplicate images.
+    `fractions` maps split names to shares summing to 1. Split totals are the
+    largest-remainder rounding of the pool size, and each stratum's count per
+    split is within one of its exact share (controlled rounding, see
+    `_allocate`); the result is reproducible bit for bit from `seed`.
+    `groups` (optional, same length as ids) keeps members of one group
+    together - e.g. exact duplicate images; counts are then of groups.
     """
     ids = np.asarray(list(ids), dtype=object)
     strata = np.asarray(list(strata), dtype=object)
@@ -40,20 +144,22 @@ def stratified_split(
         raise ValueError(f"ids ({len(ids)}) and strata ({len(strata)}) differ in length")
     if len(set(ids)) != len(ids):
         raise ValueError("image ids are not unique")
-    names, shares = _normalised_fractions(fractions)
+    names, shares = _checked_fractions(fractions)
     groups = ids if groups is None else np.asarray(list(groups), dtype=object)
 
     # Split on groups: one representative stratum per group (its first member's).
     frame = pd.DataFrame({"image_id": ids, "stratum": strata, "group": groups})
     group_strata = frame.drop_duplicates("group").set_index("group")["stratum"]
+    stratum_names = sorted(group_strata.unique(), key=str)
+    members_of = {s: np.array(sorted(group_strata.index[group_strata == s], key=str), dtype=object) for s in stratum_names}
+    counts = _allocate(np.array([len(members_of[s]) for s in stratum_names]), shares)
     rng = np.random.default_rng(seed)
     group_split: dict = {}
-    for stratum in sorted(group_strata.unique(), key=str):
-        members = np.array(sorted(group_strata.index[group_strata == stratum], key=str), dtype=object)
+    for stratum, stratum_counts in zip(stratum_names, counts):
+        members = members_of[stratum]
         rng.shuffle(members)
-        counts = _largest_remainder(len(members), shares)
         start = 0
-        for name, count in zip(names, counts):
+        for name, count in zip(names, stratum_counts):
             for g in members[start : start + count]:
                 group_split[g] = name
             start += count
@@ -63,6 +169,8 @@ def stratified_split(
 
 def fold_split(metadata: pd.DataFrame, train, val, test, fold_col: str = "fold") -> pd.DataFrame:
     """PanNuke's official protocol: whole folds per split (e.g. train 1, val 2, test 3)."""
+    if fold_col not in metadata.columns:
+        raise DataFormatError(f"store metadata has no {fold_col!r} column; the folds scheme needs a fold per image (PanNuke)")
     assignment = {}
     for name, folds in zip(SPLIT_NAMES, (train, val, test)):
         for fold in _as_list(folds):
@@ -78,23 +186,46 @@ def fold_split(metadata: pd.DataFrame, train, val, test, fold_col: str = "fold")
     return _ordered(frame.dropna(subset=["split"]))
 
 
+def fold_rotation(folds, rotation: int) -> dict:
+    """Fold spec of cross-validation `rotation`: folds shifted cyclically, so each fold is the test fold once.
+
+    ``fold_rotation([1, 2, 3], 0)`` is train 1, val 2, test 3; rotation 1 is
+    train 2, val 3, test 1; rotation 2 is train 3, val 1, test 2.
+    """
+    folds = list(folds)
+    if len(folds) != len(SPLIT_NAMES):
+        raise ConfigError(f"fold rotation: needs {len(SPLIT_NAMES)} folds, got {folds}")
+    shifted = folds[rotation % 3 :] + folds[: rotation % 3]
+    return {"scheme": "folds", **{name: [fold] for name, fold in zip(SPLIT_NAMES, shifted)}}
+
+
 def make_split(metadata: pd.DataFrame, spec: dict, seed: int) -> pd.DataFrame:
     """Build a manifest from a config split spec (see the config schema)."""
     scheme = spec.get("scheme")
     if scheme == "folds":
         return fold_split(metadata, spec["train"], spec["val"], spec["test"])
     if scheme == "proportions":
-        pool = metadata
-        if spec.get("exclude_empty", False):
-            pool = pool[pool["n_nuclei"] > 0]
-        stratify_by = spec.get("stratify_by") or []
-        for col in stratify_by:
-            if col not in pool.columns:
-                raise choices_error("split.stratify_by", col, pool.columns)
-        strata = pool[stratify_by].astype(str).agg("|".join, axis=1) if stratify_by else ["all"] * len(pool)
-        groups = pool["content_hash"] if "content_hash" in pool.columns else None
-        return stratified_split(pool["image_id"], strata, spec["fractions"], seed, groups=groups)
+        return _proportions_split(metadata, spec, seed)
     raise choices_error("split.scheme", scheme, SCHEMES)
+
+
+def _proportions_split(metadata: pd.DataFrame, spec: dict, seed: int) -> pd.DataFrame:
+    pool = metadata
+    if spec.get("exclude_empty", False):
+        pool = pool[pool["n_nuclei"] > 0]
+        if pool.empty:
+            raise DataFormatError("split.exclude_empty: every image is empty, nothing left to split")
+    stratify_by = list(spec.get("stratify_by") or [])
+    if any(c in DERIVED_STRATA and c not in pool.columns for c in stratify_by):
+        pool = add_strata_columns(
+            pool, seed, spec.get("modality_clusters", DEFAULT_MODALITY_CLUSTERS), spec.get("density_bins", DEFAULT_DENSITY_BINS)
+        )
+    for col in stratify_by:
+        if col not in pool.columns:
+            raise choices_error("split.stratify_by", col, set(pool.columns) | set(DERIVED_STRATA))
+    strata = pool[stratify_by].astype(str).agg("|".join, axis=1) if stratify_by else ["all"] * len(pool)
+    groups = pool["content_hash"] if "content_hash" in pool.columns else None
+    return stratified_split(pool["image_id"], strata, spec["fractions"], seed, groups=groups)
 
 
 def check_disjoint(manifest: pd.DataFrame) -> None:
@@ -104,24 +235,52 @@ def check_disjoint(manifest: pd.DataFrame) -> None:
         raise ValueError(f"image {dup.iloc[0]!r} appears in more than one split")
 
 
-def _normalised_fractions(fractions: dict[str, float]) -> tuple[list[str], np.ndarray]:
+def _checked_fractions(fractions: dict[str, float]) -> tuple[list[str], np.ndarray]:
+    """(split names with a share > 0, their shares); one-line ConfigError for bad values."""
     unknown = set(fractions) - set(SPLIT_NAMES)
     if unknown:
         raise choices_error("split.fractions", sorted(unknown)[0], SPLIT_NAMES)
+    for name, value in fractions.items():
+        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"split.fractions.{name}: {value!r} must be a number between 0 and 1")
+    total = sum(fractions.values())
+    # Catch typos such as 0.8/0.1/0.3 instead of silently renormalising them.
+    if abs(total - 1) > FRACTION_SUM_TOLERANCE:
+        raise ConfigError(f"split.fractions: {fractions} sum to {total:g}, expected 1")
     names = [n for n in SPLIT_NAMES if fractions.get(n, 0) > 0]
     shares = np.array([float(fractions[n]) for n in names])
-    if (shares < 0).any() or shares.sum() <= 0:
-        raise ConfigError(f"split.fractions: {fractions} must be non-negative and sum to more than 0")
     return names, shares / shares.sum()
 
 
-def _largest_remainder(n: int, shares: np.ndarray) -> list[int]:
+def _largest_remainder(n: int, shares: np.ndarray) -> np.ndarray:
     exact = shares * n
     counts = np.floor(exact).astype(int)
     order = np.argsort(-(exact - counts), kind="stable")
     for i in order[: n - counts.sum()]:
         counts[i] += 1
-    return counts.tolist()
+    return counts
+
+
+def _allocate(stratum_sizes: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """Counts (strata x splits): rows sum to the stratum sizes, columns to the
+    largest-remainder split totals, every cell the floor or ceiling of its exact share.
+
+    Each stratum first gets the floor of its shares; its left-over members then
+    go, one per split, to the splits still furthest below their totals (ties:
+    larger remainder first). Giving a row's units to the columns of largest
+    residual demand always completes a 0/1 table when one exists (Gale-Ryser).
+    """
+    exact = np.outer(stratum_sizes, shares)
+    counts = np.floor(exact).astype(int)
+    remainder = exact - counts
+    column_need = _largest_remainder(int(stratum_sizes.sum()), shares) - counts.sum(axis=0)
+    for s in range(len(stratum_sizes)):
+        row_need = int(stratum_sizes[s] - counts[s].sum())
+        ranked = sorted(range(len(shares)), key=lambda k: (-column_need[k], -remainder[s, k], k))
+        for k in ranked[:row_need]:
+            counts[s, k] += 1
+            column_need[k] -= 1
+    return counts
 
 
 def _as_list(value) -> list:

@@ -79,17 +79,19 @@ class StoreWriter:
         self._records.append(record)
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None and not self._records:
+            exc = DataFormatError(f"{self.dataset}: no images to write to {self.path}")
+            exc_type, tb = type(exc), None
         try:
-            if exc_type is None:
-                if not self._records:
-                    raise DataFormatError(f"{self.dataset}: no images to write to {self.path}")
+            if exc is None:
                 self._file.create_dataset("metadata", data=json.dumps(self._records, default=_plain))
-            self._file.close()
-        finally:
-            if exc_type is None:
-                self._atomic.__exit__(None, None, None)
-            else:
-                self._atomic.__exit__(exc_type, exc, tb)
+        except BaseException as err:
+            exc, exc_type, tb = err, type(err), err.__traceback__
+        self._file.close()
+        # atomic_path renames on success and removes the temporary on error.
+        self._atomic.__exit__(exc_type, exc, tb)
+        if exc is not None and exc_type is not None:
+            raise exc
 
 
 def _write(group: h5py.Group, name: str, array: np.ndarray, chunks) -> None:

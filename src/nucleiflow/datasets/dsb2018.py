@@ -1,45 +1,101 @@
-"""DSB2018 release (one PNG per nucleus) -> store.
+"""DSB2018 releases -> store.
 
-Per-nucleus masks are merged into an instance map (and so a binary mask by
-pixel-wise maximum); images keep their native size, and RGBA / grayscale are
-normalised to RGB. Overlapping nuclei are counted and reported.
+Three layouts are read (`find_samples` tells them apart):
+
+* ``per_nucleus`` - the official stage1_train release, and the stage-1 test
+  set with its decoded solution: ``<id>/images/<id>.png`` plus one binary
+  ``<id>/masks/<mask>.png`` per nucleus. Masks are merged into an instance
+  map; pixels claimed by two masks are counted as overlaps (later mask wins).
+* ``merged`` - the "processed" variant used by U-Net studies, one merged
+  binary mask per image: either flat folders ``images/<id>.png`` +
+  ``masks/<id>.png`` (or ``masks/0/<id>.png``, the layout of the widely
+  copied ``preprocess_dsb2018.py``), or ``<id>/images/<id>.png`` +
+  ``<id>/masks/<id>.png``. Instances are the 8-connected components of the
+  mask, so touching nuclei merge and overlaps cannot be known (``None``).
+
+The root may also hold one wrapping folder (``stage1_train/...``). Images
+keep their native size; RGBA, grey and palette images become RGB.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import logging
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 from tqdm import tqdm
 
 from ..errors import DataFormatError
+from ..splits import content_hash, modality_features
 from ..store import BINARY_CLASS_NAMES, StoreWriter
 
 log = logging.getLogger(__name__)
 
+PNG_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
+EIGHT_CONNECTED = np.ones((3, 3), bool)  # skimage.measure.label's default for 2-D
+FLAT_MASK_SUBFOLDER = "0"  # preprocess_dsb2018.py writes masks/0/<id>.png
 
-def read_png(path: Path) -> np.ndarray:
+
+@dataclass(frozen=True)
+class SampleFiles:
+    """Where one image and its mask(s) are; `merged`: one binary mask for all nuclei."""
+
+    image_id: str
+    image: Path
+    masks: tuple[Path, ...]
+    merged: bool
+
+    @property
+    def layout(self) -> str:
+        return "merged" if self.merged else "per_nucleus"
+
+
+# ---------------------------------------------------------------- reading PNGs
+
+
+def open_png(path: Path) -> Image.Image:
+    """Fully decoded PIL image; a broken or cut file is a one-line error naming it."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im)
-    except Exception as err:  # PIL raises several types for broken files
-        raise DataFormatError(f"{path}: unreadable image ({err})") from None
+            im.load()  # decode now, so a cut file fails here, naming it
+            return im
+    except PNG_READ_ERRORS as err:  # Pillow raises several types for broken files
+        raise DataFormatError(f"{path}: unreadable image ({type(err).__name__}: {err})".replace("\n", " ")) from None
+
+
+def read_png(path: Path) -> np.ndarray:
+    return np.asarray(open_png(path))
 
 
 def to_rgb(array: np.ndarray, where: Path) -> np.ndarray:
-    """RGB uint8 from grayscale, RGB or RGBA (alpha dropped: it is constant in the release)."""
+    """RGB uint8 from grayscale, grey+alpha, RGB or RGBA (alpha dropped: it is constant in the release)."""
     if array.dtype == np.uint16:
         array = (array / 257).round().astype(np.uint8)
     if array.dtype != np.uint8:
         raise DataFormatError(f"{where}: unsupported pixel type {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 2:  # grey + alpha
+        array = array[..., 0]
     if array.ndim == 2:
         return np.repeat(array[..., None], 3, axis=2)
     if array.ndim == 3 and array.shape[2] in (3, 4):
         return np.ascontiguousarray(array[..., :3])
     raise DataFormatError(f"{where}: unsupported image shape {array.shape}")
+
+
+def read_image(path: Path) -> tuple[np.ndarray, str]:
+    """(RGB uint8 image, source PIL mode)."""
+    im = open_png(path)
+    mode = im.mode
+    if mode == "P":  # palette indices are not intensities
+        im = im.convert("RGBA")
+    return to_rgb(np.asarray(im), path), mode
 
 
 def modality_hint(image: np.ndarray) -> str:
@@ -51,63 +107,184 @@ def modality_hint(image: np.ndarray) -> str:
     return "he" if spread > 20 else "brightfield"
 
 
-def merge_masks(mask_paths: list[Path], shape: tuple[int, int], where: Path) -> tuple[np.ndarray, int]:
-    """Instance map from one binary PNG per nucleus; returns (instances, overlapping pixels)."""
+def mask_band(path: Path, shape: tuple[int, int], image_path: Path) -> Image.Image:
+    """The first band of a mask PNG, checked to be the image's size."""
+    im = open_png(path)
+    if (im.height, im.width) != shape:
+        raise DataFormatError(f"{path}: mask size {(im.height, im.width)} differs from image size {shape} ({image_path.name})")
+    return im.getchannel(0) if len(im.getbands()) > 1 else im
+
+
+# ---------------------------------------------------------------- merging masks
+
+
+def nucleus_crop(path: Path, shape: tuple[int, int], image_path: Path) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """(bounding box, boolean crop) of one nucleus mask; None for an empty mask.
+
+    Pillow finds the box in C, so the merge below touches only the nucleus,
+    not the whole image, per mask.
+    """
+    band = mask_band(path, shape, image_path)
+    box = band.getbbox()
+    if box is None:
+        return None
+    return box, np.asarray(band.crop(box)) > 0
+
+
+def merge_nucleus_masks(
+    paths: tuple[Path, ...], shape: tuple[int, int], image_path: Path, pool: ThreadPoolExecutor | None = None
+) -> tuple[np.ndarray, int]:
+    """Instance map (id k = k-th mask) and the count of pixels claimed by two or more masks.
+
+    PNG decoding is most of the cost; with a thread `pool` the masks decode in
+    parallel (Pillow releases the GIL while inflating). Only the small crops
+    wait in memory, so memory stays one image plus a decoded mask per thread.
+    """
+    read = partial(nucleus_crop, shape=shape, image_path=image_path)
+    crops = pool.map(read, paths) if pool is not None else map(read, paths)
     instances = np.zeros(shape, np.int32)
-    coverage = np.zeros(shape, np.uint8)
-    for k, path in enumerate(mask_paths, start=1):
-        mask = read_png(path)
-        if mask.ndim == 3:
-            mask = mask[..., 0]
-        if mask.shape != shape:
-            raise DataFormatError(f"{path}: mask size {mask.shape} differs from image size {shape} ({where.name})")
-        on = mask > 0
-        instances[on] = k
-        coverage += on
-    return instances, int((coverage > 1).sum())
+    coverage = np.zeros(shape, np.uint16)
+    for k, crop in enumerate(crops, start=1):
+        if crop is None:  # an empty mask file adds no nucleus
+            continue
+        (left, top, right, bottom), on = crop
+        instances[top:bottom, left:right][on] = k
+        coverage[top:bottom, left:right] += on
+    return instances, int(np.count_nonzero(coverage > 1))
+
+
+def label_merged_mask(path: Path, shape: tuple[int, int], image_path: Path) -> np.ndarray:
+    """Instance map from one merged binary mask: its 8-connected components."""
+    binary = np.asarray(mask_band(path, shape, image_path)) > 0
+    instances, _ = ndimage.label(binary, structure=EIGHT_CONNECTED, output=np.int32)
+    return instances
+
+
+# ---------------------------------------------------------------- finding samples
+
+
+def find_samples(root: str | Path) -> list[SampleFiles]:
+    """Every image (with its mask files) under one unpacked root, in sorted id order."""
+    root = _layout_root(Path(root))
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        return _flat_samples(root)
+    return [_folder_sample(d) for d in sample_dirs(root)]
+
+
+def _layout_root(root: Path) -> Path:
+    """`root`, or its single subfolder when the archive wraps everything in one (e.g. stage1_train/)."""
+    if not root.is_dir():
+        raise DataFormatError(f"{root}: not a folder")
+    children = [p for p in root.iterdir() if not p.name.startswith(".")]
+    is_wrapper = len(children) == 1 and children[0].is_dir() and not (children[0] / "images").is_dir()
+    return children[0] if is_wrapper else root
 
 
 def sample_dirs(root: Path) -> list[Path]:
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not dirs:
-        raise DataFormatError(f"{root}: no image folders (expected <id>/images/<id>.png and <id>/masks/*.png)")
+        raise DataFormatError(f"{root}: no image folders (expected <id>/images/<id>.png and <id>/masks/*.png, or images/ + masks/)")
     return dirs
 
 
-def read_sample(sample_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+def _png_files(folder: Path) -> list[Path]:
+    """Sorted PNG files of `folder`; any other file is a one-line error."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    stray = [p for p in files if p.suffix.lower() != ".png"]
+    if stray:
+        raise DataFormatError(f"{stray[0]}: not a PNG file (only .png files belong in {folder})")
+    return files
+
+
+def _folder_sample(sample_dir: Path) -> SampleFiles:
+    """`<id>/images/<id>.png` with per-nucleus masks, or with one merged `<id>/masks/<id>.png`."""
     image_id = sample_dir.name
     image_path = sample_dir / "images" / f"{image_id}.png"
     if not image_path.is_file():
         raise DataFormatError(f"{sample_dir}: missing images/{image_id}.png")
     mask_dir = sample_dir / "masks"
-    files = sorted(mask_dir.iterdir()) if mask_dir.is_dir() else []
-    stray = [p for p in files if p.suffix.lower() != ".png"]
-    if stray:
-        raise DataFormatError(f"{stray[0]}: not a PNG mask (only <mask>.png files belong in {mask_dir})")
-    if not files:
+    masks = _png_files(mask_dir) if mask_dir.is_dir() else []
+    if not masks:
         raise DataFormatError(f"{mask_dir}: image {image_id} has no mask files")
-    raw = read_png(image_path)
-    image = to_rgb(raw, image_path)
-    instances, overlap = merge_masks(files, image.shape[:2], sample_dir)
+    merged = len(masks) == 1 and masks[0].stem == image_id
+    return SampleFiles(image_id, image_path, tuple(masks), merged)
+
+
+def _flat_samples(root: Path) -> list[SampleFiles]:
+    """`images/<id>.png` + `masks/<id>.png` (or `masks/0/<id>.png`): one merged mask per image."""
+    mask_dir = root / "masks"
+    subfolders = [p for p in mask_dir.iterdir() if p.is_dir()]
+    if subfolders:
+        if len(subfolders) != 1:
+            raise DataFormatError(f"{mask_dir}: expected merged masks in masks/ or one class folder masks/{FLAT_MASK_SUBFOLDER}/, found {len(subfolders)} folders")
+        mask_dir = subfolders[0]
+    images = {p.stem: p for p in _png_files(root / "images")}
+    masks = {p.stem: p for p in _png_files(mask_dir)}
+    if not images:
+        raise DataFormatError(f"{root / 'images'}: no images")
+    for image_id in sorted(images):
+        if image_id not in masks:
+            raise DataFormatError(f"{mask_dir / (image_id + '.png')}: missing merged mask of image {image_id}")
+    orphans = sorted(set(masks) - set(images))
+    if orphans:
+        raise DataFormatError(f"{masks[orphans[0]]}: mask without an image (no {root / 'images' / (orphans[0] + '.png')})")
+    return [SampleFiles(i, images[i], (masks[i],), True) for i in sorted(images)]
+
+
+# ---------------------------------------------------------------- converting
+
+
+def read_sample(files: SampleFiles, pool: ThreadPoolExecutor | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(RGB image, instance map, metadata) of one sample; `pool` decodes per-nucleus masks in parallel."""
+    image, mode = read_image(files.image)
+    shape = image.shape[:2]
+    if files.merged:
+        instances, overlap = label_merged_mask(files.masks[0], shape, files.image), None
+    else:
+        instances, overlap = merge_nucleus_masks(files.masks, shape, files.image, pool)
     meta = {
         "modality_hint": modality_hint(image),
-        "source_mode": {2: "L", 3: "RGB", 4: "RGBA"}.get(raw.ndim if raw.ndim == 2 else raw.shape[2], "?"),
-        "n_mask_files": len(files),
+        "source_mode": mode,
+        "mask_layout": files.layout,
+        "n_mask_files": len(files.masks),
         "n_overlap_pixels": overlap,
-        "content_hash": hashlib.sha256(image.tobytes() + str(image.shape).encode()).hexdigest(),
+        "content_hash": content_hash(image),
+        **modality_features(image),
     }
     return image, instances, meta
 
 
-def convert_dsb2018(roots: list[str | Path], out_path: str | Path, progress: bool = True) -> dict:
-    """Convert unpacked stage1_train-style folders into one store; returns a summary."""
-    dirs = [d for root in roots for d in sample_dirs(Path(root))]
-    overlapping = 0
-    with StoreWriter(out_path, "dsb2018", BINARY_CLASS_NAMES) as writer:
-        for sample_dir in tqdm(dirs, desc="DSB2018", unit="img", disable=not progress):
-            image, instances, meta = read_sample(sample_dir)
-            writer.add(sample_dir.name, image, instances, **meta)
-            overlapping += meta["n_overlap_pixels"] > 0
-    summary = {"images": len(dirs), "images_with_overlaps": overlapping}
-    log.info("DSB2018: %d images, %d with overlapping nuclei", len(dirs), overlapping)
+def convert_dsb2018(roots: list[str | Path], out_path: str | Path, progress: bool = True, workers: int = 1) -> dict:
+    """Convert unpacked DSB2018 folders (any layout above) into one store; returns a summary.
+
+    `workers` > 1 decodes each image's masks on that many threads. The store is
+    written atomically: on any error no store (and no temporary) is left.
+    """
+    samples = [s for root in roots for s in find_samples(root)]
+    summary = {"images": len(samples), "nuclei": 0, "images_with_overlaps": 0, "overlap_pixels": 0, "layouts": {}, "modalities": {}}
+    with StoreWriter(out_path, "dsb2018", BINARY_CLASS_NAMES) as writer, _thread_pool(workers) as pool:
+        for files in tqdm(samples, desc="DSB2018", unit="img", disable=not progress):
+            image, instances, meta = read_sample(files, pool)
+            writer.add(files.image_id, image, instances, **meta)
+            _count(summary, instances, meta)
+    log.info(
+        "DSB2018: %d images, %d nuclei, %d images with overlapping nuclei (%d pixels)",
+        summary["images"], summary["nuclei"], summary["images_with_overlaps"], summary["overlap_pixels"],
+    )
     return summary
+
+
+def _thread_pool(workers: int):
+    """A thread pool for `workers` > 1, else a context yielding None (decode inline)."""
+    if workers < 1:
+        raise ValueError(f"workers: {workers!r} must be at least 1")
+    return ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext()
+
+
+def _count(summary: dict, instances: np.ndarray, meta: dict) -> None:
+    summary["nuclei"] += int(np.count_nonzero(np.unique(instances)))
+    overlap = meta["n_overlap_pixels"] or 0
+    summary["images_with_overlaps"] += overlap > 0
+    summary["overlap_pixels"] += overlap
+    for key, value in (("layouts", meta["mask_layout"]), ("modalities", meta["modality_hint"])):
+        summary[key][value] = summary[key].get(value, 0) + 1

@@ -1,0 +1,66 @@
+"""Shared fixtures: repository paths, the shared real data, small synthetic stores."""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DSB = REPO.parent / "shared" / "data" / "dsb2018_stage1_test_sample"
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_dsb() -> Path:
+    if not SHARED_DSB.is_dir():
+        pytest.skip("../shared/data/dsb2018_stage1_test_sample is absent")
+    return SHARED_DSB
+
+
+def _unpack(zip_path: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def pannuke_store(tmp_path_factory) -> Path:
+    """A converted store of three small synthetic PanNuke folds (4 images each)."""
+    from nucleiflow.datasets.pannuke import convert_pannuke
+    from nucleiflow.synthetic.pannuke import write_fold_zip
+
+    base = tmp_path_factory.mktemp("pannuke")
+    roots = []
+    for fold in (1, 2, 3):
+        archive = write_fold_zip(base / f"fold_{fold}.zip", fold, 4, seed=3)
+        roots.append(_unpack(archive, base / f"unpacked_{fold}"))
+    out = base / "store.h5"
+    convert_pannuke(roots, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def dsb_store(tmp_path_factory) -> Path:
+    """A converted store of 10 small synthetic DSB2018 images."""
+    from nucleiflow.datasets.dsb2018 import convert_dsb2018
+    from nucleiflow.synthetic.dsb2018 import write_stage1_zip
+
+    base = tmp_path_factory.mktemp("dsb")
+    root = _unpack(write_stage1_zip(base / "stage1_train.zip", 10, seed=5), base / "unpacked")
+    out = base / "store.h5"
+    convert_dsb2018([root], out, progress=False)
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

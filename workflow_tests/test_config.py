@@ -1,0 +1,93 @@
+"""Config checks: the schema and the cross-reference checks stop bad input before any job."""
+
+import copy
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import REPO, SNAKEMAKE
+from nucleiflow.config import check_config, check_local_sources, regularization_cell, segmentation_cells
+from nucleiflow.errors import ConfigError
+
+TINY = yaml.safe_load((REPO / "workflow_tests" / "config_tiny.yaml").read_text())
+
+
+def _tiny():
+    return copy.deepcopy(TINY)
+
+
+def test_grid_expands_models_times_regularization():
+    cells = segmentation_cells(TINY, "pannuke_tiny")
+    assert [c.label for c in cells] == ["unet/resnet18/none", "unet/resnet18/paper", "deeplabv3plus/resnet18/paper"]
+    assert all(c.dataset == "pannuke" for c in cells)
+    assert regularization_cell(TINY, "none") == {"extra_blocks": 0, "dropout": 0.0, "l2": 0.0}
+    assert regularization_cell(TINY, "paper")["dropout"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["segmentation"]["pannuke_tiny"]["models"][0].update(encoder="resnet51"),
+         "segmentation.pannuke_tiny.models[0].encoder (for unet): 'resnet51' is not valid; choose one of: "),
+        (lambda c: c["segmentation"]["pannuke_tiny"].update(dataset="monuseg"),
+         "segmentation.pannuke_tiny.dataset: 'monuseg' is not valid; choose one of: dsb2018, nucrec, pannuke"),
+        (lambda c: c["segmentation"]["pannuke_tiny"].update(split="nope"),
+         "segmentation.pannuke_tiny.split: 'nope' is not valid; choose one of: official"),
+        (lambda c: c["segmentation"]["pannuke_tiny"].update(regularization=["heavy"]),
+         "segmentation.pannuke_tiny.models[0].regularization: 'heavy' is not valid; choose one of: none, paper"),
+        (lambda c: c["classification"]["nucrec_tiny"].update(classifiers=["XGBoost"]),
+         "classification.nucrec_tiny.classifiers: 'XGBoost' is not valid; choose one of: "),
+        (lambda c: c["segmentation"]["dsb_tiny"].update(dataset="nucrec"),
+         "segmentation.dsb_tiny.dataset: 'nucrec' has format 'class_folders'"),
+    ],
+)
+def test_cross_reference_errors_name_key_value_and_choices(edit, message):
+    config = _tiny()
+    edit(config)
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_local_source_is_an_error_unless_the_workflow_makes_it(tmp_path):
+    config = _tiny()
+    check_local_sources(config, produced_under="resources/demo")  # demo archives: made by a rule
+    config["datasets"]["nucrec"]["files"]["nucrec.zip"]["url"] = str(tmp_path / "NucRec.zip")
+    with pytest.raises(ConfigError, match=r"datasets.nucrec.files.nucrec.zip.url: '.*NucRec.zip' does not exist"):
+        check_local_sources(config, produced_under="resources/demo")
+
+
+def _dry_run(config: dict, workdir) -> subprocess.CompletedProcess:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [SNAKEMAKE, "-n", "--snakefile", str(REPO / "Snakefile"), "--configfile", str(path),
+         "--directory", str(workdir), "--cores", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "edit, line",
+    [
+        (lambda c: c["segmentation"]["pannuke_tiny"]["models"][0].update(arch="unett"),
+         "config segmentation.pannuke_tiny.models.0.arch: 'unett' is not one of ['unet', 'deeplabv3plus', 'resunet', 'classic_unet']"),
+        (lambda c: c["segmentation"]["dsb_tiny"]["training"].update(epochs=-1),
+         "config segmentation.dsb_tiny.training.epochs: -1 is less than the minimum of 1"),
+        (lambda c: c["datasets"]["pannuke"].update(format="monuseg"),
+         "config datasets.pannuke.format: 'monuseg' is not one of ['pannuke', 'dsb2018', 'class_folders']"),
+        (lambda c: c["segmentation"]["pannuke_tiny"]["models"][1].update(encoder="vgg16"),
+         "segmentation.pannuke_tiny.models[1].encoder (for deeplabv3plus): 'vgg16' is not valid; choose one of:"),
+    ],
+)
+def test_snakemake_stops_before_any_job_with_one_line(tmp_path, edit, line):
+    config = _tiny()
+    edit(config)
+    result = _dry_run(config, tmp_path)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert line in output, output[-2000:]
+    assert "rule " not in output.split(line)[0]  # no job was scheduled before the error
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()

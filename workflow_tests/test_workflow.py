@@ -1,0 +1,178 @@
+"""The workflow as users run it: lint, the full-scale DAG, per-rule conventions, an end-to-end run."""
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import REPO, SNAKEMAKE
+
+RULE_FILES = sorted((REPO / "rules").glob("*.smk"))
+# Import name -> package name in the env files (conda-forge or pip).
+IMPORT_TO_PACKAGE = {
+    "numpy": "numpy", "pandas": "pandas", "h5py": "h5py", "PIL": "pillow", "scipy": "scipy", "tqdm": "tqdm",
+    "yaml": "pyyaml", "torch": "torch", "torchvision": "torchvision", "timm": "timm",
+    "segmentation_models_pytorch": "segmentation-models-pytorch", "albumentations": "albumentations",
+    "cv2": "opencv-python-headless", "sklearn": "scikit-learn", "skimage": "scikit-image",
+    "matplotlib": "matplotlib-base", "seaborn": "seaborn", "joblib": "joblib", "jinja2": "jinja2",
+    "tabulate": "tabulate",
+}
+
+
+def _snakemake(*args, cwd=REPO, timeout=300):
+    return subprocess.run([SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_lint_is_clean():
+    result = _snakemake("--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations" in result.stdout + result.stderr
+
+
+def test_full_scale_paper_config_builds_its_dag(tmp_path):
+    # NucRec needs a login; the check only needs the file to exist.
+    (tmp_path / "resources" / "nucrec").mkdir(parents=True)
+    (tmp_path / "resources" / "nucrec" / "NucRec.zip").touch()
+    result = _snakemake("-n", "--snakefile", str(REPO / "Snakefile"), "--configfile",
+                        str(REPO / "config" / "paper.yaml"), "--directory", str(tmp_path), "--cores", "8")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.M))
+    assert counts["download"] == "5" and "demo_data" not in counts
+    assert counts["train_segmentation"] == "12"  # 4 PanNuke models x 2 cells + 3 residual U-Nets + classic U-Net
+    assert "warwick.ac.uk" in yaml.safe_dump(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
+
+
+def _rule_blocks():
+    for path in RULE_FILES:
+        text = path.read_text()
+        for match in re.finditer(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", text, flags=re.M | re.S):
+            yield path, match.group(1), match.group(2)
+
+
+def test_every_rule_has_log_benchmark_conda_threads_resources():
+    rules = list(_rule_blocks())
+    assert len(rules) > 10
+    for path, name, body in rules:
+        for directive in ("log:", "benchmark:", "conda:", "threads:", "resources:", "script:"):
+            assert re.search(rf"^\s+{directive}", body, flags=re.M), f"{path.name}: rule {name} lacks {directive}"
+        resources = body.split("resources:")[1]
+        assert "mem_mb=" in resources and "runtime=" in resources, f"rule {name} lacks mem_mb/runtime"
+        if name.startswith("train_"):
+            assert "gpu=1" in resources, f"training rule {name} requests no GPU"
+
+
+def _module_file(module: str) -> Path | None:
+    if not module.startswith("nucleiflow"):
+        return None
+    parts = module.split(".")
+    base = REPO / "src" / Path(*parts)
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def _imports(path: Path, seen: set) -> set[str]:
+    """Third-party top-level modules imported by `path` and the nucleiflow modules it imports."""
+    if path in seen or not path.exists():
+        return set()
+    seen.add(path)
+    found = set()
+    package = ".".join(path.relative_to(REPO / "src").with_suffix("").parts) if "src" in path.parts else ""
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative import inside the package
+                base = package.split(".")[: -node.level] if not path.name == "__init__.py" else package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+                names = [module] + [f"{module}.{a.name}" for a in node.names]
+            else:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            sub = _module_file(name)
+            if sub is not None:
+                found |= _imports(sub, seen)
+            elif name.split(".")[0] not in sys.stdlib_module_names and name.split(".")[0] != "snakemake":
+                found.add(name.split(".")[0])
+    return found
+
+
+def _env_packages(env_file: Path) -> set[str]:
+    env = yaml.safe_load(env_file.read_text())
+    packages = set()
+    for dep in env["dependencies"]:
+        entries = dep["pip"] if isinstance(dep, dict) else [dep]
+        for entry in entries:
+            packages.add(re.split(r"[=<>!\s]", entry)[0].lower())
+    return packages
+
+
+def test_every_rule_env_covers_its_script_imports():
+    checked = 0
+    for path, name, body in _rule_blocks():
+        conda = re.search(r'conda:\s*\n\s*"([^"]+)"', body).group(1)
+        script = re.search(r'script:\s*\n\s*"([^"]+)"', body).group(1)
+        env_file = (path.parent / conda).resolve()
+        script_file = (path.parent / script).resolve()
+        modules = _imports(script_file, set())
+        missing = {IMPORT_TO_PACKAGE.get(m, m) for m in modules} - _env_packages(env_file)
+        assert not missing, f"rule {name}: {env_file.name} lacks {sorted(missing)} imported by {script_file.name}"
+        checked += 1
+    assert checked > 10
+
+
+@pytest.mark.e2e
+def test_tiny_config_runs_every_stage_end_to_end(tmp_path):
+    result = _snakemake("--snakefile", str(REPO / "Snakefile"), "--configfile",
+                        str(REPO / "workflow_tests" / "config_tiny.yaml"), "--directory", str(tmp_path),
+                        "--cores", "2", "--workflow-profile", str(REPO / "profiles" / "local"), timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    results = tmp_path / "results"
+
+    # Segmentation: one metrics row per trained model and evaluated split, all within [0, 1].
+    for experiment, dataset, models, subsets in (("pannuke_tiny", "pannuke", 3, 2), ("dsb_tiny", "dsb2018", 1, 1)):
+        base = results / dataset / experiment
+        metrics = pd.read_csv(base / "tables" / "metrics.csv")
+        assert len(metrics) == models * subsets
+        for column in ("DCS (pooled)", "IoU (pooled)"):
+            assert metrics[column].between(0, 1).all()
+        assert len(pd.read_csv(base / "tables" / "model_sizes.csv")) == models
+        assert (pd.read_csv(base / "tables" / "timing.csv")["Inference median (s/image)"] > 0).all()
+        for suffix in (".md", ".tex"):
+            assert (base / "tables" / f"metrics{suffix}").stat().st_size > 100
+        for figure in ("metric_curves", "metric_bars", "prediction_examples", "contours"):
+            _assert_image(base / "figures" / f"{figure}.png")
+            assert (base / "figures" / f"{figure}.pdf").stat().st_size > 1000
+        for per_image in (base / "evaluation").rglob("*_per_image.csv"):
+            frame = pd.read_csv(per_image)
+            assert len(frame) > 0 and frame[["acc", "dice", "iou", "sensitivity"]].stack().between(0, 1).all()
+
+    with h5py.File(results / "pannuke" / "store.h5") as store:
+        assert len(store["samples"]) == 15
+
+    # Classification: both variants of every configured classifier, CNN epochs as configured.
+    base = results / "nucrec" / "classification" / "nucrec_tiny"
+    classic = pd.read_csv(base / "tables" / "classic_ml.csv")
+    assert len(classic) == 2 * 4 and set(classic["variant"]) == {"base", "augmented"}
+    assert classic[["accuracy", "precision", "recall", "f1"]].stack().between(0, 1).all()
+    cnn = pd.read_csv(base / "tables" / "cnn_epochs.csv")
+    assert sorted(cnn["epoch"].unique()) == [1, 2] and len(cnn) == 4
+    for figure in ("classifier_comparison", "cnn_curves"):
+        _assert_image(base / "figures" / f"{figure}.png")
+
+    # Nothing half-written is left behind.
+    assert not list(tmp_path.rglob("*.tmp*")), list(tmp_path.rglob("*.tmp*"))
+
+
+def _assert_image(path: Path) -> None:
+    with Image.open(path) as image:
+        assert image.width > 200 and image.height > 100
+        extrema = image.convert("L").getextrema()
+        assert extrema[0] < extrema[1], f"{path} is blank"
