@@ -20,7 +20,8 @@ from nucleiflow.store import Store
 
 TRAINING = {"epochs": 2, "batch_size": 2, "lr": 0.001, "loss": "dice", "input_size": 64, "size_policy": "resize",
             "encoder_weights": None, "lr_patience": 5, "lr_factor": 0.5, "early_stopping_patience": 0,
-            "prefilter_sigma": 0.0, "threshold": 0.5, "device": "cpu", "amp": True}
+            "prefilter_sigma": 0.0, "threshold": 0.5, "device": "cpu", "amp": True,
+            "keep_last_checkpoint": True}
 
 
 def _spec(arch="unet", encoder="resnet18", reg="paper"):
@@ -45,6 +46,8 @@ def test_training_writes_final_outputs_only_at_the_end(trained):
     model_dir = base / "model"
     assert {p.name for p in model_dir.iterdir()} == {"model.pt", "history.csv", "train_info.json", "checkpoints"}
     assert len(pd.read_csv(model_dir / "history.csv")) == 2
+    assert (model_dir / "model.pt").samefile(model_dir / "checkpoints" / "best.pt")  # a link, no extra disk
+    assert (model_dir / "checkpoints" / "last.pt").exists()  # keep_last_checkpoint: true
     saved = json.loads((model_dir / "train_info.json").read_text())
     assert saved["trainable"] > 1e6 and saved["size_mb"] > 1 and saved["train_images"] == 4
     assert saved["spec"]["arch"] == "unet" and info["epochs_run"] == 2

@@ -8,6 +8,7 @@ match to be resumed (minus the epoch budget, so training can be extended).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from .training import Trainer, TrainSettings, load_checkpoint, seed_everything
 log = logging.getLogger(__name__)
 
 # Settings that may change without invalidating a checkpoint.
-RESUMABLE_CHANGES = ("epochs", "early_stopping_patience", "device", "amp")
+RESUMABLE_CHANGES = ("epochs", "early_stopping_patience", "device", "amp", "keep_last_checkpoint")
 
 
 def checkpoint_identity(spec: dict) -> dict:
@@ -75,14 +76,28 @@ def train_from_spec(spec: dict, store_path, split_path, pipeline_path, model_dir
              setup.device, len(datasets["train"]), len(datasets["val"]))
     history = trainer.fit(loaders["train"], loaders["val"])
     # Final outputs only now, so Snakemake never sees a finished-looking model mid-training.
-    with atomic_path(model_dir / "model.pt") as tmp:
-        shutil.copyfile(trainer.best_path, tmp)
+    publish_model(trainer.best_path, model_dir / "model.pt")
     write_csv(model_dir / "history.csv", history)
     info = {**trainer.summary(), "spec": spec, **count_parameters(model.cpu()),
             "size_mb": model_size_mb(model), "train_images": len(datasets["train"]),
             "val_images": len(datasets["val"])}
     write_json(model_dir / "train_info.json", info)
+    if not training["keep_last_checkpoint"]:
+        trainer.last_path.unlink()  # optimizer state: only needed to resume or extend training
     return info
+
+
+def publish_model(best: Path, target: Path) -> None:
+    """Make `target` the best weights: a hard link (no extra disk) swapped in atomically."""
+    tmp = target.with_name(f".{target.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(best, tmp)
+    except OSError:  # file systems without hard links
+        with atomic_path(target) as copy:
+            shutil.copyfile(best, copy)
+        return
+    os.replace(tmp, target)
 
 
 def evaluate_from_spec(spec: dict, model_path, store_path, split_path, subset: str, *, predictions_path,

@@ -158,12 +158,17 @@ class Trainer:
     def best_path(self) -> Path:
         return self.out_dir / "best.pt"
 
+    def _weights_payload(self, epoch: int) -> dict:
+        """What inference needs: weights, identity and where they came from."""
+        return {"identity": self.settings.identity, "epoch": epoch, "model": self.model.state_dict(),
+                "best": self.best, "history": self.history}
+
     def _payload(self, epoch: int) -> dict:
+        """Everything a resume needs (optimizer, scheduler, RNG states...)."""
         return {
-            "identity": self.settings.identity, "epoch": epoch,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            **self._weights_payload(epoch), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "history": self.history, "best": self.best, "stale_epochs": self.stale_epochs,
+            "stale_epochs": self.stale_epochs,
             "train_seconds": self.train_seconds, "rng": _rng_state(),
         }
 
@@ -254,11 +259,10 @@ class Trainer:
             self.stale_epochs = 0
         else:
             self.stale_epochs += 1
-        payload = self._payload(epoch)
         if improved:
-            save_checkpoint(self.best_path, payload)
+            save_checkpoint(self.best_path, self._weights_payload(epoch))
         # last.pt is written after best.pt so a resume never loses a best epoch.
-        save_checkpoint(self.last_path, payload)
+        save_checkpoint(self.last_path, self._payload(epoch))
         write_csv(self.out_dir / "history.csv", pd.DataFrame(self.history))
 
     def _early_stopped(self) -> bool:
