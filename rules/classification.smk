@@ -1,13 +1,53 @@
-# The nucleus vs micronucleus study: split -> offline augmentation -> classic ML grid and CNNs -> tables, figures.
+# The classification study: class folders (NucRec, or nucleus crops cut from a PanNuke store) -> split
+# -> offline augmentation -> classic ML grid and CNNs -> Tables I-VI beside the paper, Figure 4.
+from nucleiflow.classification.study import (
+    CLASSIC_TABLES,
+    CLASSIFIER_FIGURE,
+    COUNTS_TABLE,
+    FIGURE4,
+    cnn_history_file,
+    experiment_class_names,
+    published_study,
+)
+
+CNN_TABLE = f"{CLS_DIR}/tables/table{{number}}_{{model}}_{{variant}}"
+CLASSIC_TABLE_FILES = [
+    f"{CLS_DIR}/tables/{name}{ext}"
+    for name in [*CLASSIC_TABLES.values(), *(f"{t}_vs_paper" for t in CLASSIC_TABLES.values()), COUNTS_TABLE]
+    for ext in (".md", ".tex")
+]
+
+
+rule pannuke_crops:
+    input:
+        store="results/{dataset}/store.h5",
+    output:
+        directory(f"{CLS_DIR}/crops"),
+    params:
+        crops=lambda wc: classification(wc)["crops"],
+        seed=config["seed"],
+    log:
+        f"{CLS_DIR}/logs/pannuke_crops.log",
+    benchmark:
+        f"{CLS_DIR}/benchmarks/pannuke_crops.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../envs/classify.yaml"
+    script:
+        "../scripts/pannuke_crops.py"
 
 
 rule classification_split:
     input:
-        class_root,
+        root=class_root,
     output:
         f"{CLS_DIR}/split.csv",
     params:
         test_fraction=lambda wc: classification(wc)["test_fraction"],
+        class_names=lambda wc: list(experiment_class_names(classification(wc))),
         seed=config["seed"],
     log:
         f"{CLS_DIR}/logs/split.log",
@@ -34,6 +74,7 @@ rule classification_augment:
         size=lambda wc: classification(wc)["augmented_size"],
         # stored at the larger of the feature and CNN sizes; each consumer resizes down
         image_size=lambda wc: max(classification(wc)["image_size"], classification(wc)["cnn"]["image_size"]),
+        class_names=lambda wc: list(experiment_class_names(classification(wc))),
         seed=config["seed"],
     log:
         f"{CLS_DIR}/logs/augment.log",
@@ -49,6 +90,7 @@ rule classification_augment:
         "../scripts/classification_augment.py"
 
 
+# The eleven classifiers run in parallel over the rule's threads (one joblib worker each).
 rule classic_ml:
     input:
         root=class_root,
@@ -59,12 +101,13 @@ rule classic_ml:
     params:
         classifiers=lambda wc: classification(wc).get("classifiers"),
         image_size=lambda wc: classification(wc)["image_size"],
+        class_names=lambda wc: list(experiment_class_names(classification(wc))),
         seed=config["seed"],
     log:
         f"{CLS_DIR}/logs/classic_ml_{{variant}}.log",
     benchmark:
         f"{CLS_DIR}/benchmarks/classic_ml_{{variant}}.tsv"
-    threads: 2
+    threads: 8
     resources:
         mem_mb=4000,
         runtime=60,
@@ -83,6 +126,7 @@ rule train_cnn:
         f"{CLS_DIR}/cnn/{{model}}_{{variant}}_history.csv",
     params:
         cnn=lambda wc: classification(wc)["cnn"],
+        class_names=lambda wc: list(experiment_class_names(classification(wc))),
         seed=config["seed"],
     log:
         f"{CLS_DIR}/logs/cnn_{{model}}_{{variant}}.log",
@@ -99,17 +143,33 @@ rule train_cnn:
         "../scripts/train_cnn.py"
 
 
+# Tables I (base) and II (augmented), each beside the paper, and the images per class.
 rule classification_tables:
     input:
-        classic=expand(f"{CLS_DIR}/classic_ml/{{variant}}.csv", variant=("base", "augmented"), allow_missing=True),
-        histories=cnn_histories,
+        base=f"{CLS_DIR}/classic_ml/base.csv",
+        augmented=f"{CLS_DIR}/classic_ml/augmented.csv",
+        split=f"{CLS_DIR}/split.csv",
+        manifest=f"{CLS_DIR}/augmented/manifest.csv",
     output:
-        classic=cls_report(f"{CLS_DIR}/tables/classic_ml.csv", "classic_ml", "table"),
-        cnn=cls_report(f"{CLS_DIR}/tables/cnn_epochs.csv", "cnn_epochs", "table"),
-        extra=multiext(f"{CLS_DIR}/tables/classic_ml", ".md", ".tex")
-        + multiext(f"{CLS_DIR}/tables/cnn_epochs", ".md", ".tex"),
+        base=cls_report(f"{CLS_DIR}/tables/{CLASSIC_TABLES['base']}.csv", CLASSIC_TABLES["base"], "table"),
+        augmented=cls_report(
+            f"{CLS_DIR}/tables/{CLASSIC_TABLES['augmented']}.csv", CLASSIC_TABLES["augmented"], "table"
+        ),
+        base_vs_paper=cls_report(
+            f"{CLS_DIR}/tables/{CLASSIC_TABLES['base']}_vs_paper.csv",
+            f"{CLASSIC_TABLES['base']}_vs_paper",
+            "table",
+        ),
+        augmented_vs_paper=cls_report(
+            f"{CLS_DIR}/tables/{CLASSIC_TABLES['augmented']}_vs_paper.csv",
+            f"{CLASSIC_TABLES['augmented']}_vs_paper",
+            "table",
+        ),
+        counts=cls_report(f"{CLS_DIR}/tables/{COUNTS_TABLE}.csv", COUNTS_TABLE, "table"),
+        extra=CLASSIC_TABLE_FILES,
     params:
-        report_epochs=lambda wc: classification(wc)["cnn"]["report_epochs"],
+        class_names=lambda wc: list(experiment_class_names(classification(wc))),
+        study=lambda wc: published_study(classification(wc)),
     log:
         f"{CLS_DIR}/logs/tables.log",
     benchmark:
@@ -124,15 +184,44 @@ rule classification_tables:
         "../scripts/classification_tables.py"
 
 
+# Tables III-VI: one per configured CNN run, numbered as in the paper (table3_small_cnn_base ... table6_...).
+rule cnn_epoch_table:
+    input:
+        # the table number must be the run's (table3_small_cnn_base, ...): checked while the DAG is built
+        history=lambda wc: "{}/{}".format(CLS_DIR.format(**wc), cnn_history_file(wc.number, wc.model, wc.variant)),
+    output:
+        table=cls_report(f"{CNN_TABLE}.csv", "cnn_epoch_table", "table"),
+        vs_paper=cls_report(f"{CNN_TABLE}_vs_paper.csv", "cnn_epoch_table_vs_paper", "table"),
+        extra=multiext(CNN_TABLE, ".md", ".tex") + multiext(f"{CNN_TABLE}_vs_paper", ".md", ".tex"),
+    wildcard_constraints:
+        number="[3-6]",
+    params:
+        report_epochs=lambda wc: classification(wc)["cnn"]["report_epochs"],
+        study=lambda wc: published_study(classification(wc)),
+    log:
+        f"{CLS_DIR}/logs/table{{number}}_{{model}}_{{variant}}.log",
+    benchmark:
+        f"{CLS_DIR}/benchmarks/table{{number}}_{{model}}_{{variant}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/classification_tables.py"
+
+
+# The classifier comparison and Figure 4 (training/validation accuracy and loss of every CNN run).
 rule classification_figures:
     input:
-        classic=expand(f"{CLS_DIR}/classic_ml/{{variant}}.csv", variant=("base", "augmented"), allow_missing=True),
+        base=f"{CLS_DIR}/classic_ml/base.csv",
+        augmented=f"{CLS_DIR}/classic_ml/augmented.csv",
         histories=cnn_histories,
     output:
-        bars=cls_report(f"{CLS_DIR}/figures/classifier_comparison.png", "classifier_comparison", "figure"),
-        curves=cls_report(f"{CLS_DIR}/figures/cnn_curves.png", "cnn_curves", "figure"),
-        pdfs=multiext(f"{CLS_DIR}/figures/classifier_comparison", ".pdf")
-        + multiext(f"{CLS_DIR}/figures/cnn_curves", ".pdf"),
+        bars=cls_report(f"{CLS_DIR}/figures/{CLASSIFIER_FIGURE}.png", CLASSIFIER_FIGURE, "figure"),
+        figure4=cls_report(f"{CLS_DIR}/figures/{FIGURE4}.png", FIGURE4, "figure"),
+        pdfs=[f"{CLS_DIR}/figures/{name}.pdf" for name in (CLASSIFIER_FIGURE, FIGURE4)],
     log:
         f"{CLS_DIR}/logs/figures.log",
     benchmark:

@@ -11,6 +11,7 @@ SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
+from nucleiflow.catalog import SEGMENTATION_FORMATS
 from nucleiflow.config import (
     check_config,
     check_local_sources,
@@ -57,6 +58,7 @@ wildcard_constraints:
     archive=r"[A-Za-z0-9_.\-]+",
     variant=r"base|augmented",
     model=r"[a-z0-9_]+",
+    comparison=r"[A-Za-z0-9_]+",
 
 
 # --- paths -------------------------------------------------------------------
@@ -80,8 +82,9 @@ def file_entry(wildcards):
 
 
 def download_source(wildcards):
-    """A local source (file:// URL or path) is an input, so the demo-data rule can make it."""
-    local = resolve_local(file_entry(wildcards)["url"])
+    """A local source (`source:`, a file:// URL or a path) is an input, so a rule can make it."""
+    entry = file_entry(wildcards)
+    local = entry.get("source") or resolve_local(entry["url"])
     return [str(local)] if local is not None else []
 
 
@@ -139,6 +142,21 @@ def evaluation_files(wildcards, kind):
         for cell in cells_of(wildcards)
         for subset in subsets
     ]
+
+
+def comparison_inputs(wildcards):
+    """Per-image files of every model of every compared experiment, on the compared split."""
+    comparison = config["comparisons"][wildcards.comparison]
+    files = []
+    for name in comparison["experiments"]:
+        for cell in segmentation_cells(config, name):
+            files.append(f"{EVAL_DIR}/{comparison['split']}_per_image.csv".format(**cell.wildcards))
+    return files
+
+
+def comparison_cells(wildcards):
+    comparison = config["comparisons"][wildcards.comparison]
+    return [cell.wildcards for name in comparison["experiments"] for cell in segmentation_cells(config, name)]
 
 
 def classification(wildcards):
@@ -199,18 +217,28 @@ def cls_report(path, caption, kind):
 
 
 # --- targets -------------------------------------------------------------------
-SEG_TABLES = ("model_sizes", "metrics", "timing")
-SEG_FIGURES = ("metric_curves", "metric_bars", "prediction_examples", "contours")
+SEG_TABLES = ("model_sizes", "metrics", "object_metrics", "per_image", "timing")
+SEG_FIGURES = ("metric_curves", "metric_bars", "prediction_examples", "contours", "inference_time")
 CLS_TABLES = ("classic_ml", "cnn_epochs")
 CLS_FIGURES = ("classifier_comparison", "cnn_curves")
 
 
+EDA_OUTPUTS = ("per_image.csv", "summary.csv", "eda.png")
+
+
 def all_targets():
     targets = []
+    for name, dataset in DATASETS.items():
+        if dataset["format"] in SEGMENTATION_FORMATS:
+            targets += [f"results/{name}/eda/{f}" for f in EDA_OUTPUTS]
     for name, exp in SEGMENTATION.items():
         base = SEG_DIR.format(dataset=exp["dataset"], experiment=name)
         targets += [f"{base}/tables/{t}.csv" for t in SEG_TABLES]
         targets += [f"{base}/figures/{f}.png" for f in SEG_FIGURES]
+        if exp["published"]:
+            targets.append(f"{base}/tables/vs_paper.csv")
+    for name in config.get("comparisons", {}):
+        targets.append(f"results/comparisons/{name}/table.csv")
     for name, exp in CLASSIFICATION.items():
         base = CLS_DIR.format(dataset=exp["dataset"], experiment=name)
         targets += [f"{base}/tables/{t}.csv" for t in CLS_TABLES]

@@ -31,6 +31,7 @@ rule download:
         "resources/{dataset}/download/{filename}",
     params:
         url=lambda wc: file_entry(wc)["url"],
+        source=lambda wc: file_entry(wc).get("source"),
         sha256=lambda wc: file_entry(wc).get("sha256"),
     log:
         log_path("download_{filename}"),

@@ -12,6 +12,7 @@ rule evaluate_segmentation:
         timing=f"{EVAL_DIR}/{{subset}}_timing.json",
     params:
         spec=model_spec,
+        postprocess=lambda wc: experiment(wc)["postprocess"],
     log:
         f"{SEG_DIR}/logs/evaluate_{{arch}}_{{encoder}}_{{reg}}_{{subset}}.log",
     benchmark:

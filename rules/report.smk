@@ -9,13 +9,14 @@ rule segmentation_tables:
     output:
         sizes=seg_table("model_sizes", "model_sizes"),
         metrics=seg_table("metrics", "metrics"),
+        objects=seg_table("object_metrics", "object_metrics"),
+        per_image=seg_table("per_image", "per_image"),
         timing=seg_table("timing", "timing"),
-        extra=multiext(f"{SEG_DIR}/tables/model_sizes", ".md", ".tex")
-        + multiext(f"{SEG_DIR}/tables/metrics", ".md", ".tex")
-        + multiext(f"{SEG_DIR}/tables/timing", ".md", ".tex"),
+        extra=[f"{SEG_DIR}/tables/{name}{ext}" for name in SEG_TABLES for ext in (".md", ".tex")],
     params:
         cells=lambda wc: [c.wildcards for c in cells_of(wc)],
         subsets=lambda wc: experiment(wc)["evaluate_splits"],
+        per_image_rows=lambda wc: experiment(wc)["per_image_rows"],
     log:
         f"{SEG_DIR}/logs/segmentation_tables.log",
     benchmark:
@@ -41,10 +42,8 @@ rule segmentation_figures:
         bars=seg_figure("metric_bars"),
         examples=seg_figure("prediction_examples"),
         contours=seg_figure("contours"),
-        pdfs=multiext(f"{SEG_DIR}/figures/metric_curves", ".pdf")
-        + multiext(f"{SEG_DIR}/figures/metric_bars", ".pdf")
-        + multiext(f"{SEG_DIR}/figures/prediction_examples", ".pdf")
-        + multiext(f"{SEG_DIR}/figures/contours", ".pdf"),
+        inference=seg_figure("inference_time"),
+        pdfs=[f"{SEG_DIR}/figures/{name}.pdf" for name in SEG_FIGURES],
     params:
         cells=lambda wc: [c.wildcards for c in cells_of(wc)],
         subsets=lambda wc: experiment(wc)["evaluate_splits"],
@@ -62,3 +61,64 @@ rule segmentation_figures:
         "../envs/report.yaml"
     script:
         "../scripts/segmentation_figures.py"
+
+
+rule segmentation_vs_paper:
+    input:
+        infos=lambda wc: expand_cells(f"{MODEL_DIR}/train_info.json", wc),
+        per_image=lambda wc: evaluation_files(wc, "per_image.csv"),
+        timing=lambda wc: evaluation_files(wc, "timing.json"),
+    output:
+        table=seg_table("vs_paper", "vs_paper"),
+        extra=multiext(f"{SEG_DIR}/tables/vs_paper", ".md", ".tex"),
+    params:
+        cells=lambda wc: [c.wildcards for c in cells_of(wc)],
+        subsets=lambda wc: experiment(wc)["evaluate_splits"],
+        study=lambda wc: experiment(wc)["published"],
+    log:
+        f"{SEG_DIR}/logs/segmentation_vs_paper.log",
+    benchmark:
+        f"{SEG_DIR}/benchmarks/segmentation_vs_paper.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/segmentation_vs_paper.py"
+
+
+rule compare_experiments:
+    input:
+        comparison_inputs,
+    output:
+        table=report(
+            "results/comparisons/{comparison}/table.csv",
+            caption="../report/comparison.rst",
+            category="Comparisons",
+            labels={"comparison": "{comparison}", "item": "table"},
+        ),
+        extra=multiext("results/comparisons/{comparison}/table", ".md", ".tex"),
+        figure=report(
+            "results/comparisons/{comparison}/bars.png",
+            caption="../report/comparison.rst",
+            category="Comparisons",
+            labels={"comparison": "{comparison}", "item": "figure"},
+        ),
+        pdf="results/comparisons/{comparison}/bars.pdf",
+    params:
+        cells=comparison_cells,
+        metrics=lambda wc: config["comparisons"][wc.comparison]["metrics"],
+    log:
+        "results/comparisons/logs/{comparison}.log",
+    benchmark:
+        "results/comparisons/benchmarks/{comparison}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/compare_experiments.py"

@@ -1,18 +1,39 @@
-"""Snakemake adapter: Tables I-II (classic ML) and III-VI (CNN per epoch)."""
-from pathlib import Path
-
+"""Snakemake adapter for two rules: Tables I-II with the class counts (classification_tables) and one
+per-epoch CNN table, Table III-VI (cnn_epoch_table); each beside the published values."""
 import pandas as pd
 
-from nucleiflow.classification.study import classic_table, cnn_epoch_table
+from nucleiflow.classification import paper_tables, study
 from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
 
-log = setup_logging(snakemake.log[0])
-classic = {Path(p).stem: pd.read_csv(p) for p in snakemake.input.classic}
-histories = {tuple(Path(p).name.removesuffix("_history.csv").rsplit("_", 1)): pd.read_csv(p)
-             for p in snakemake.input.histories}
-write_table(snakemake.output.classic, classic_table(classic),
-            "Classic machine learning on base and augmented training data (test split)")
-write_table(snakemake.output.cnn, cnn_epoch_table(histories, snakemake.params.report_epochs),
-            "CNN training and validation metrics at selected epochs")
-log.info("classification tables written")
+
+def classic_tables(sm, log):
+    """Table I (base) and II (augmented), their companions, and the images per class."""
+    params, output = sm.params, sm.output
+    for variant in study.VARIANTS:
+        results = pd.read_csv(sm.input[variant])
+        caption = paper_tables.classic_caption(variant)
+        write_table(output[variant], paper_tables.classic_paper_table(results), caption)
+        write_table(output[f"{variant}_vs_paper"], paper_tables.classic_vs_paper(results, variant, params.study),
+                    f"{caption}: accuracy beside the published values")
+    counts = paper_tables.class_counts_table(pd.read_csv(sm.input.split), pd.read_csv(sm.input.manifest),
+                                      params.class_names)
+    write_table(output.counts, counts, "Images per class in the training and test splits")
+    log.info("Tables I-II and class counts written")
+
+
+def cnn_table(sm, log):
+    """Table III-VI of one CNN run and its companion."""
+    model, variant = sm.wildcards.model, sm.wildcards.variant
+    history = pd.read_csv(sm.input.history)
+    caption = paper_tables.cnn_caption(model, variant)
+    write_table(sm.output.table, paper_tables.cnn_run_table(history, sm.params.report_epochs), caption)
+    write_table(sm.output.vs_paper,
+                paper_tables.cnn_vs_paper(history, model, variant, sm.params.report_epochs, sm.params.study),
+                f"{caption}: validation accuracy at the last reported epoch beside the published value")
+    log.info("%s written", study.cnn_table_name(model, variant))
+
+
+WRITERS = {"classification_tables": classic_tables, "cnn_epoch_table": cnn_table}
+
+WRITERS[snakemake.rule](snakemake, setup_logging(snakemake.log[0]))

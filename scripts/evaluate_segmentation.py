@@ -12,6 +12,7 @@ per_image, timing = evaluate_from_spec(
     snakemake.wildcards.subset,
     predictions_path=snakemake.output.predictions,
     threads=snakemake.threads,
+    postprocess=snakemake.params.postprocess,
 )
 write_csv(snakemake.output.per_image, per_image)
 write_json(snakemake.output.timing, timing)

@@ -13,4 +13,5 @@ examples, predictions = sr.prediction_examples(
 )
 sr.write_figures(sr.histories(list(snakemake.input.histories), cells), sr.metrics_summary(per_image),
                  examples, predictions, dict(snakemake.output.items()))
+sr.save_inference_time(per_image, snakemake.output.inference)
 log.info("figures written: %s", ", ".join(snakemake.output))

@@ -1,4 +1,4 @@
-"""Snakemake adapter: model-size, metric and timing tables of one segmentation experiment."""
+"""Snakemake adapter: the tables of one segmentation experiment."""
 import pandas as pd
 
 from nucleiflow import segmentation_report as sr
@@ -7,11 +7,16 @@ from nucleiflow.log import setup_logging
 
 log = setup_logging(snakemake.log[0])
 cells, subsets = snakemake.params.cells, snakemake.params.subsets
+infos = list(snakemake.input.infos)
 per_image = sr.collect(list(snakemake.input.per_image), cells, subsets, pd.read_csv)
-write_table(snakemake.output.sizes, sr.model_sizes(list(snakemake.input.infos), cells), "Model sizes")
-write_table(snakemake.output.metrics, sr.metrics_table(sr.metrics_summary(per_image)),
+summary = sr.metrics_summary(per_image)
+out = snakemake.output
+write_table(out.sizes, sr.model_sizes(infos, cells), "Model sizes")
+write_table(out.metrics, sr.metrics_table(summary),
             "Segmentation metrics per model and split (mean ± std over images; pooled over pixels)")
-write_table(snakemake.output.timing,
-            sr.timing_table(list(snakemake.input.timing), list(snakemake.input.infos), cells, subsets),
+write_table(out.objects, sr.object_table(summary), "Object-level metrics per model and split (mean ± std over images)")
+write_table(out.per_image, sr.per_image_table(per_image, snakemake.params.per_image_rows),
+            f"Per-image metrics of selected {subsets[-1]} images")
+write_table(out.timing, sr.timing_table(list(snakemake.input.timing), infos, cells, subsets),
             "Inference and training time (measured)")
 log.info("tables for %d models x %d splits", len(cells), len(subsets))

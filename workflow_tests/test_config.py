@@ -14,7 +14,11 @@ TINY = yaml.safe_load((REPO / "workflow_tests" / "config_tiny.yaml").read_text()
 
 
 def _tiny():
-    return copy.deepcopy(TINY)
+    config = copy.deepcopy(TINY)
+    # Defaults the schema fills in at start-up.
+    config["comparisons"]["tiny_models"].setdefault("split", "test")
+    config["segmentation"]["dsb_tiny"].setdefault("evaluate_splits", ["test"])
+    return config
 
 
 def test_grid_expands_models_times_regularization():
@@ -40,6 +44,10 @@ def test_grid_expands_models_times_regularization():
          "classification.nucrec_tiny.classifiers: 'XGBoost' is not valid; choose one of: "),
         (lambda c: c["segmentation"]["dsb_tiny"].update(dataset="nucrec"),
          "segmentation.dsb_tiny.dataset: 'nucrec' has format 'class_folders'"),
+        (lambda c: c["comparisons"]["tiny_models"].update(experiments=["pannuke_tiny", "dsb_big"]),
+         "comparisons.tiny_models.experiments: 'dsb_big' is not valid; choose one of: dsb_tiny, pannuke_tiny"),
+        (lambda c: c["comparisons"]["tiny_models"].update(split="train"),
+         "comparisons.tiny_models.split: 'train' is not evaluated by experiment 'pannuke_tiny'"),
     ],
 )
 def test_cross_reference_errors_name_key_value_and_choices(edit, message):
@@ -57,6 +65,9 @@ def test_missing_local_source_is_an_error_unless_the_workflow_makes_it(tmp_path)
     config["datasets"]["nucrec"]["files"]["nucrec.zip"]["url"] = str(tmp_path / "NucRec.zip")
     with pytest.raises(ConfigError, match=r"datasets.nucrec.files.nucrec.zip.url: '.*NucRec.zip' does not exist"):
         check_local_sources(config, produced_under="resources/demo")
+    config["datasets"]["pannuke"]["files"]["fold_1.zip"]["source"] = str(tmp_path / "fold_1.zip")
+    with pytest.raises(ConfigError, match=r"datasets.pannuke.files.fold_1.zip.source: '.*fold_1.zip' does not exist"):
+        check_local_sources(config)
 
 
 def _dry_run(config: dict, workdir) -> subprocess.CompletedProcess:

@@ -201,3 +201,16 @@ def test_http_404_is_not_retried(serve, tmp_path):
     with pytest.raises(DownloadError, match="HTTP 404"):
         fast(url, tmp_path / "data.zip")
     assert len(server.requests) == 1
+
+
+def test_link_verified_links_a_local_copy_without_copying(tmp_path):
+    from nucleiflow.download import link_verified, sha256sum
+
+    source = tmp_path / "held" / "fold_1.zip"
+    source.parent.mkdir()
+    source.write_bytes(b"pannuke" * 1000)
+    dest = link_verified(source, tmp_path / "resources" / "fold_1.zip", sha256sum(source))
+    assert dest.is_symlink() and dest.resolve() == source.resolve()
+    with pytest.raises(ChecksumError):
+        link_verified(source, tmp_path / "other.zip", "0" * 64)
+    assert not (tmp_path / "other.zip").exists()

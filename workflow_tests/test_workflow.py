@@ -46,7 +46,9 @@ def test_full_scale_paper_config_builds_its_dag(tmp_path):
     assert result.returncode == 0, output[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.M))
     assert counts["download"] == "5" and "demo_data" not in counts
-    assert counts["train_segmentation"] == "12"  # 4 PanNuke models x 2 cells + 3 residual U-Nets + classic U-Net
+    # 4 PanNuke models x 2 cells + 3 residual U-Nets + 3 in the DSB model comparison + classic U-Net
+    assert counts["train_segmentation"] == "15"
+    assert counts["compare_experiments"] == "1" and counts["segmentation_vs_paper"] == "5"
     assert "warwick.ac.uk" in yaml.safe_dump(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
 
 
@@ -147,12 +149,22 @@ def test_tiny_config_runs_every_stage_end_to_end(tmp_path):
         assert (pd.read_csv(base / "tables" / "timing.csv")["Inference median (s/image)"] > 0).all()
         for suffix in (".md", ".tex"):
             assert (base / "tables" / f"metrics{suffix}").stat().st_size > 100
-        for figure in ("metric_curves", "metric_bars", "prediction_examples", "contours"):
+        for figure in ("metric_curves", "metric_bars", "prediction_examples", "contours", "inference_time"):
             _assert_image(base / "figures" / f"{figure}.png")
+        objects = pd.read_csv(base / "tables" / "object_metrics.csv")
+        assert list(objects.columns) == ["Model", "Split", "AJI", "PQ", "DQ", "SQ", "mAP"] and len(objects) == len(metrics)
+        assert len(pd.read_csv(base / "tables" / "per_image.csv")) > 0
             assert (base / "figures" / f"{figure}.pdf").stat().st_size > 1000
         for per_image in (base / "evaluation").rglob("*_per_image.csv"):
             frame = pd.read_csv(per_image)
             assert len(frame) > 0 and frame[["acc", "dice", "iou", "sensitivity"]].stack().between(0, 1).all()
+
+    versus = pd.read_csv(results / "pannuke" / "pannuke_tiny" / "tables" / "vs_paper.csv")
+    assert {"timing", "regularization"} <= set(versus["table"]) and versus["paper"].notna().any()
+    assert (versus["difference"].dropna() == (versus["ours"] - versus["paper"]).dropna()).all()
+    comparison = pd.read_csv(results / "comparisons" / "tiny_models" / "table.csv")
+    assert set(comparison["Experiment"]) == {"pannuke_tiny", "dsb_tiny"} and len(comparison) == 4
+    _assert_image(results / "comparisons" / "tiny_models" / "bars.png")
 
     with h5py.File(results / "pannuke" / "store.h5") as store:
         assert len(store["samples"]) == 15

@@ -7,9 +7,15 @@ torch-free so that building the DAG stays fast.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from .catalog import ARCH_ENCODERS, CLASSIFIER_NAMES, SEGMENTATION_FORMATS
 from .errors import ConfigError, choices_error
+
+
+# Per-image metrics a comparison may show (evaluation's per-image columns).
+COMPARABLE_METRICS = ("loss", "acc", "dice", "sensitivity", "iou", "precision", "f1", "specificity", "mcc",
+                      "aji", "pq", "dq", "sq", "map")
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,18 @@ def check_config(config: dict) -> None:
         labels = [c.label for c in segmentation_cells(config, name)]
         if len(labels) != len(set(labels)):
             raise ConfigError(f"{key}.models: a model x regularization cell is listed twice")
+    segmentation = config.get("segmentation", {})
+    for name, comparison in config.get("comparisons", {}).items():
+        key = f"comparisons.{name}"
+        for experiment in comparison["experiments"]:
+            if experiment not in segmentation:
+                raise choices_error(f"{key}.experiments", experiment, segmentation)
+            if comparison["split"] not in segmentation[experiment]["evaluate_splits"]:
+                raise ConfigError(f"{key}.split: {comparison['split']!r} is not evaluated by experiment {experiment!r} "
+                                  f"(its evaluate_splits: {segmentation[experiment]['evaluate_splits']})")
+        for metric in comparison["metrics"]:
+            if metric not in COMPARABLE_METRICS:
+                raise choices_error(f"{key}.metrics", metric, COMPARABLE_METRICS)
     for name, exp in config.get("classification", {}).items():
         key = f"classification.{name}"
         if exp["dataset"] not in datasets:
@@ -108,10 +126,15 @@ def check_local_sources(config: dict, produced_under: str | None = None) -> None
     from .download import resolve_local  # torch-free, stdlib only
 
     for dataset, entry in config["datasets"].items():
-        for filename, source in entry["files"].items():
-            local = resolve_local(source["url"])
+        for filename, file in entry["files"].items():
+            key = f"datasets.{dataset}.files.{filename}"
+            if file.get("source"):
+                if not Path(file["source"]).is_file():
+                    raise ConfigError(f"{key}.source: {file['source']!r} does not exist")
+                continue
+            local = resolve_local(file["url"])
             if local is None or local.exists():
                 continue
             if produced_under and local.as_posix().startswith(produced_under.rstrip("/") + "/"):
                 continue
-            raise ConfigError(f"datasets.{dataset}.files.{filename}.url: {source['url']!r} does not exist")
+            raise ConfigError(f"{key}.url: {file['url']!r} does not exist")

@@ -104,6 +104,25 @@ def fetch(
     return dest
 
 
+def link_verified(source: str | os.PathLike, dest: str | os.PathLike, sha256: str | None = None) -> Path:
+    """Verify a file the user already holds in place and link it at `dest` (no 12 GB copies).
+
+    The link is made under a temporary name and renamed, so `dest` never
+    points at an unverified file.
+    """
+    source = Path(source).resolve()
+    if not source.is_file():
+        raise SourceNotFoundError(f"{source}: source file not found")
+    _verify(source, sha256, f"{source}")
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.link")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(source)
+    os.replace(tmp, dest)
+    return dest
+
+
 def _copy_local(source: Path, dest: Path, sha256: str | None) -> None:
     """Stream `source` into a temporary sibling of `dest`, verify, rename."""
     if not source.is_file():

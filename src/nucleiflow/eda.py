@@ -41,6 +41,8 @@ NUCLEUS_COLUMNS = ("image_id", "modality", "label", "area", "perimeter", "circul
 
 @dataclass
 class EdaTables:
+    """The two tables of `measure_store` (columns: PER_IMAGE_COLUMNS, NUCLEUS_COLUMNS)."""
+
     per_image: pd.DataFrame
     nuclei: pd.DataFrame
 
@@ -55,9 +57,9 @@ def touching_labels(instances: np.ndarray) -> np.ndarray:
         return np.zeros(0, instances.dtype)
     # A pixel sees a different nucleus in its 3x3 window iff the window's max or
     # (background-free) min label differs from its own.
+    beyond = np.iinfo(instances.dtype).max  # stands for background (and outside) in the min filter
     highest = ndimage.maximum_filter(instances, footprint=TOUCHING_FOOTPRINT, mode="constant", cval=0)
-    no_background = np.where(foreground, instances, np.iinfo(instances.dtype).max)
-    lowest = ndimage.minimum_filter(no_background, footprint=TOUCHING_FOOTPRINT, mode="constant", cval=np.iinfo(instances.dtype).max)
+    lowest = ndimage.minimum_filter(np.where(foreground, instances, beyond), footprint=TOUCHING_FOOTPRINT, mode="constant", cval=beyond)
     meets_other = foreground & ((highest != instances) | (lowest != instances))
     return np.unique(instances[meets_other])
 

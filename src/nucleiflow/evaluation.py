@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .data import fit_size, to_tensor
 from .device import DeviceSetup
 from .errors import DataFormatError
+from .instance_metrics import object_metrics
 from .io import atomic_path
 from .metrics import confusion_counts, metrics_from_counts
 from .predictions import write_probability
@@ -58,19 +59,27 @@ def predict_probability(model: torch.nn.Module, image: np.ndarray, size: int, se
 
 
 def evaluate_split(model: torch.nn.Module, store: Store, ids: list[str], *, size: int, threshold: float,
-                   setup: DeviceSetup, predictions_path: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
-    """Per-image metrics (and counts, seconds) for `ids`; writes probabilities if a path is given."""
+                   setup: DeviceSetup, predictions_path: str | Path | None = None, progress: bool = True,
+                   postprocess: dict | None = None) -> pd.DataFrame:
+    """Per-image pixel and object metrics (and counts, seconds) for `ids`.
+
+    Object metrics compare the store's instance map with the connected
+    components of the thresholded prediction (`postprocess`: options of
+    instance_metrics.instances_from_binary, e.g. a watershed split).
+    Probabilities are written to `predictions_path` if given.
+    """
     if not ids:
         raise DataFormatError(f"{store.path}: the split to evaluate holds no images")
     model.eval().to(setup.device)
+    options = (size, threshold, setup, postprocess or {}, progress)
     if predictions_path is None:
-        return _evaluate(model, store, ids, size, threshold, setup, None, progress)
+        return _evaluate(model, store, ids, None, *options)
     with atomic_path(predictions_path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["threshold"] = threshold
-        return _evaluate(model, store, ids, size, threshold, setup, h5, progress)
+        return _evaluate(model, store, ids, h5, *options)
 
 
-def _evaluate(model, store, ids, size, threshold, setup, h5, progress) -> pd.DataFrame:
+def _evaluate(model, store, ids, h5, size, threshold, setup, postprocess, progress) -> pd.DataFrame:
     rows = []
     for i, image_id in enumerate(tqdm(ids, desc="evaluate", unit="img", disable=not progress)):
         sample = store[image_id]
@@ -82,9 +91,11 @@ def _evaluate(model, store, ids, size, threshold, setup, h5, progress) -> pd.Dat
         truth = sample.mask.astype(bool)
         if prob.shape != truth.shape:
             raise DataFormatError(f"{image_id}: prediction {prob.shape} and mask {truth.shape} differ in size")
-        counts = confusion_counts(prob > threshold, truth)
+        pred = prob > threshold
+        counts = confusion_counts(pred, truth)
         rows.append({"image_id": image_id, "loss": soft_dice_loss(prob, truth), **metrics_from_counts(*counts),
                      "tp": counts[0], "fp": counts[1], "fn": counts[2], "tn": counts[3],
+                     **object_metrics(sample.instances, pred, **postprocess),
                      "seconds": seconds, "warmup": i < WARMUP_IMAGES})
         if h5 is not None:
             write_probability(h5, image_id, prob)

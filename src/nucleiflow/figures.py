@@ -205,7 +205,7 @@ def metric_bars(
         positions = np.arange(len(splits)) + (i - (len(models) - 1) / 2) * width
         errors = rows[std_col].fillna(0) if std_col else None
         ax.bar(positions, rows[value_col], width, yerr=errors, capsize=2, color=palette[str(model)], label=str(model))
-    ax.set_xticks(np.arange(len(splits)), [str(s).capitalize() for s in splits])
+    ax.set_xticks(np.arange(len(splits)), [str(s).capitalize() if s in SPLIT_ORDER else str(s) for s in splits])
     ax.set_ylabel(metric_label(metric))
     _legend_outside(fig, ax)
     return fig
@@ -351,4 +351,22 @@ def overlay_matrix(examples: Sequence[tuple[str, object, object]], predictions: 
         row_axes[0].text(-0.05, 0.5, str(title), transform=row_axes[0].transAxes, rotation=90, ha="right",
                          va="center", fontsize="x-small")
     _overlay_legend(axes[n_cols - 1])
+    return fig
+
+
+def distribution_by_model(frame: pd.DataFrame, value: str, label: str, model_col: str = "model",
+                          palette: dict[str, str] | None = None) -> Figure:
+    """One box per model with the individual values on top (e.g. inference seconds per image)."""
+    _require_columns(frame, [model_col, value], "distribution data")
+    palette = palette or model_palette(frame[model_col])
+    order = list(dict.fromkeys(frame[model_col]))
+    fig, (ax,) = _new_figure(1, ncols=1, panel_size=(max(4.0, 0.9 * len(order) + 2), 3.2))
+    sns.boxplot(data=frame, x=model_col, y=value, hue=model_col, order=order, palette=palette, ax=ax,
+                showfliers=False, legend=False)
+    sns.stripplot(data=frame, x=model_col, y=value, order=order, color="0.25", size=3, ax=ax)
+    ax.set_xlabel("")
+    ax.set_ylabel(label)
+    ax.tick_params(axis="x", rotation=30)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
     return fig

@@ -42,11 +42,12 @@ from skimage import segmentation
 from skimage.feature import peak_local_max
 
 from .errors import DataFormatError
+from .metrics import DISPLAY_NAMES
 
 OBJECT_METRIC_NAMES = ("aji", "pq", "dq", "sq", "map")
 
-# Column labels for tables (merge into metrics.DISPLAY_NAMES where tables need them).
-OBJECT_DISPLAY_NAMES = {"aji": "AJI", "pq": "PQ", "dq": "DQ", "sq": "SQ", "map": "mAP"}
+# Column labels for tables: kept with the pixel metrics' labels in metrics.DISPLAY_NAMES.
+OBJECT_DISPLAY_NAMES = {name: DISPLAY_NAMES[name] for name in OBJECT_METRIC_NAMES}
 
 DSB_THRESHOLDS = np.arange(0.5, 1.0, 0.05)
 

@@ -112,6 +112,8 @@ def write_table(stem: str | os.PathLike, df: pd.DataFrame, caption: str = "", fl
     for col in shown.columns:
         if pd.api.types.is_float_dtype(shown[col]):
             shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else float_format.format(v))
+        else:  # a missing label is an empty cell, not "nan"
+            shown[col] = shown[col].astype(object).where(shown[col].notna(), "")
     md = shown.to_markdown(index=False)
     if caption:
         md = f"{caption}\n\n{md}"

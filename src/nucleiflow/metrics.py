@@ -34,6 +34,12 @@ DISPLAY_NAMES = {
     "f1": "F1",
     "specificity": "Specificity",
     "mcc": "MCC",
+    # object-level metrics (nucleiflow.instance_metrics)
+    "aji": "AJI",
+    "pq": "PQ",
+    "dq": "DQ",
+    "sq": "SQ",
+    "map": "mAP",
 }
 
 COUNT_NAMES = ("tp", "fp", "fn", "tn")

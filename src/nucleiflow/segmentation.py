@@ -101,7 +101,7 @@ def publish_model(best: Path, target: Path) -> None:
 
 
 def evaluate_from_spec(spec: dict, model_path, store_path, split_path, subset: str, *, predictions_path,
-                       threads: int = 1, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+                       threads: int = 1, progress: bool = True, postprocess: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Per-image metrics and timing of the best checkpoint on one split."""
     training = spec["training"]
     setup = setup_device(training["device"], threads, training["amp"])
@@ -114,7 +114,8 @@ def evaluate_from_spec(spec: dict, model_path, store_path, split_path, subset: s
     ids = split_ids(pd.read_csv(split_path), subset)
     started = time.perf_counter()
     per_image = evaluate_split(model, store, ids, size=training["input_size"], threshold=training["threshold"],
-                               setup=setup, predictions_path=predictions_path, progress=progress)
+                               setup=setup, predictions_path=predictions_path, progress=progress,
+                               postprocess=postprocess)
     timing = timing_summary(per_image, str(setup.device))
     timing["total_s"] = time.perf_counter() - started
     timing["best_epoch"] = state["best"]["epoch"]

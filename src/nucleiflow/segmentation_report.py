@@ -15,7 +15,9 @@ import pandas as pd
 from . import figures, tables
 from .catalog import ARCH_DISPLAY, ENCODER_DISPLAY, model_label
 from .io import read_json
+from .instance_metrics import OBJECT_METRIC_NAMES
 from .metrics import summarize
+from .published import beside_published, published_table, published_tables
 from .predictions import read_probability
 from .store import Store
 
@@ -33,7 +35,8 @@ def collect(paths: list[str], cells: list[dict], subsets: list[str], reader) -> 
     for cell in cells:
         for subset in subsets:
             frame = reader(next(expected))
-            frames.append(frame.assign(model=_label(cell), subset=subset))
+            frames.append(frame.assign(model=_label(cell), arch=cell["arch"], encoder=cell["encoder"],
+                                       reg=cell["reg"], subset=subset))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -54,7 +57,9 @@ def model_sizes(infos: list[str], cells: list[dict]) -> pd.DataFrame:
 
 
 def metrics_summary(per_image: pd.DataFrame) -> pd.DataFrame:
-    return summarize(per_image, ["model", "subset"], metrics=list(PAPER_METRICS) + ["precision", "f1", "mcc"])
+    metrics = list(PAPER_METRICS) + ["precision", "f1", "mcc"]
+    metrics += [m for m in OBJECT_METRIC_NAMES if m in per_image]
+    return summarize(per_image, ["model", "arch", "encoder", "reg", "subset"], metrics=metrics)
 
 
 def metrics_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -65,24 +70,86 @@ def metrics_table(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table.rename(columns={"model": "Model", "subset": "Split"}), pooled.reset_index(drop=True)], axis=1)
 
 
+def object_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Object-level metrics per model and split: AJI, PQ (DQ x SQ) and DSB mAP, mean ± std over images."""
+    table = tables.metrics_table(summary, OBJECT_METRIC_NAMES, label_cols=["model", "subset"])
+    return table.rename(columns={"model": "Model", "subset": "Split"})
+
+
+def per_image_table(per_image: pd.DataFrame, n_rows: int) -> pd.DataFrame:
+    """Per-image metrics of selected test images, named by id (the classic U-Net study's Table 2)."""
+    last = per_image[per_image["subset"] == per_image["subset"].iloc[-1]]
+    chosen = example_ids(per_image, n_rows)
+    rows = last[last["image_id"].isin(chosen)]
+    columns = {"model": "Model", "image_id": "Image", "acc": "Accuracy", "f1": "F1", "iou": "Jaccard",
+               "precision": "Precision", "sensitivity": "Recall"}
+    return rows[list(columns)].rename(columns=columns).reset_index(drop=True)
+
+
+def comparison_frame(summary: pd.DataFrame, infos: list[str], timings: list[str], cells: list[dict],
+                     subsets: list[str]) -> pd.DataFrame:
+    """One row per model and split with every quantity a paper may report, named as in published_values.yaml."""
+    frame = summary.rename(columns={"subset": "split"}).copy()
+    for metric in PAPER_METRICS + ("precision", "f1", "mcc"):
+        frame[metric] = frame[f"{metric}_mean"]
+    extras = [
+        {"arch": cell["arch"], "encoder": cell["encoder"], "reg": cell["reg"], "split": subset,
+         "inference_s": timing["median_s"], "training_min": info["train_seconds"] / 60.0,
+         "parameters": info["trainable"], **info["spec"]["regularization"]}
+        for cell, subset, info, timing in _model_records(timings, infos, cells, subsets)
+    ]
+    return frame.merge(pd.DataFrame(extras), on=["arch", "encoder", "reg", "split"], validate="one_to_one")
+
+
+def versus_paper(frame: pd.DataFrame, study: str) -> pd.DataFrame:
+    """Every published number of `study` beside ours, in long form: one row per model, split and metric."""
+    rows = []
+    # Quantities without a split key (timing, sizes) are taken from the test split when there is one.
+    frame = frame.sort_values("split", key=lambda split: split != "test", kind="stable")
+    for table in published_tables()[study]:
+        for reg, ours in frame.groupby("reg", sort=False):
+            wide = beside_published(ours.drop_duplicates(_keys(study, table)), study, table)
+            wide = wide[wide["source"].notna()]  # our rows the paper has no counterpart for
+            for metric in [c[: -len("_ours")] for c in wide.columns if c.endswith("_ours")]:
+                part = wide[[c for c in wide.columns if c in ("arch", "encoder", "split", "source")]].copy()
+                part.insert(0, "table", table)
+                part["reg"] = reg
+                part["metric"] = metric
+                part["ours"], part["paper"], part["difference"] = (
+                    wide[f"{metric}_ours"], wide[f"{metric}_paper"], wide[f"{metric}_diff"])
+                rows.append(part)
+    long = pd.concat(rows, ignore_index=True)
+    order = ["table", "arch", "encoder", "reg", "split", "metric", "ours", "paper", "difference", "source"]
+    return long[[c for c in order if c in long.columns]]
+
+
+def _keys(study: str, table: str) -> list[str]:
+    return list(published_table(study, table).columns.intersection(["arch", "encoder", "split"]))
+
+
 def timing_table(timings: list[str], infos: list[str], cells: list[dict], subsets: list[str]) -> pd.DataFrame:
     """Table 5: inference time per image (median, IQR) and training time, both measured."""
     rows = []
+    for cell, subset, info, timing in _model_records(timings, infos, cells, subsets):
+        if subset != "test" and "test" in subsets:
+            continue
+        rows.append({
+            "Model": _label(cell), "Device": timing["device"], "Images": timing["images"],
+            "Inference median (s/image)": timing["median_s"],
+            "Inference IQR (s)": timing["p75_s"] - timing["p25_s"],
+            "Training (min)": info["train_seconds"] / 60.0, "Epochs": info["epochs_run"],
+            "Best epoch": info["best_epoch"],
+        })
+    return pd.DataFrame(rows)
+
+
+def _model_records(timings: list[str], infos: list[str], cells: list[dict], subsets: list[str]):
+    """(cell, subset, train_info, timing) in the order the rule lists its inputs (cell-major)."""
     timing_paths = iter(timings)
     for cell, info_path in zip(cells, infos):
         info = read_json(info_path)
         for subset in subsets:
-            timing = read_json(next(timing_paths))
-            if subset != "test" and "test" in subsets:
-                continue
-            rows.append({
-                "Model": _label(cell), "Device": timing["device"], "Images": timing["images"],
-                "Inference median (s/image)": timing["median_s"],
-                "Inference IQR (s)": timing["p75_s"] - timing["p25_s"],
-                "Training (min)": info["train_seconds"] / 60.0, "Epochs": info["epochs_run"],
-                "Best epoch": info["best_epoch"],
-            })
-    return pd.DataFrame(rows)
+            yield cell, subset, info, read_json(next(timing_paths))
 
 
 def histories(paths: list[str], cells: list[dict]) -> pd.DataFrame:
@@ -125,3 +192,17 @@ def write_figures(histories_df, summary, examples, predictions, outputs: dict) -
     best = last.sort_values("dice_mean").iloc[-1]["model"]
     _, image, target = examples[0]
     figures.save_figure(figures.contour_comparison(image, predictions[best][0], target), outputs["contours"])
+
+
+def save_inference_time(per_image: pd.DataFrame, path) -> None:
+    """Per-image inference time of every model on the last evaluated split (warm-up excluded)."""
+    figures.use_style()
+    last = per_image[(per_image["subset"] == per_image["subset"].iloc[-1]) & ~per_image["warmup"]]
+    figures.save_figure(figures.distribution_by_model(last, "seconds", "Inference time per image (s)"), path)
+
+
+def compare_experiments(per_image: pd.DataFrame, metrics) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Across experiments (e.g. one model trained per split): summary and table, mean ± std over images."""
+    summary = summarize(per_image, ["experiment", "model"], metrics=list(metrics))
+    table = tables.metrics_table(summary, metrics, label_cols=["experiment", "model"])
+    return summary, table.rename(columns={"experiment": "Experiment", "model": "Model"})

@@ -4,9 +4,10 @@ A manifest is a DataFrame (and a CSV on disk) with columns `image_id, split`,
 `split` in SPLIT_NAMES. Two schemes cover the studies:
 
 * ``folds``: PanNuke's official protocol - whole source folds per split.
-* ``proportions``: fractions of the pool, stratified by metadata columns,
-  with exact duplicates (same content hash) kept in one split so no image
-  leaks between train and test.
+* ``proportions``: fractions of the pool, stratified by metadata columns:
+  split totals are the rounded fractions of the pool, every stratum is within
+  one image of its share, and exact duplicates (same content hash) are kept
+  in one split so no image leaks between train and test.
 
 Stratifying by imaging modality and nuclear density (the residual U-Net
 study) uses two derived columns, `modality_cluster` (seeded k-means on the
@@ -91,10 +92,17 @@ def modality_clusters(features: pd.DataFrame, n_clusters: int, seed: int) -> np.
 
 
 def density_bins(n_nuclei: pd.Series, n_bins: int) -> np.ndarray:
-    """Quantile bin (0..) of each image's nuclei count; tied edges merge bins."""
-    if n_bins < 1:
-        raise ConfigError(f"split.density_bins: {n_bins!r} must be at least 1")
-    return pd.qcut(n_nuclei.astype(float), n_bins, labels=False, duplicates="drop").astype(int).to_numpy()
+    """Quantile bin (0, 1, ... by increasing count) of each image's nuclei count.
+
+    Bins are right-closed between the count's quantiles; tied quantiles (many
+    equal counts) merge bins, so there may be fewer than `n_bins`.
+    """
+    if not isinstance(n_bins, int) or n_bins < 1:
+        raise ConfigError(f"split.density_bins: {n_bins!r} must be a whole number of at least 1")
+    counts = n_nuclei.to_numpy(float)
+    edges = np.unique(np.quantile(counts, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    raw = np.searchsorted(edges, counts, side="left")
+    return np.unique(raw, return_inverse=True)[1]
 
 
 def add_strata_columns(
@@ -107,6 +115,11 @@ def add_strata_columns(
     missing = [c for c in (*MODALITY_FEATURES, "n_nuclei") if c not in metadata.columns]
     if missing:
         raise DataFormatError(f"store metadata lacks {missing[0]!r}, needed for {', '.join(DERIVED_STRATA)}; re-run the convert rule")
+    if not isinstance(n_modality_clusters, int) or n_modality_clusters < 1:
+        raise ConfigError(f"split.modality_clusters: {n_modality_clusters!r} must be a whole number of at least 1")
+    gaps = metadata[list(MODALITY_FEATURES)].isna().any(axis=1)
+    if gaps.any():
+        raise DataFormatError(f"store metadata: image {metadata.loc[gaps, 'image_id'].iloc[0]!r} lacks colour statistics; re-run the convert rule")
     out = metadata.copy()
     out["modality_cluster"] = modality_clusters(out[list(MODALITY_FEATURES)], n_modality_clusters, seed)
     out["density_bin"] = density_bins(out["n_nuclei"], n_density_bins)
@@ -128,15 +141,18 @@ def stratified_split(
     fractions: dict[str, float],
     seed: int,
     groups=None,
+    exact_totals: bool = False,
 ) -> pd.DataFrame:
     """Assign each id to a split so every stratum keeps the given fractions.
 
-    `fractions` maps split names to shares summing to 1. Split totals are the
-    largest-remainder rounding of the pool size, and each stratum's count per
-    split is within one of its exact share (controlled rounding, see
-    `_allocate`); the result is reproducible bit for bit from `seed`.
-    `groups` (optional, same length as ids) keeps members of one group
-    together - e.g. exact duplicate images; counts are then of groups.
+    `fractions` maps split names to shares summing to 1. Each stratum's count
+    per split is within one of its exact share: by default the stratum's own
+    largest-remainder rounding; with `exact_totals` the split totals are also
+    the largest-remainder rounding of the whole pool (controlled rounding, see
+    `_allocate`), so e.g. 670/10/60 of 740 images comes out exactly. The result
+    is reproducible bit for bit from `seed`. `groups` (optional, same length
+    as ids) keeps members of one group together - e.g. exact duplicate images;
+    counts are then of groups.
     """
     ids = np.asarray(list(ids), dtype=object)
     strata = np.asarray(list(strata), dtype=object)
@@ -152,7 +168,8 @@ def stratified_split(
     group_strata = frame.drop_duplicates("group").set_index("group")["stratum"]
     stratum_names = sorted(group_strata.unique(), key=str)
     members_of = {s: np.array(sorted(group_strata.index[group_strata == s], key=str), dtype=object) for s in stratum_names}
-    counts = _allocate(np.array([len(members_of[s]) for s in stratum_names]), shares)
+    sizes = np.array([len(members_of[s]) for s in stratum_names], dtype=int)
+    counts = _allocate(sizes, shares) if exact_totals else [_largest_remainder(n, shares) for n in sizes]
     rng = np.random.default_rng(seed)
     group_split: dict = {}
     for stratum, stratum_counts in zip(stratum_names, counts):
@@ -225,7 +242,7 @@ def _proportions_split(metadata: pd.DataFrame, spec: dict, seed: int) -> pd.Data
             raise choices_error("split.stratify_by", col, set(pool.columns) | set(DERIVED_STRATA))
     strata = pool[stratify_by].astype(str).agg("|".join, axis=1) if stratify_by else ["all"] * len(pool)
     groups = pool["content_hash"] if "content_hash" in pool.columns else None
-    return stratified_split(pool["image_id"], strata, spec["fractions"], seed, groups=groups)
+    return stratified_split(pool["image_id"], strata, spec["fractions"], seed, groups=groups, exact_totals=True)
 
 
 def check_disjoint(manifest: pd.DataFrame) -> None:

@@ -3,6 +3,18 @@
 `train_classifier` returns the per-epoch history the paper tabulates (loss,
 accuracy, precision, recall and AUC on train and validation); checkpoints and
 files are the calling stage's business.
+
+Metrics work for any number of classes: with two, precision, recall and AUC
+are those of the positive class (index 1: micronucleus, small nucleus); with
+more, precision and recall are support-weighted averages and AUC is the
+support-weighted one-vs-rest AUC.
+
+Transfer learning (InceptionResNetV2 with ImageNet weights) follows
+`TransferPolicy`: the new head trains alone for `head_epochs` with the
+pretrained backbone frozen (BatchNorm statistics included), then everything
+is fine-tuned at `lr * fine_tune_lr_factor`. Pretrained weights are only ever
+read from the local Hugging Face cache (`pretrained_weights_file`, through
+`nucleiflow.pretrained`); a job never downloads.
 """
 
 from __future__ import annotations
@@ -10,6 +22,8 @@ from __future__ import annotations
 import logging
 import random
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -22,14 +36,15 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..errors import ConfigError, choices_error
+from ..pretrained import CNN_ARCH, CNN_WEIGHTS, PRETRAINED_CNN_MODELS, cached_weight_files
 from .data import load_image
 
 log = logging.getLogger(__name__)
 
 HISTORY_METRICS = ("loss", "accuracy", "precision", "recall", "auc")
-HISTORY_COLUMNS = ["epoch"] + [f"{split}_{m}" for split in ("train", "val") for m in HISTORY_METRICS]
+HISTORY_COLUMNS = ["epoch"] + [f"{split}_{m}" for split in ("train", "val") for m in HISTORY_METRICS] + ["lr"]
 REPORT_EPOCHS = (1,) + tuple(range(10, 101, 10))  # the paper's per-epoch tables
-POSITIVE_CLASS = 1  # micronucleus: precision, recall and AUC are for this class
+POSITIVE_CLASS = 1  # two classes: micronucleus (or small nucleus); precision, recall and AUC are for this class
 # Inputs are scaled to [-1, 1] unless the model carries its own (timm pretrained_cfg).
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.5, 0.5, 0.5)
@@ -75,7 +90,26 @@ def _small_cnn(num_classes: int, pretrained: bool) -> nn.Module:
 
 
 def _inception_resnet_v2(num_classes: int, pretrained: bool) -> nn.Module:
-    return timm.create_model("inception_resnet_v2", pretrained=pretrained, num_classes=num_classes)
+    if not pretrained:
+        return timm.create_model("inception_resnet_v2", pretrained=False, num_classes=num_classes)
+    # A local file: timm loads it without touching the network, and drops the
+    # 1000-class ImageNet head because num_classes differs.
+    weights = pretrained_weights_file("inception_resnet_v2")
+    return timm.create_model("inception_resnet_v2", pretrained=True, num_classes=num_classes,
+                             pretrained_cfg_overlay={"file": str(weights)})
+
+
+def pretrained_weights_file(name: str) -> Path:
+    """The cached ImageNet weights timm would load for model `name`.
+
+    Reads the local Hugging Face cache only (`nucleiflow.pretrained`, the same
+    check every stage uses): missing weights are a one-line ConfigError
+    naming the rule that caches them, never a download attempt.
+    """
+    if not has_pretrained_weights(name):
+        raise choices_error("pretrained cnn model", name, PRETRAINED_CNN_MODELS)
+    *_, weights = cached_weight_files(CNN_ARCH, name, CNN_WEIGHTS)  # the last one is the weights file
+    return weights
 
 
 CNN_MODELS: dict[str, Callable[[int, bool], nn.Module]] = {
@@ -89,7 +123,7 @@ MIN_INPUT_SIZES: dict[str, int] = {"small_cnn": 16, "inception_resnet_v2": 75}
 
 
 def build_classifier(name: str, num_classes: int = 2, pretrained: bool = False, seed: int | None = None) -> nn.Module:
-    """A CNN from CNN_MODELS with a `num_classes`-way head (weights downloaded only if `pretrained`).
+    """A CNN from CNN_MODELS with a `num_classes`-way head (ImageNet weights from the cache if `pretrained`).
 
     `seed`, if given, seeds torch first so the random initial weights (the
     head, or the whole net when not pretrained) are reproducible.
@@ -101,11 +135,77 @@ def build_classifier(name: str, num_classes: int = 2, pretrained: bool = False, 
     return CNN_MODELS[name](num_classes, pretrained)
 
 
+def has_pretrained_weights(name: str) -> bool:
+    """Whether model `name` can start from ImageNet weights (the config's `pretrained` applies to it)."""
+    return name in PRETRAINED_CNN_MODELS
+
+
 def check_input_size(name: str, image_size: int) -> None:
     """ConfigError if `image_size` is below what model `name` can process."""
     minimum = MIN_INPUT_SIZES.get(name, 1)
     if image_size < minimum:
         raise ConfigError(f"image_size: {image_size} is too small for {name}; use at least {minimum}")
+
+
+@dataclass(frozen=True)
+class TransferPolicy:
+    """How a pretrained model is trained: the new head alone first, then everything.
+
+    `head_epochs`: epochs with the pretrained backbone frozen, its BatchNorm
+    running statistics included (as Keras' ``trainable = False`` with
+    ``training=False``), so the randomly initialised head does not push large
+    gradients into the ImageNet features. 0 fine-tunes everything from epoch 1.
+    `fine_tune_lr_factor`: once the backbone trains, the learning rate is
+    ``lr * fine_tune_lr_factor`` (a lower rate keeps the pretrained features).
+    """
+
+    head_epochs: int = 5
+    fine_tune_lr_factor: float = 0.1
+
+    def __post_init__(self):
+        if self.head_epochs < 0:
+            raise ConfigError(f"cnn.transfer.head_epochs: {self.head_epochs!r} must be 0 or more")
+        if not 0 < self.fine_tune_lr_factor <= 1:
+            raise ConfigError(f"cnn.transfer.fine_tune_lr_factor: {self.fine_tune_lr_factor!r} must be in (0, 1]")
+
+    @classmethod
+    def from_config(cls, options: dict | None) -> "TransferPolicy":
+        """From the config's ``cnn.transfer`` mapping; missing keys take the defaults above."""
+        options = options or {}
+        unknown = sorted(set(options) - {"head_epochs", "fine_tune_lr_factor"})
+        if unknown:
+            raise ConfigError(f"cnn.transfer: unknown key(s) {unknown}; valid: head_epochs, fine_tune_lr_factor")
+        return cls(**options)
+
+    def backbone_frozen(self, epoch: int) -> bool:
+        return epoch <= self.head_epochs
+
+    def lr(self, epoch: int, base_lr: float) -> float:
+        return base_lr if self.backbone_frozen(epoch) else base_lr * self.fine_tune_lr_factor
+
+
+def head_module(model: nn.Module) -> nn.Module:
+    """The classification head: timm's `get_classifier()`, or SmallCNN's `classifier`."""
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    return model.classifier
+
+
+def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    """(Un)freeze every parameter outside the head; the head always trains."""
+    for parameter in model.parameters():
+        parameter.requires_grad = trainable
+    for parameter in head_module(model).parameters():
+        parameter.requires_grad = True
+
+
+def _hold_frozen_batchnorm(model: nn.Module) -> None:
+    """Frozen BatchNorm layers keep their pretrained running statistics (eval mode)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            parameters = list(module.parameters())
+            if parameters and not any(p.requires_grad for p in parameters):
+                module.eval()
 
 
 class ClassificationDataset(Dataset):
@@ -151,13 +251,17 @@ def train_classifier(
     seed: int = 0,
     progress: bool = True,
     transform=None,
+    transfer: TransferPolicy | None = None,
+    num_workers: int = 0,
 ) -> pd.DataFrame:
     """Train `model` in place with Adam and cross-entropy; return the per-epoch history.
 
-    Columns: HISTORY_COLUMNS. Train metrics are accumulated over the epoch's
-    batches in training mode (as Keras reports them); validation metrics are
-    computed afterwards in eval mode. With no `val_manifest` the val columns
-    are NaN. Precision, recall and AUC refer to the micronucleus class.
+    Columns: HISTORY_COLUMNS (``lr``: the learning rate of the epoch). Train
+    metrics are accumulated over the epoch's batches in training mode (as
+    Keras reports them); validation metrics are computed afterwards in eval
+    mode. With no `val_manifest` the val columns are NaN. `transfer` (for a
+    pretrained model) freezes the backbone for its head epochs, then lowers
+    the learning rate; None trains everything at `lr` throughout.
     """
     _seed_everything(seed)
     device = torch.device(device)
@@ -171,9 +275,11 @@ def train_classifier(
         generator=torch.Generator().manual_seed(seed),
         # BatchNorm cannot normalise a batch of one at 1x1 spatial size (Inception at small inputs).
         drop_last=len(train_set) % batch_size == 1 and len(train_set) > batch_size,
+        num_workers=num_workers,
     )
     val_loader = (
-        DataLoader(ClassificationDataset(val_manifest, image_size, None, mean, std), batch_size=batch_size)
+        DataLoader(ClassificationDataset(val_manifest, image_size, None, mean, std), batch_size=batch_size,
+                   num_workers=num_workers)
         if val_manifest is not None
         else None
     )
@@ -182,12 +288,28 @@ def train_classifier(
     rows = []
     bar = tqdm(range(1, epochs + 1), desc="epochs", unit="epoch", file=sys.stderr, disable=not progress)
     for epoch in bar:
+        epoch_lr = _apply_transfer_phase(model, optimizer, transfer, epoch, lr)
         train = _run_epoch(model, train_loader, loss_fn, device, optimizer)
         val = _run_epoch(model, val_loader, loss_fn, device) if val_loader is not None else _empty_metrics()
-        rows.append({"epoch": epoch, **_prefixed("train", train), **_prefixed("val", val)})
+        rows.append({"epoch": epoch, **_prefixed("train", train), **_prefixed("val", val), "lr": epoch_lr})
         bar.set_postfix(train_loss=f"{train['loss']:.4f}", val_loss=f"{val['loss']:.4f}")
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4f}" for k, v in rows[-1].items() if k != "epoch"))
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def _apply_transfer_phase(model, optimizer, transfer: TransferPolicy | None, epoch: int, lr: float) -> float:
+    """Freeze or unfreeze the backbone and set the learning rate for `epoch`; return that rate."""
+    if transfer is None:
+        return lr
+    frozen = transfer.backbone_frozen(epoch)
+    if epoch == 1 or frozen != transfer.backbone_frozen(epoch - 1):
+        set_backbone_trainable(model, not frozen)
+        log.info("epoch %d: %s", epoch, "training the head only (backbone frozen)" if frozen
+                 else f"fine-tuning all layers at lr {transfer.lr(epoch, lr):g}")
+    epoch_lr = transfer.lr(epoch, lr)
+    for group in optimizer.param_groups:
+        group["lr"] = epoch_lr
+    return epoch_lr
 
 
 def select_epochs(history: pd.DataFrame, epochs=REPORT_EPOCHS) -> pd.DataFrame:
@@ -196,10 +318,14 @@ def select_epochs(history: pd.DataFrame, epochs=REPORT_EPOCHS) -> pd.DataFrame:
 
 
 def epoch_metrics(labels: np.ndarray, probabilities: np.ndarray, loss: float) -> dict[str, float]:
-    """Loss, accuracy, precision, recall and AUC of one pass (binary: micronucleus positive)."""
+    """Loss, accuracy, precision, recall and AUC of one pass.
+
+    Two classes: precision, recall and AUC of the positive class (index 1).
+    More: support-weighted precision and recall, support-weighted one-vs-rest AUC.
+    """
     predictions = probabilities.argmax(axis=1)
     binary = probabilities.shape[1] == 2
-    average = "binary" if binary else "macro"
+    average = "binary" if binary else "weighted"
     return {
         "loss": loss,
         "accuracy": accuracy_score(labels, predictions),
@@ -211,20 +337,23 @@ def epoch_metrics(labels: np.ndarray, probabilities: np.ndarray, loss: float) ->
 
 def _auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
     # AUC is undefined when only one class is present (e.g. a tiny val batch).
-    n_classes = probabilities.shape[1]
-    if len(np.unique(labels)) < 2:
+    present, support = np.unique(labels, return_counts=True)
+    if len(present) < 2:
         return float("nan")
-    if n_classes == 2:
+    if probabilities.shape[1] == 2:
         return roc_auc_score(labels, probabilities[:, POSITIVE_CLASS])
-    if len(np.unique(labels)) < n_classes:
-        return float("nan")
-    return roc_auc_score(labels, probabilities, multi_class="ovr")
+    # One-vs-rest per class that occurs, weighted by its support: a class
+    # absent from this pass has no positives and no defined AUC.
+    per_class = [roc_auc_score(labels == c, probabilities[:, c]) for c in present]
+    return float(np.average(per_class, weights=support))
 
 
 def _run_epoch(model, loader, loss_fn, device, optimizer=None) -> dict[str, float]:
     """One pass over `loader`; trains when an optimizer is given, else evaluates."""
     training = optimizer is not None
     model.train(training)
+    if training:
+        _hold_frozen_batchnorm(model)
     total_loss, labels, probabilities = 0.0, [], []
     with torch.set_grad_enabled(training):
         for images, targets in loader:

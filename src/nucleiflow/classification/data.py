@@ -1,17 +1,19 @@
-"""NucRec class-folder layout: manifest, image loading and the train/test split.
+"""Class-folder layout: manifest, image loading and the train/test split.
 
-Layout read by `read_class_folders`::
+Layout read by `read_class_folders` (NucRec's, and the PanNuke crops')::
 
-    <root>/nucleus/*.png|jpg|tif|bmp
-    <root>/micronucleus/*.png|...
+    <root>/<class name>/*.png|jpg|tif|bmp     one folder per class name
 
-Images may be RGB or grayscale and of any size; `load_image` makes them
-uniform (RGB, square, bilinear resize).
+The class names are an ordered list; a label's index is its position in it.
+NucRec's are CLASS_NAMES; in a two-class task the second name is the
+positive class (micronucleus, small nucleus). Images may be RGB or grayscale
+and of any size; `load_image` makes them uniform (RGB, square, bilinear resize).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MANIFEST_COLUMNS = ["image_id", "path", "label", "label_index"]
 # Every class needs at least one image in each of train and test.
 MIN_IMAGES_PER_CLASS = 2
+SPLITS = ("train", "test")
 
 
 def read_class_folders(root, class_names=CLASS_NAMES) -> pd.DataFrame:
@@ -60,29 +63,52 @@ def load_image(path, size: int) -> np.ndarray:
 
 
 def split_classes(
-    df: pd.DataFrame, test_fraction: float = 0.3, seed: int = 0, class_names=CLASS_NAMES
+    df: pd.DataFrame, test_fraction: float = 0.3, seed: int = 0, class_names=CLASS_NAMES, root=None
 ) -> pd.DataFrame:
     """Stratified train/test split by label; returns ``image_id, label, split``.
 
     Counts per class are exact (largest remainder, see `splits.stratified_split`)
-    and reproducible from `seed`.
+    and reproducible from `seed`. A class too small to put at least one image
+    in each of train and test is a DataFormatError naming its folder under
+    `root` (when given).
     """
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"test_fraction: {test_fraction!r} must lie strictly between 0 and 1")
+    fractions = {"train": 1.0 - test_fraction, "test": test_fraction}
     # Reindex so an empty class folder is reported, not silently dropped.
     counts = df["label"].value_counts().reindex(list(class_names), fill_value=0)
-    too_few = counts[counts < MIN_IMAGES_PER_CLASS]
-    if len(too_few):
-        name, count = too_few.index[0], int(too_few.iloc[0])
-        raise DataFormatError(
-            f"class {name!r} has {count} image(s); at least {MIN_IMAGES_PER_CLASS} are needed "
-            "to put one in each of train and test"
-        )
-    fractions = {"train": 1.0 - test_fraction, "test": test_fraction}
+    _check_enough_images(counts, fractions, root)
     split = stratified_split(df["image_id"], df["label"], fractions, seed)
     labels = df.set_index("image_id")["label"]
     split.insert(1, "label", split["image_id"].map(labels))
+    _check_every_class_in_both_splits(split, class_names, fractions, root)
     return split
+
+
+def _check_enough_images(counts: pd.Series, fractions: dict[str, float], root) -> None:
+    too_few = counts[counts < MIN_IMAGES_PER_CLASS]
+    if len(too_few):
+        _raise_too_few(too_few.index[0], int(too_few.iloc[0]), fractions, root)
+
+
+def _check_every_class_in_both_splits(split: pd.DataFrame, class_names, fractions: dict[str, float], root) -> None:
+    # With a lopsided test_fraction a small class can round to zero images in one split.
+    table = split.groupby(["label", "split"]).size().unstack(fill_value=0)
+    table = table.reindex(index=list(class_names), columns=list(SPLITS), fill_value=0)
+    short = table[(table == 0).any(axis=1)]
+    if len(short):
+        name = short.index[0]
+        _raise_too_few(name, int(table.loc[name].sum()), fractions, root)
+
+
+def _raise_too_few(name: str, count: int, fractions: dict[str, float], root) -> None:
+    # From this size on even the smaller share's floor is one image (tolerance: 1 / 0.25 is 4, not 4.0000001).
+    needed = max(MIN_IMAGES_PER_CLASS, math.ceil(1.0 / min(fractions.values()) - 1e-9))
+    where = f"{Path(root) / name}: " if root is not None else ""
+    raise DataFormatError(
+        f"{where}class {name!r} has {count} image(s); at least {needed} are needed to put one in each of "
+        f"train and test (test_fraction {fractions['test']:g})"
+    )
 
 
 def label_index(labels, class_names=CLASS_NAMES) -> np.ndarray:

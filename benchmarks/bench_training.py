@@ -1,0 +1,260 @@
+"""Benchmark: training-step overhead of the engine against a bare PyTorch loop.
+
+Both variants train the same architecture from the same initial weights on the
+same in-memory batches (random images, binary masks) with the same loss,
+optimiser (Adam), autocast dtype, gradient scaler and memory format, as
+`nucleiflow.device.setup_device` chooses them for the device:
+
+* ``bare``:   zero_grad -> forward -> loss -> backward -> step, nothing else
+* ``engine``: `nucleiflow.training.Trainer.train_epoch` over the same batches
+  (finite-loss check, per-batch metrics, `EpochMeter`, progress bar disabled)
+
+The variants alternate `--repeats` times after `--warmup` untimed steps each;
+the fastest repeat of each is reported (the least disturbed by other processes:
+on a shared machine the median drifts with its load; the "spread" column shows
+how far the median is from it). CUDA is synchronised around every timing. On
+CPU with one torch thread (the default) the clock is this process's CPU time,
+which leaves out the time other processes hold the core; otherwise wall time.
+To show where any overhead comes from, three more bare loops each add one
+thing the engine does per batch, and `EpochMeter.result()` (once per epoch)
+is timed per image. The goal is an engine at most 5 % slower than bare.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/bench_training.py                  # CPU: unet/resnet18, 128 px, batch 4
+    .venv/bin/python benchmarks/bench_training.py --device cuda --encoder resnet50 --size 256 --batch 16 --amp
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from typing import Callable
+
+import torch
+
+from nucleiflow.device import DeviceSetup, setup_device
+from nucleiflow.losses import build_loss
+from nucleiflow.models import build_model
+from nucleiflow.training import EpochMeter, Trainer, TrainSettings, batch_counts
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+# A per-step addition to the bare loop: called with (loss, logits, masks) after optimizer.step().
+StepExtra = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+EPOCH_IMAGES = 5000  # a PanNuke-sized training epoch, to put EpochMeter.result() in scale
+BARE = "bare loop (fwd+bwd+step)"
+ENGINE = "engine Trainer.train_epoch"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="unet")
+    parser.add_argument("--encoder", default=None, help="default: resnet18 on CPU, resnet50 on CUDA")
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per repeat")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only, as in training)")
+    parser.add_argument("--loss", default="dice")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads; 1 is the steadiest on a shared machine (more threads spin-wait under load)")
+    parser.add_argument("--clock", choices=("auto", "wall", "cpu"), default="auto",
+                        help="auto: process CPU time on CPU with 1 thread, else wall time")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the per-cost bare variants")
+    return parser.parse_args(argv)
+
+
+def make_batches(n: int, batch: int, size: int, seed: int = 0) -> list[Batch]:
+    """`n` CPU batches of (normalised images, binary masks, indices), as SegmentationDataset yields them."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for step in range(n):
+        images = torch.randn(batch, 3, size, size, generator=generator)
+        masks = (torch.rand(batch, 1, size, size, generator=generator) > 0.7).float()
+        batches.append((images, masks, torch.arange(step * batch, (step + 1) * batch)))
+    return batches
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(run: Callable[[], object], device: torch.device, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds `run()` takes by `clock`, with the device's queued work included."""
+    synchronize(device)
+    started = clock()
+    run()
+    synchronize(device)
+    return clock() - started
+
+
+def pick_clock(name: str, device: torch.device) -> Callable[[], float]:
+    """Wall time, or this process's CPU time: on a shared CPU with one torch thread the latter
+    leaves out the time other processes hold the core (it would count spin-waits with more threads)."""
+    if name == "auto":
+        name = "cpu" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
+    return time.process_time if name == "cpu" else time.perf_counter
+
+
+class BareLoop:
+    """forward / loss / backward / step exactly as the engine sets them up, and nothing more."""
+
+    def __init__(self, model: torch.nn.Module, setup: DeviceSetup, loss: str, lr: float = 1e-4):
+        self.setup = setup
+        self.memory_format = torch.channels_last if setup.channels_last else torch.contiguous_format
+        self.model = model.to(setup.device, memory_format=self.memory_format)
+        self.loss_fn = build_loss(loss)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+        self.scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.needs_grad_scaler)
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor):
+        images = images.to(self.setup.device, non_blocking=True, memory_format=self.memory_format)
+        masks = masks.to(self.setup.device, non_blocking=True)
+        with torch.autocast(self.setup.device.type, dtype=self.setup.amp_dtype or torch.float32,
+                            enabled=self.setup.amp_dtype is not None):
+            logits = self.model(images)
+        return logits, masks, self.loss_fn(logits.float(), masks)
+
+    def step(self, images: torch.Tensor, masks: torch.Tensor):
+        logits, masks, loss = self.forward(images, masks)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return logits, masks, loss
+
+    def run(self, batches: list[Batch], extra: StepExtra | None = None) -> None:
+        self.model.train()
+        for images, masks, _ in batches:
+            logits, masks, loss = self.step(images, masks)
+            if extra is not None:
+                extra(loss, logits, masks)
+
+
+def engine_trainer(model: torch.nn.Module, setup: DeviceSetup, args: argparse.Namespace, out_dir: str) -> Trainer:
+    settings = TrainSettings(epochs=1, batch_size=args.batch, lr=1e-4, loss=args.loss)
+    return Trainer(model, settings, setup, out_dir, progress=False)
+
+
+# --- the engine's per-batch costs, one at a time ---------------------------------
+def finite_check(loss, logits, masks) -> None:
+    if not torch.isfinite(loss):  # a device -> host sync, as in train_epoch
+        raise RuntimeError("loss is not finite")
+
+
+def two_items(loss, logits, masks) -> None:
+    loss.item()  # EpochMeter.update's argument
+    f"{loss.item():.4f}"  # the progress bar's postfix, formatted even when the bar is disabled
+
+
+def meter_update(meter: EpochMeter) -> StepExtra:
+    def update(loss, logits, masks) -> None:
+        meter.update(loss.item(), batch_counts(logits.detach(), masks, 0.5))
+
+    return update
+
+
+def measure(variants: dict[str, Callable[[list[Batch]], object]], batches: list[Batch], warmup: list[Batch],
+            repeats: int, device: torch.device, clock: Callable[[], float]) -> dict[str, list[float]]:
+    """Seconds of every repeat per variant; variants alternate so drifts (load, clock) hit all alike."""
+    for run in variants.values():
+        timed(lambda: run(warmup), device)
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            samples[name].append(timed(lambda: run(batches), device, clock))
+    return samples
+
+
+def isolated_step_costs_us(setup: DeviceSetup, args: argparse.Namespace, reps: int = 200) -> dict[str, float]:
+    """Microseconds per call of each per-batch addition, timed alone on outputs of the benchmark's shape.
+
+    Precise where the end-to-end difference drowns in noise; on CUDA it includes
+    the wait for the queue to drain (here empty, so the stall inside a real step
+    is larger: the CPU stops queueing the next step's kernels).
+    """
+    device = setup.device
+    logits = torch.randn(args.batch, 1, args.size, args.size, device=device)
+    masks = (torch.rand(args.batch, 1, args.size, args.size, device=device) > 0.7).float()
+    loss = logits.mean()
+    extras = {"isfinite(loss) check": finite_check, "2x loss.item()": two_items,
+              "batch_counts + EpochMeter.update": meter_update(EpochMeter())}
+    costs = {}
+    for name, extra in extras.items():
+        costs[name] = timed(lambda: [extra(loss, logits, masks) for _ in range(reps)], device) / reps * 1e6
+    return costs
+
+
+def epoch_meter_result_us_per_image(images: int, size: int, device: torch.device) -> float:
+    """Microseconds per image of EpochMeter.result() (its per-image Python loop), on `images` images."""
+    meter = EpochMeter()
+    logits = torch.randn(images, 1, size, size, device=device)
+    masks = (torch.rand(images, 1, size, size, device=device) > 0.7).float()
+    meter.update(0.5, batch_counts(logits, masks, 0.5))
+    started = time.perf_counter()
+    meter.result()
+    return (time.perf_counter() - started) / images * 1e6
+
+
+def report(args, setup: DeviceSetup, encoder: str, samples: dict[str, list[float]], costs: dict[str, float],
+           result_us: float | None, clock: Callable[[], float]) -> None:
+    images = args.steps * args.batch
+    seconds = {name: min(times) for name, times in samples.items()}
+    bare = seconds[BARE]
+    print(f"device {setup.device}, {args.arch}/{encoder}, {args.size} px, batch {args.batch}, "
+          f"{args.steps} steps x {args.repeats} repeats (fastest; {args.warmup} warm-up steps), "
+          f"amp {setup.amp_dtype}, channels_last {setup.channels_last}, torch threads {torch.get_num_threads()}, "
+          f"clock {'process CPU time' if clock is time.process_time else 'wall'}")
+    print(f"{'variant':42s} {'images/s':>9s} {'ms/step':>9s} {'vs bare':>9s} {'spread':>8s}")
+    for name, sec in seconds.items():
+        delta = "" if name == BARE else f"{(sec / bare - 1) * 100:+8.1f}%"
+        spread = (statistics.median(samples[name]) / sec - 1) * 100
+        print(f"{name:42s} {images / sec:9.2f} {sec / args.steps * 1e3:9.1f} {delta:>9s} {spread:7.1f}%")
+    if costs:
+        step_us = bare / args.steps * 1e6
+        print("per-batch additions timed alone: " + ", ".join(
+            f"{name} {us:.0f} us ({us / step_us * 100:.3f} % of a bare step)" for name, us in costs.items()))
+    if result_us is not None:
+        print(f"EpochMeter.result(): {result_us:.1f} us/image "
+              f"({result_us * EPOCH_IMAGES / 1e6:.2f} s per {EPOCH_IMAGES}-image epoch, once per epoch)")
+    overhead = (seconds[ENGINE] / bare - 1) * 100
+    verdict = "within" if overhead <= 5 else "ABOVE"
+    print(f"engine overhead: {overhead:+.1f} % ({verdict} the 5 % goal)")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    setup = setup_device(args.device, args.threads, args.amp)
+    encoder = args.encoder or ("resnet50" if setup.device.type == "cuda" else "resnet18")
+    torch.manual_seed(0)
+    model = build_model(args.arch, encoder)
+    bare = BareLoop(copy.deepcopy(model), setup, args.loss)
+    batches = make_batches(args.steps, args.batch, args.size)
+    warmup = make_batches(args.warmup, args.batch, args.size, seed=1)
+    with tempfile.TemporaryDirectory() as out_dir:
+        trainer = engine_trainer(model, setup, args, out_dir)
+        variants = {
+            BARE: bare.run,
+            ENGINE: lambda b: trainer.train_epoch(b, epoch=1),
+        }
+        if not args.no_breakdown:
+            variants.update({
+                "bare + isfinite(loss) check": lambda b: bare.run(b, finite_check),
+                "bare + 2x loss.item()": lambda b: bare.run(b, two_items),
+                "bare + batch_counts + EpochMeter.update": lambda b: bare.run(b, meter_update(EpochMeter())),
+            })
+        clock = pick_clock(args.clock, setup.device)
+        samples = measure(variants, batches, warmup, args.repeats, setup.device, clock)
+    costs = {} if args.no_breakdown else isolated_step_costs_us(setup, args)
+    result_us = None if args.no_breakdown else epoch_meter_result_us_per_image(512, args.size, setup.device)
+    report(args, setup, encoder, samples, costs, result_us, clock)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""The classification study end to end through its functions: bad input, PanNuke crops, any number of
+classes, transfer learning, and the paper's Tables I-VI beside the published values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from nucleiflow import figures
+from nucleiflow.classification import classic, cnn, paper_tables, pannuke_crops, study
+from nucleiflow.classification.features import extract_features
+from nucleiflow.errors import ConfigError, DataFormatError
+
+
+def _write_class_folders(root, counts):
+    """Small random RGB images in `<root>/<class>/`."""
+    rng = np.random.default_rng(0)
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(root / name / f"{i:02d}.png")
+    return root
+
+
+def _one_line_error(excinfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    return message
+
+
+# --- bad input, through study.make_split / training_sets as the split rule runs them --------------
+
+
+def test_missing_class_folder_is_named_even_one_level_down(tmp_path):
+    _write_class_folders(tmp_path / "NucRec", {"nucleus": 3})  # the release nests its class folders
+    with pytest.raises(DataFormatError) as excinfo:
+        study.make_split(tmp_path, 0.3, seed=0)
+    message = _one_line_error(excinfo)
+    assert message.startswith(str(tmp_path / "NucRec" / "micronucleus"))
+    assert "expected class folders: nucleus, micronucleus" in message
+
+
+def test_missing_data_folder_is_named(tmp_path):
+    with pytest.raises(DataFormatError, match="nowhere: data folder not found"):
+        study.make_split(tmp_path / "nowhere", 0.3, seed=0)
+
+
+def test_unreadable_image_is_named(tmp_path):
+    root = _write_class_folders(tmp_path, {"nucleus": 4, "micronucleus": 4})
+    (root / "micronucleus" / "03.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(DataFormatError) as excinfo:
+        study.make_split(root, 0.3, seed=0)
+    assert _one_line_error(excinfo).startswith(f"{root / 'micronucleus' / '03.png'}: not a decodable image")
+
+
+@pytest.mark.parametrize("count, test_fraction, needed", [(1, 0.3, 4), (2, 0.05, 20)])
+def test_class_too_small_for_the_split_names_its_folder(tmp_path, count, test_fraction, needed):
+    root = _write_class_folders(tmp_path, {"nucleus": 40, "micronucleus": count})
+    with pytest.raises(DataFormatError) as excinfo:
+        study.make_split(root, test_fraction, seed=0)
+    message = _one_line_error(excinfo)
+    assert message.startswith(f"{root / 'micronucleus'}: class 'micronucleus' has {count} image(s)")
+    assert f"at least {needed} are needed" in message
+
+
+def test_training_sets_name_an_image_the_split_lists_but_the_folder_lacks(tmp_path):
+    root = _write_class_folders(tmp_path, {"nucleus": 4, "micronucleus": 4})
+    split = study.make_split(root, 0.3, seed=0)
+    (root / split["image_id"].iloc[0]).unlink()
+    with pytest.raises(DataFormatError, match=f"lists '{split['image_id'].iloc[0]}', which is not there"):
+        study.training_sets(root, split, None)
+
+
+def test_five_class_crops_need_a_store_with_class_maps(dsb_store, tmp_path):
+    with pytest.raises(DataFormatError, match=f"{dsb_store}: class names .* use task binary"):
+        pannuke_crops.write_crops(dsb_store, tmp_path / "crops", "five_class")
+    with pytest.raises(ConfigError, match="crops.task: 'three_class' is not valid; choose one of: binary, five_class"):
+        pannuke_crops.write_crops(dsb_store, tmp_path / "crops", "three_class")
+
+
+# --- PanNuke crops ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def five_class_crops(pannuke_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("crops") / "five_class"
+    return out, pannuke_crops.write_crops(pannuke_store, out, "five_class", max_per_class=8, margin=4, seed=3)
+
+
+def test_five_class_crops_layout_cap_and_manifest(five_class_crops):
+    out, manifest = five_class_crops
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(pannuke_crops.FIVE_CLASS_NAMES)
+    assert manifest["label"].value_counts().to_dict() == {name: 8 for name in pannuke_crops.FIVE_CLASS_NAMES}
+    assert (manifest["label"] == manifest["class_name"]).all()
+    assert pd.read_csv(out / "crops.csv")["file"].tolist() == manifest["file"].tolist()
+    for row in manifest.head(10).itertuples():
+        assert row.file == f"{row.label}/{row.image_id}_{row.nucleus}.png"
+        with Image.open(out / row.file) as patch:
+            side = max(row.y1 - row.y0, row.x1 - row.x0) + 2 * 4
+            assert patch.size == (side, side) and patch.mode == "RGB"
+    assert not list(out.parent.glob(".*.tmp"))  # written through atomic_dir
+
+
+def test_crops_are_reproducible_and_seeded(pannuke_store, five_class_crops, tmp_path):
+    _, first = five_class_crops
+    again = pannuke_crops.write_crops(pannuke_store, tmp_path / "a", "five_class", max_per_class=8, margin=4, seed=3)
+    other = pannuke_crops.write_crops(pannuke_store, tmp_path / "b", "five_class", max_per_class=8, margin=4, seed=4)
+    pd.testing.assert_frame_equal(first, again)
+    assert first["file"].tolist() != other["file"].tolist()
+
+
+def test_binary_crops_split_small_from_normal_by_the_area_quantile(pannuke_store, tmp_path):
+    manifest = pannuke_crops.write_crops(pannuke_store, tmp_path / "crops", "binary", max_per_class=10,
+                                         small_quantile=0.3, seed=0)
+    assert manifest["label"].value_counts().to_dict() == {"normal": 10, "small": 10}
+    assert manifest.loc[manifest["label"] == "small", "area"].max() < manifest.loc[
+        manifest["label"] == "normal", "area"].min()
+    assert study.experiment_class_names({"crops": {"task": "binary"}}) == ("normal", "small")
+
+
+def test_square_patch_repeats_edge_pixels_past_the_tile():
+    image = np.arange(10 * 10 * 3, dtype=np.uint8).reshape(10, 10, 3)
+    patch = pannuke_crops.square_patch(image, (0, 0, 2, 4), margin=2)
+    assert patch.shape == (8, 8, 3)
+    assert np.array_equal(patch[0], patch[1])  # rows above the tile repeat its first row
+
+
+def test_crops_feed_the_whole_study_with_five_classes(five_class_crops):
+    out, _ = five_class_crops
+    names = study.experiment_class_names({"crops": {"task": "five_class"}})
+    split = study.make_split(out, 0.3, seed=0, class_names=names)
+    assert split.groupby(["label", "split"]).size().unstack()["test"].tolist() == [2] * 5
+    train, test = study.training_sets(out, split, None, names)
+    assert set(train["label_index"]) == set(range(5))
+    X_train = extract_features(study.load_images(train, 32))
+    X_test = extract_features(study.load_images(test, 32))
+    grid = classic.evaluate_classifiers(X_train, train["label_index"].to_numpy(), X_test, test["label_index"].to_numpy(),
+                                        names=["Random Forest", "QDA", "SVM"], n_jobs=1, seed=0)
+    assert grid[["accuracy", "precision", "recall", "f1"]].stack().between(0, 1).all()
+    model = cnn.build_classifier("small_cnn", num_classes=len(names), seed=0)
+    history = cnn.train_classifier(model, train, test, epochs=1, batch_size=8, lr=1e-3, image_size=32, progress=False)
+    assert history[["val_precision", "val_recall", "val_auc"]].stack().between(0, 1).all()
+
+
+# --- metrics for any number of classes --------------------------------------------------------------
+
+
+def test_multiclass_metrics_are_weighted_and_auc_is_one_vs_rest_over_present_classes():
+    labels = np.array([0, 0, 0, 1, 2, 2])  # class 3 never occurs
+    probs = np.full((6, 4), 0.05)
+    probs[np.arange(6), [0, 0, 1, 1, 2, 0]] = 0.85
+    metrics = cnn.epoch_metrics(labels, probs, 0.4)
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    # per class precision 2/3, 1/2, 1; supports 3, 1, 2
+    assert metrics["precision"] == pytest.approx((3 * 2 / 3 + 1 * 0.5 + 2 * 1.0) / 6)
+    assert metrics["recall"] == pytest.approx(metrics["accuracy"])  # weighted recall is accuracy
+    assert 0 < metrics["auc"] <= 1
+    binary = cnn.epoch_metrics(np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), 0.3)
+    assert binary["recall"] == pytest.approx(0.5) and binary["precision"] == pytest.approx(1.0)
+
+
+# --- transfer learning ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_sets(tmp_path_factory):
+    root = _write_class_folders(tmp_path_factory.mktemp("tiny"), {"nucleus": 6, "micronucleus": 6})
+    return study.training_sets(root, study.make_split(root, 0.3, seed=0), None)
+
+
+def _train(model, sets, epochs, transfer):
+    return cnn.train_classifier(model, *sets, epochs=epochs, batch_size=4, lr=1e-2, image_size=16,
+                                progress=False, transfer=transfer)
+
+
+def test_head_epochs_freeze_the_backbone_then_everything_fine_tunes_at_a_lower_rate(tiny_sets):
+    policy = cnn.TransferPolicy(head_epochs=1, fine_tune_lr_factor=0.1)
+    start = cnn.build_classifier("small_cnn", seed=0).state_dict()
+    after_head = cnn.build_classifier("small_cnn", seed=0)
+    history = _train(after_head, tiny_sets, 1, policy)
+    backbone = [k for k in start if not k.startswith("classifier.")]
+    assert all(torch.equal(start[k], after_head.state_dict()[k]) for k in backbone)  # BN statistics included
+    assert not torch.equal(start["classifier.weight"], after_head.state_dict()["classifier.weight"])
+    assert history["lr"].tolist() == [1e-2]
+    fine_tuned = cnn.build_classifier("small_cnn", seed=0)
+    history = _train(fine_tuned, tiny_sets, 2, policy)
+    assert history["lr"].tolist() == pytest.approx([1e-2, 1e-3])
+    assert not torch.equal(start["features.0.0.weight"], fine_tuned.state_dict()["features.0.0.weight"])
+    assert all(p.requires_grad for p in fine_tuned.parameters())
+
+
+def test_transfer_options_are_checked():
+    assert cnn.TransferPolicy.from_config(None) == cnn.TransferPolicy()
+    with pytest.raises(ConfigError, match="cnn.transfer: unknown key"):
+        cnn.TransferPolicy.from_config({"freeze": 3})
+    with pytest.raises(ConfigError, match="fine_tune_lr_factor"):
+        cnn.TransferPolicy(fine_tune_lr_factor=2.0)
+
+
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, offline: where nucleiflow.pretrained looks for the weights."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return tmp_path
+
+
+def test_missing_pretrained_weights_are_a_one_line_error_naming_the_cache_rule(empty_hub_cache):
+    with pytest.raises(ConfigError) as excinfo:
+        cnn.build_classifier("inception_resnet_v2", pretrained=True)
+    message = _one_line_error(excinfo)
+    assert "cnn/inception_resnet_v2" in message and str(empty_hub_cache) in message
+    assert "snakemake cache_weights" in message
+    assert not cnn.has_pretrained_weights("small_cnn") and cnn.has_pretrained_weights("inception_resnet_v2")
+
+
+def test_cached_weights_are_passed_to_timm_as_a_local_file(empty_hub_cache, monkeypatch):
+    repo = empty_hub_cache / "models--timm--inception_resnet_v2.tf_in1k"
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "model.safetensors").write_bytes(b"weights")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    weights = repo / "snapshots" / "abc123" / "model.safetensors"
+    assert cnn.pretrained_weights_file("inception_resnet_v2") == weights
+    calls = []
+    monkeypatch.setattr(cnn.timm, "create_model", lambda name, **kwargs: calls.append(kwargs) or torch.nn.Linear(1, 1))
+    cnn.build_classifier("inception_resnet_v2", num_classes=5, pretrained=True)
+    assert calls[0]["pretrained_cfg_overlay"] == {"file": str(weights)} and calls[0]["num_classes"] == 5
+
+
+# --- Tables I-VI beside the paper, Figure 4 ---------------------------------------------------------
+
+
+def _grid_results():
+    names = ["Random Forest", "SVM"]
+    return pd.DataFrame({"classifier": names, "accuracy": [0.80, 0.70], "precision": [0.8, 0.7], "recall": [0.8, 0.7],
+                         "f1": [0.8, 0.7], "mcc": [0.6, 0.4], "kappa": [0.6, 0.4], "fit_seconds": [1.0, 2.0]})
+
+
+def _history(epochs=12):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"epoch": range(1, epochs + 1)})
+    for column in cnn.HISTORY_COLUMNS[1:]:
+        frame[column] = rng.uniform(0.5, 1.0, epochs)
+    return frame
+
+
+def test_tables_one_and_two_have_the_papers_columns_and_companions():
+    table = paper_tables.classic_paper_table(_grid_results())
+    assert list(table.columns) == ["Classifier", "Accuracy", "Precision", "Recall", "F1 score", "MCC", "Kappa"]
+    base = paper_tables.classic_vs_paper(_grid_results(), "base").set_index("classifier")
+    assert base.loc["Random Forest", "accuracy_paper"] == 0.78
+    assert base.loc["Random Forest", "accuracy_diff"] == pytest.approx(0.02)
+    assert np.isnan(base.loc["SVM", "accuracy_paper"])
+    augmented = paper_tables.classic_vs_paper(_grid_results(), "augmented")
+    assert set(augmented["variant"]) == {"augmented"} and augmented["accuracy_paper"].isna().all()
+
+
+def test_cnn_tables_at_report_epochs_and_beside_the_paper():
+    history = _history()
+    table = paper_tables.cnn_run_table(history, [1, 10, 20])
+    assert table["Epoch"].tolist() == [1, 10]
+    assert list(table.columns)[:3] == ["Epoch", "Accuracy", "Loss"] and table.columns[-1] == "Val AUC"
+    companion = paper_tables.cnn_vs_paper(history, "inception_resnet_v2", "augmented", [1, 10, 20])
+    assert companion[["model", "variant", "epoch"]].values.tolist() == [["inception_resnet_v2", "augmented", 10]]
+    assert companion["val_accuracy_paper"].iloc[0] == 0.9722
+    assert companion["val_accuracy_ours"].iloc[0] == history.loc[9, "val_accuracy"]
+    small = paper_tables.cnn_vs_paper(history, "small_cnn", "base", [1, 10], study=None)
+    assert len(small) == 1 and small["val_accuracy_paper"].isna().all()
+    assert small["source"].iloc[0] == paper_tables.NO_PUBLISHED_SOURCE
+    with pytest.raises(ConfigError, match=r"report_epochs: none of \[50\] is among the 12 trained epochs"):
+        paper_tables.cnn_run_table(history, [50])
+
+
+def test_table_numbers_file_names_and_targets():
+    assert study.cnn_table_name("inception_resnet_v2", "base") == "table5_inception_resnet_v2_base"
+    assert study.cnn_history_file(4, "small_cnn", "augmented") == "cnn/small_cnn_augmented_history.csv"
+    with pytest.raises(ConfigError, match="table4_small_cnn_base: not one of the CNN tables; valid: table3_small"):
+        study.cnn_history_file(4, "small_cnn", "base")
+    assert study.report_targets(["small_cnn"]) == [
+        "tables/table1_classic_base.csv", "tables/table2_classic_augmented.csv", "tables/table3_small_cnn_base.csv",
+        "tables/table4_small_cnn_augmented.csv", "tables/class_counts.csv",
+        "figures/classifier_comparison.png", "figures/figure4_cnn_runs.png",
+    ]
+    assert study.published_study({"dataset": "nucrec"}) == "classification"
+    assert study.published_study({"dataset": "pannuke", "crops": {"task": "binary"}}) is None
+
+
+def test_figure4_compares_the_runs_in_the_papers_order(tmp_path):
+    runs = {("inception_resnet_v2", "augmented"): _history(3), ("small_cnn", "base"): _history(3)}
+    stacked = paper_tables.runs_history(runs)
+    assert list(dict.fromkeys(stacked["run"])) == ["Small CNN (base)", "InceptionResNetV2 (augmented)"]
+    png, pdf = figures.save_figure(figures.metric_curves(stacked, ("accuracy", "loss"), model_col="run"),
+                                   tmp_path / "figure4.png")
+    assert png.stat().st_size > 10_000 and pdf.exists()
+
+
+def test_class_counts_table_totals():
+    split = pd.DataFrame({"label": ["a", "a", "a", "b", "b"], "split": ["train", "train", "test", "train", "test"]})
+    augmented = pd.DataFrame({"label": ["a"] * 4 + ["b"] * 4})
+    table = paper_tables.class_counts_table(split, augmented, ["a", "b"])
+    assert table.to_dict("list") == {"Class": ["a", "b", "total"], "Train": [2, 1, 3], "Test": [1, 1, 2],
+                                     "Augmented train": [4, 4, 8]}
