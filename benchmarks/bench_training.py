@@ -162,13 +162,15 @@ def meter_update(meter: EpochMeter) -> StepExtra:
 
 def measure(variants: dict[str, Callable[[list[Batch]], object]], batches: list[Batch], warmup: list[Batch],
             repeats: int, device: torch.device, clock: Callable[[], float]) -> dict[str, list[float]]:
-    """Seconds of every repeat per variant; variants alternate so drifts (load, clock) hit all alike."""
+    """Seconds of every repeat per variant; variants interleave so drifts (load, clock) hit all alike."""
     for run in variants.values():
         timed(lambda: run(warmup), device)
     samples: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, run in variants.items():
-            samples[name].append(timed(lambda: run(batches), device, clock))
+    names = list(variants)
+    for repeat in range(repeats):
+        # Rotate the order too, so no variant always runs first (or right after the same one).
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            samples[name].append(timed(lambda: variants[name](batches), device, clock))
     return samples
 
 

@@ -20,6 +20,7 @@ from nucleiflow.config import (
     segmentation_cells,
 )
 from nucleiflow.errors import ConfigError
+from nucleiflow.pretrained import cnn_weights_inputs, segmentation_weights_inputs
 from nucleiflow.download import resolve_local
 
 

@@ -8,6 +8,7 @@ rule train_segmentation:
         store="results/{dataset}/store.h5",
         split=experiment_split,
         pipeline=experiment_pipeline,
+        weights=lambda wc: segmentation_weights_inputs(config, wc.experiment, wc.arch, wc.encoder),
     output:
         model=f"{MODEL_DIR}/model.pt",
         history=f"{MODEL_DIR}/history.csv",

@@ -22,7 +22,7 @@ IMPORT_TO_PACKAGE = {
     "segmentation_models_pytorch": "segmentation-models-pytorch", "albumentations": "albumentations",
     "cv2": "opencv-python-headless", "sklearn": "scikit-learn", "skimage": "scikit-image",
     "matplotlib": "matplotlib-base", "seaborn": "seaborn", "joblib": "joblib", "jinja2": "jinja2",
-    "tabulate": "tabulate",
+    "tabulate": "tabulate", "huggingface_hub": "huggingface_hub",
 }
 
 
@@ -151,10 +151,10 @@ def test_tiny_config_runs_every_stage_end_to_end(tmp_path):
             assert (base / "tables" / f"metrics{suffix}").stat().st_size > 100
         for figure in ("metric_curves", "metric_bars", "prediction_examples", "contours", "inference_time"):
             _assert_image(base / "figures" / f"{figure}.png")
+            assert (base / "figures" / f"{figure}.pdf").stat().st_size > 1000
         objects = pd.read_csv(base / "tables" / "object_metrics.csv")
         assert list(objects.columns) == ["Model", "Split", "AJI", "PQ", "DQ", "SQ", "mAP"] and len(objects) == len(metrics)
         assert len(pd.read_csv(base / "tables" / "per_image.csv")) > 0
-            assert (base / "figures" / f"{figure}.pdf").stat().st_size > 1000
         for per_image in (base / "evaluation").rglob("*_per_image.csv"):
             frame = pd.read_csv(per_image)
             assert len(frame) > 0 and frame[["acc", "dice", "iou", "sensitivity"]].stack().between(0, 1).all()

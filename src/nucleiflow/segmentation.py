@@ -22,6 +22,7 @@ from .device import setup_device
 from .evaluation import evaluate_split, timing_summary
 from .io import atomic_path, write_csv, write_json
 from .models import build_model, count_parameters, model_size_mb
+from .pretrained import check_weights_available
 from .store import Store
 from .training import Trainer, TrainSettings, load_checkpoint, seed_everything
 
@@ -49,6 +50,7 @@ def train_from_spec(spec: dict, store_path, split_path, pipeline_path, model_dir
     model_dir = Path(model_dir)
     seed_everything(spec["seed"])
     setup = setup_device(training["device"], threads, training["amp"])
+    check_weights_available(spec["arch"], spec["encoder"], training["encoder_weights"])
     model = build_from_spec(spec, training["encoder_weights"])
     store = Store(store_path)
     manifest = pd.read_csv(split_path)

@@ -4,6 +4,15 @@ Every classifier is a Pipeline that starts with a StandardScaler, so features
 on different scales (pixel grey levels, counts, GLCM contrast) weigh alike in
 distance- and margin-based models and the trees are unaffected. Estimators
 are single-threaded; parallelism is across classifiers (`evaluate_classifiers`).
+
+The classifiers run in threads, not processes: their fits spend their time in
+compiled code that releases the GIL (trees, libsvm, BLAS, OpenMP), so threads
+run them side by side, without the seconds each fresh worker process needs to
+import scikit-learn and receive the feature matrices - on the demo data that
+start-up took longer than the whole grid. Each fit is held to one BLAS/OpenMP
+thread, so n_jobs classifiers use n_jobs cores and never oversubscribe them
+(Histogram Gradient Boosting would otherwise start one OpenMP thread per core
+in every worker).
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.decomposition import PCA
@@ -41,6 +50,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
+from threadpoolctl import threadpool_limits
 
 from ..errors import choices_error
 
@@ -136,15 +146,17 @@ def evaluate_classifiers(
     Returns one row per classifier (in `names` order, default all eleven) with
     ``classifier, accuracy, precision, recall, f1, mcc, kappa, fit_seconds``;
     precision, recall and F1 are support-weighted over the classes. The
-    classifiers are fitted in parallel over `n_jobs` joblib workers.
+    classifiers are fitted in parallel over `n_jobs` threads, one core each.
     """
     names = list(CLASSIFIERS) if names is None else list(names)
     for name in names:
         if name not in CLASSIFIERS:
             raise choices_error("classifier", name, CLASSIFIERS)
-    rows = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_and_score)(name, X_train, y_train, X_test, y_test, seed) for name in names
-    )
+    # BLAS limits are process-wide; OpenMP's are per thread, so each task sets its own.
+    with threadpool_limits(limits=1), parallel_config(backend="threading"):
+        rows = Parallel(n_jobs=n_jobs)(
+            delayed(_fit_and_score)(name, X_train, y_train, X_test, y_test, seed) for name in names
+        )
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
@@ -162,9 +174,10 @@ def score_predictions(y_true, y_pred) -> dict[str, float]:
 
 def _fit_and_score(name, X_train, y_train, X_test, y_test, seed) -> dict:
     model = build_classifier(name, seed)
-    start = time.perf_counter()
-    model.fit(X_train, y_train)
-    fit_seconds = time.perf_counter() - start
-    scores = score_predictions(y_test, model.predict(X_test))
+    with threadpool_limits(limits=1, user_api="openmp"):
+        start = time.perf_counter()
+        model.fit(X_train, y_train)
+        fit_seconds = time.perf_counter() - start
+        scores = score_predictions(y_test, model.predict(X_test))
     log.info("%s: accuracy %.4f, fit %.2f s", name, scores["accuracy"], fit_seconds)
     return {"classifier": name, **scores, "fit_seconds": fit_seconds}
