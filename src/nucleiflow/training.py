@@ -34,6 +34,7 @@ from .models import l2_penalty
 log = logging.getLogger(__name__)
 
 TRAIN_METRICS = ("loss", "acc", "dice", "sensitivity", "iou")
+SYNC_EVERY = 25  # batches between host-device synchronisations in a training epoch
 
 
 class TrainingDiverged(NucleiflowError):
@@ -78,21 +79,24 @@ def batch_counts(logits: torch.Tensor, target: torch.Tensor, threshold: float) -
 
 
 class EpochMeter:
-    """Accumulates loss and per-image metrics over one epoch (mean over images)."""
+    """Accumulates loss and per-image metrics over one epoch (mean over images).
+
+    Values stay on the device until `result`, so updating never makes the CPU
+    wait for the GPU.
+    """
 
     def __init__(self):
-        self.loss_sum = 0.0
-        self.n = 0
-        self.counts: list[np.ndarray] = []
+        self.losses: list[torch.Tensor] = []  # per-batch loss x batch size
+        self.counts: list[torch.Tensor] = []
 
-    def update(self, loss: float, counts: torch.Tensor) -> None:
-        self.loss_sum += loss * len(counts)
-        self.n += len(counts)
-        self.counts.append(counts.cpu().numpy())
+    def update(self, loss: torch.Tensor, counts: torch.Tensor) -> None:
+        self.losses.append(loss.detach().float() * len(counts))
+        self.counts.append(counts)
 
     def result(self) -> dict:
-        rows = [metrics_from_counts(*map(int, c)) for c in np.concatenate(self.counts)]
-        out = {"loss": self.loss_sum / max(self.n, 1)}
+        counts = torch.cat(self.counts).cpu().numpy()
+        rows = [metrics_from_counts(*map(int, c)) for c in counts]
+        out = {"loss": float(torch.stack(self.losses).sum()) / max(len(counts), 1)}
         for name in TRAIN_METRICS[1:]:
             out[name] = float(np.mean([r[name] for r in rows]))
         return out
@@ -203,20 +207,33 @@ class Trainer:
         meter = EpochMeter()
         bar = tqdm(loader, desc=f"epoch {epoch}/{self.settings.epochs} train", unit="batch",
                    leave=False, disable=not self.progress)
+        totals: list[torch.Tensor] = []
         for batch_index, (images, masks, _) in enumerate(bar, start=1):
             logits, masks, loss = self._forward(images, masks)
             total = loss + l2_penalty(self.model, self.settings.l2) if self.settings.l2 else loss
-            if not torch.isfinite(total):
-                raise TrainingDiverged(
-                    f"loss became {total.item()} at epoch {epoch}, batch {batch_index}; "
-                    f"{self.last_path} keeps the last good state (lower the learning rate?)")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(total).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            meter.update(loss.item(), batch_counts(logits.detach(), masks, self.settings.threshold))
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            meter.update(loss, batch_counts(logits.detach(), masks, self.settings.threshold))
+            totals.append(total.detach())
+            # Reading the loss waits for the GPU: do it every SYNC_EVERY batches, not every batch.
+            if batch_index % SYNC_EVERY == 0:
+                self._check_finite(totals, epoch, batch_index)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        self._check_finite(totals, epoch, len(totals))
         return meter.result()
+
+    def _check_finite(self, totals: list[torch.Tensor], epoch: int, last_batch: int) -> None:
+        """Raise at the first non-finite loss among the unchecked batches (weights after it are not saved)."""
+        first = last_batch - len(totals) + 1
+        finite = torch.isfinite(torch.stack(totals)).cpu()
+        totals.clear()
+        if not finite.all():
+            batch = first + int((~finite).nonzero()[0])
+            raise TrainingDiverged(
+                f"loss became non-finite at epoch {epoch}, batch {batch}; "
+                f"{self.last_path} keeps the last good state (lower the learning rate?)")
 
     @torch.no_grad()
     def evaluate(self, loader) -> dict:
@@ -224,7 +241,7 @@ class Trainer:
         meter = EpochMeter()
         for images, masks, _ in loader:
             logits, masks, loss = self._forward(images, masks)
-            meter.update(loss.item(), batch_counts(logits, masks, self.settings.threshold))
+            meter.update(loss, batch_counts(logits, masks, self.settings.threshold))
         return meter.result()
 
     def fit(self, train_loader, val_loader) -> pd.DataFrame:
