@@ -144,18 +144,18 @@ def engine_trainer(model: torch.nn.Module, setup: DeviceSetup, args: argparse.Na
 
 # --- the engine's per-batch costs, one at a time ---------------------------------
 def finite_check(loss, logits, masks) -> None:
-    if not torch.isfinite(loss):  # a device -> host sync, as in train_epoch
+    if not torch.isfinite(loss):  # a per-batch device -> host sync (train_epoch now checks every SYNC_EVERY batches)
         raise RuntimeError("loss is not finite")
 
 
 def two_items(loss, logits, masks) -> None:
-    loss.item()  # EpochMeter.update's argument
-    f"{loss.item():.4f}"  # the progress bar's postfix, formatted even when the bar is disabled
+    loss.item()  # what EpochMeter.update once took per batch (it now keeps tensors on the device)
+    f"{loss.item():.4f}"  # the progress bar's postfix (now every SYNC_EVERY batches)
 
 
 def meter_update(meter: EpochMeter) -> StepExtra:
     def update(loss, logits, masks) -> None:
-        meter.update(loss.item(), batch_counts(logits.detach(), masks, 0.5))
+        meter.update(loss, batch_counts(logits.detach(), masks, 0.5))
 
     return update
 

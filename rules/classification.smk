@@ -122,6 +122,8 @@ rule train_cnn:
         root=class_root,
         split=f"{CLS_DIR}/split.csv",
         augmented=augmented_manifest,
+        # pretrained models: the marker of `snakemake cache_weights` (the weights are in the local cache)
+        weights=lambda wc: cnn_weights_inputs(config, wc.experiment, wc.model),
     output:
         f"{CLS_DIR}/cnn/{{model}}_{{variant}}_history.csv",
     params:
