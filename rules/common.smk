@@ -12,6 +12,7 @@ if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
 from nucleiflow.catalog import SEGMENTATION_FORMATS
+from nucleiflow.classification.study import report_targets as classification_targets
 from nucleiflow.config import (
     check_config,
     check_local_sources,
@@ -165,6 +166,9 @@ def classification(wildcards):
 
 
 def class_root(wildcards):
+    """The class folders: nuclei cropped from the dataset's store (`crops`), else the unpacked release."""
+    if "crops" in classification(wildcards):
+        return "{}/crops".format(CLS_DIR.format(**wildcards))
     (root,) = unpacked_dirs(wildcards)
     return root
 
@@ -220,8 +224,6 @@ def cls_report(path, caption, kind):
 # --- targets -------------------------------------------------------------------
 SEG_TABLES = ("model_sizes", "metrics", "object_metrics", "per_image", "timing")
 SEG_FIGURES = ("metric_curves", "metric_bars", "prediction_examples", "contours", "inference_time")
-CLS_TABLES = ("classic_ml", "cnn_epochs")
-CLS_FIGURES = ("classifier_comparison", "cnn_curves")
 
 
 EDA_OUTPUTS = ("per_image.csv", "summary.csv", "eda.png")
@@ -242,6 +244,6 @@ def all_targets():
         targets.append(f"results/comparisons/{name}/table.csv")
     for name, exp in CLASSIFICATION.items():
         base = CLS_DIR.format(dataset=exp["dataset"], experiment=name)
-        targets += [f"{base}/tables/{t}.csv" for t in CLS_TABLES]
-        targets += [f"{base}/figures/{f}.png" for f in CLS_FIGURES]
+        # Tables I-II, one Table III-VI per configured CNN run, class counts, classifier comparison, Figure 4
+        targets += [f"{base}/{target}" for target in classification_targets(exp["cnn"]["models"])]
     return targets

@@ -22,7 +22,7 @@ IMPORT_TO_PACKAGE = {
     "segmentation_models_pytorch": "segmentation-models-pytorch", "albumentations": "albumentations",
     "cv2": "opencv-python-headless", "sklearn": "scikit-learn", "skimage": "scikit-image",
     "matplotlib": "matplotlib-base", "seaborn": "seaborn", "joblib": "joblib", "jinja2": "jinja2",
-    "tabulate": "tabulate", "huggingface_hub": "huggingface_hub",
+    "tabulate": "tabulate", "huggingface_hub": "huggingface_hub", "threadpoolctl": "threadpoolctl",
 }
 
 
@@ -171,12 +171,16 @@ def test_tiny_config_runs_every_stage_end_to_end(tmp_path):
 
     # Classification: both variants of every configured classifier, CNN epochs as configured.
     base = results / "nucrec" / "classification" / "nucrec_tiny"
-    classic = pd.read_csv(base / "tables" / "classic_ml.csv")
-    assert len(classic) == 2 * 4 and set(classic["variant"]) == {"base", "augmented"}
-    assert classic[["accuracy", "precision", "recall", "f1"]].stack().between(0, 1).all()
-    cnn = pd.read_csv(base / "tables" / "cnn_epochs.csv")
-    assert sorted(cnn["epoch"].unique()) == [1, 2] and len(cnn) == 4
-    for figure in ("classifier_comparison", "cnn_curves"):
+    for name in ("table1_classic_base", "table2_classic_augmented"):
+        table = pd.read_csv(base / "tables" / f"{name}.csv")
+        assert list(table["Classifier"]) == ["Decision Tree", "Random Forest", "Logistic Regression", "QDA"]
+        assert table[["Accuracy", "Precision", "Recall", "F1 score"]].stack().between(0, 1).all()
+        assert len(pd.read_csv(base / "tables" / f"{name}_vs_paper.csv")) == 4
+    rf = pd.read_csv(base / "tables" / "table1_classic_base_vs_paper.csv").set_index("classifier").loc["Random Forest"]
+    assert rf["accuracy_paper"] == 0.78
+    for name in ("table3_small_cnn_base", "table4_small_cnn_augmented"):
+        assert pd.read_csv(base / "tables" / f"{name}.csv")["Epoch"].tolist() == [1, 2]
+    for figure in ("classifier_comparison", "figure4_cnn_runs"):
         _assert_image(base / "figures" / f"{figure}.png")
 
     # Nothing half-written is left behind.

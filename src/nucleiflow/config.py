@@ -110,11 +110,24 @@ def check_config(config: dict) -> None:
         key = f"classification.{name}"
         if exp["dataset"] not in datasets:
             raise choices_error(f"{key}.dataset", exp["dataset"], datasets)
-        if datasets[exp["dataset"]]["format"] != "class_folders":
-            raise ConfigError(f"{key}.dataset: {exp['dataset']!r} is not in the class_folders format")
+        _check_classification_source(key, exp, datasets[exp["dataset"]]["format"])
         for clf in exp.get("classifiers", CLASSIFIER_NAMES):
             if clf not in CLASSIFIER_NAMES:
                 raise choices_error(f"{key}.classifiers", clf, CLASSIFIER_NAMES)
+
+
+def _check_classification_source(key: str, exp: dict, dataset_format: str) -> None:
+    """A class_folders release, or `crops` cut from a segmentation store (five_class needs PanNuke's classes)."""
+    crops = exp.get("crops")
+    if crops is None and dataset_format != "class_folders":
+        raise ConfigError(f"{key}.dataset: {exp['dataset']!r} has format {dataset_format!r}; use a class_folders "
+                          "dataset, or add crops: {task: binary|five_class} to cut nuclei from its store")
+    if crops is not None and dataset_format not in SEGMENTATION_FORMATS:
+        raise ConfigError(f"{key}.crops: {exp['dataset']!r} has format {dataset_format!r}; crops are cut from a "
+                          f"store of format {' or '.join(SEGMENTATION_FORMATS)}")
+    if crops is not None and crops["task"] == "five_class" and dataset_format != "pannuke":
+        raise ConfigError(f"{key}.crops.task: five_class needs PanNuke's nucleus classes, {exp['dataset']!r} has "
+                          f"format {dataset_format!r}; use binary")
 
 
 def check_local_sources(config: dict, produced_under: str | None = None) -> None:
