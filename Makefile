@@ -32,4 +32,4 @@ lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^nucleiflow' > requirements.lock
 
 clean:
-	rm -rf results/* resources/demo .snakemake
+	rm -rf results/* resources .snakemake

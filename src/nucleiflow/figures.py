@@ -23,6 +23,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 from skimage.measure import find_contours
 
 from .errors import DataFormatError
@@ -114,6 +115,7 @@ def _draw_split_curves(ax, history: pd.DataFrame, metric: str, group_col: str, p
             ax.plot(rows["epoch"], rows[column], color=palette[str(group)], linestyle=SPLIT_STYLES[split])
     ax.set_xlabel("Epoch")
     ax.set_ylabel(metric_label(metric))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
 
 
 def _curve_legend(fig: Figure, palette: dict[str, str], groups: Iterable) -> None:
