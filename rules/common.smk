@@ -223,7 +223,7 @@ def cls_report(path, caption, kind):
 
 # --- targets -------------------------------------------------------------------
 SEG_TABLES = ("model_sizes", "metrics", "object_metrics", "per_image", "timing")
-SEG_FIGURES = ("metric_curves", "metric_bars", "prediction_examples", "contours", "inference_time")
+SEG_FIGURES = ("metric_curves", "bars_dice", "bars_iou", "bars_acc", "prediction_examples", "contours", "inference_time")
 
 
 EDA_OUTPUTS = ("per_image.csv", "summary.csv", "eda.png")

@@ -39,7 +39,9 @@ rule segmentation_figures:
         store="results/{dataset}/store.h5",
     output:
         curves=seg_figure("metric_curves"),
-        bars=seg_figure("metric_bars"),
+        bars_dice=seg_figure("bars_dice"),
+        bars_iou=seg_figure("bars_iou"),
+        bars_acc=seg_figure("bars_acc"),
         examples=seg_figure("prediction_examples"),
         contours=seg_figure("contours"),
         inference=seg_figure("inference_time"),

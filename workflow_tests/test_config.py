@@ -25,7 +25,7 @@ def test_grid_expands_models_times_regularization():
     cells = segmentation_cells(TINY, "pannuke_tiny")
     assert [c.label for c in cells] == ["unet/resnet18/none", "unet/resnet18/paper", "deeplabv3plus/resnet18/paper"]
     assert all(c.dataset == "pannuke" for c in cells)
-    assert regularization_cell(TINY, "none") == {"extra_blocks": 0, "dropout": 0.0, "l2": 0.0}
+    assert regularization_cell(TINY, "none") == {"extra_blocks": 0, "dropout": 0.0, "l2": 0.0, "decoder_dropout": 0.0}
     assert regularization_cell(TINY, "paper")["dropout"] == 0.5
 
 
@@ -46,6 +46,9 @@ def test_grid_expands_models_times_regularization():
          "segmentation.dsb_tiny.dataset: 'nucrec' has format 'class_folders'"),
         (lambda c: c["comparisons"]["tiny_models"].update(experiments=["pannuke_tiny", "dsb_big"]),
          "comparisons.tiny_models.experiments: 'dsb_big' is not valid; choose one of: dsb_tiny, pannuke_tiny"),
+        (lambda c: (c["regularization"]["paper"].update(decoder_dropout=0.2),
+                    c["segmentation"]["dsb_tiny"].update(regularization=["paper"])),
+         "segmentation.dsb_tiny.models[0]: regularization cell 'paper' sets decoder_dropout, which only"),
         (lambda c: c["comparisons"]["tiny_models"].update(split="train"),
          "comparisons.tiny_models.split: 'train' is not evaluated by experiment 'pannuke_tiny'"),
     ],

@@ -261,3 +261,17 @@ def test_registry_matches_torch_free_catalog():
     from nucleiflow.catalog import ARCH_ENCODERS
 
     assert {a: tuple(s.encoders) for a, s in ARCHITECTURES.items()} == {a: tuple(e) for a, e in ARCH_ENCODERS.items()}
+
+
+@pytest.mark.parametrize("arch", ["unet", "deeplabv3plus"])
+def test_decoder_dropout_is_active_in_training_only(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, "resnet18", decoder_dropout=0.5)
+    x = torch.randn(2, 3, 64, 64)
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+    plain = build_model(arch, "resnet18")
+    assert count_parameters(model)["trainable"] == count_parameters(plain)["trainable"]

@@ -104,3 +104,45 @@ def test_nan_loss_stops_with_epoch_and_batch_and_keeps_last_good(pannuke_store, 
         nan_run.fit(*loaders)
     after = load_checkpoint(tmp_path / "last.pt")
     assert after["epoch"] == before["epoch"] == 1
+
+
+def test_sigkilled_training_job_resumes_to_the_same_model(pannuke_store, tmp_path):
+    """A real kill (SIGKILL of the training process), then a re-run, as Snakemake would do it."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from nucleiflow.io import write_csv
+    from nucleiflow.segmentation import train_from_spec
+    from nucleiflow.splits import make_split
+
+    split = tmp_path / "split.csv"
+    write_csv(split, make_split(Store(pannuke_store).metadata, {"scheme": "folds", "train": [1], "val": [2], "test": [3]}, 0))
+    training = {"epochs": 4, "batch_size": 2, "lr": 0.001, "loss": "dice", "input_size": 64, "size_policy": "resize",
+                "encoder_weights": None, "lr_patience": 1, "lr_factor": 0.5, "early_stopping_patience": 0,
+                "prefilter_sigma": 0.0, "threshold": 0.5, "device": "cpu", "amp": True, "keep_last_checkpoint": True}
+    spec = {"dataset": "pannuke", "experiment": "kill", "split": "official", "augmentation": None, "arch": "unet",
+            "encoder": "resnet18", "reg": "paper", "regularization": {"extra_blocks": 1, "dropout": 0.3, "l2": 0.01},
+            "training": training, "seed": 5}
+    train_from_spec(spec, pannuke_store, split, None, tmp_path / "straight", progress=False)
+
+    job = ("import json, sys; from nucleiflow.segmentation import train_from_spec; "
+           "train_from_spec(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], None, sys.argv[4], progress=False)")
+    args = [sys.executable, "-c", job, json.dumps(spec), str(pannuke_store), str(split), str(tmp_path / "killed")]
+    process = subprocess.Popen(args)
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "model.pt").exists(), "the job finished before it could be killed"
+    subprocess.run(args, check=True, timeout=300)
+
+    straight = load_checkpoint(tmp_path / "straight" / "model.pt")
+    resumed = load_checkpoint(tmp_path / "killed" / "model.pt")
+    assert straight["epoch"] == resumed["epoch"]
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name

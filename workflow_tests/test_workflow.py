@@ -149,7 +149,8 @@ def test_tiny_config_runs_every_stage_end_to_end(tmp_path):
         assert (pd.read_csv(base / "tables" / "timing.csv")["Inference median (s/image)"] > 0).all()
         for suffix in (".md", ".tex"):
             assert (base / "tables" / f"metrics{suffix}").stat().st_size > 100
-        for figure in ("metric_curves", "metric_bars", "prediction_examples", "contours", "inference_time"):
+        for figure in ("metric_curves", "bars_dice", "bars_iou", "bars_acc", "prediction_examples", "contours",
+                       "inference_time"):
             _assert_image(base / "figures" / f"{figure}.png")
             assert (base / "figures" / f"{figure}.pdf").stat().st_size > 1000
         objects = pd.read_csv(base / "tables" / "object_metrics.csv")

@@ -58,7 +58,7 @@ def segmentation_cells(config: dict, experiment: str | None = None) -> list[Mode
 
 def regularization_cell(config: dict, name: str) -> dict:
     """The named cell; "none" is built in (no extra blocks, no dropout, no L2)."""
-    cell = {"extra_blocks": 0, "dropout": 0.0, "l2": 0.0}
+    cell = {"extra_blocks": 0, "dropout": 0.0, "l2": 0.0, "decoder_dropout": 0.0}
     if name != "none":
         cell.update(config["regularization"][name])
     return cell
@@ -91,6 +91,9 @@ def check_config(config: dict) -> None:
             for reg in model.get("regularization") or exp.get("regularization", ["none"]):
                 if reg not in valid_cells:
                     raise choices_error(f"{key}.models[{i}].regularization", reg, valid_cells)
+                if regularization_cell(config, reg)["decoder_dropout"] and ARCH_ENCODERS[arch] == ("none",):
+                    raise ConfigError(f"{key}.models[{i}]: regularization cell {reg!r} sets decoder_dropout, "
+                                      f"which only unet and deeplabv3plus support (not {arch})")
         labels = [c.label for c in segmentation_cells(config, name)]
         if len(labels) != len(set(labels)):
             raise ConfigError(f"{key}.models: a model x regularization cell is listed twice")

@@ -1,7 +1,7 @@
 """Torch datasets and loaders over the store.
 
 Images are brought to the training size by a config policy (`resize` or
-`random_crop`), augmented with a per-sample seed (so results do not depend on
+`tile`), augmented with a per-sample seed (so results do not depend on
 the number of workers and survive a resume), and normalised with ImageNet
 statistics (what smp's pretrained encoders expect).
 """
@@ -20,7 +20,7 @@ from .store import Store
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-SIZE_POLICIES = ("resize", "random_crop")
+SIZE_POLICIES = ("resize", "tile")
 
 
 def split_ids(manifest: pd.DataFrame, split: str) -> list[str]:
@@ -31,23 +31,41 @@ def split_ids(manifest: pd.DataFrame, split: str) -> list[str]:
 
 
 def fit_size(image: np.ndarray, mask: np.ndarray, size: int, policy: str, rng: np.random.Generator | None):
-    """Bring an image/mask pair to (size, size) by the configured policy."""
-    h, w = mask.shape
-    if policy == "resize" or rng is None:
-        if (h, w) != (size, size):
-            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if h > size else cv2.INTER_LINEAR)
-            mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
-        return image, mask
-    if policy == "random_crop":
-        if h < size or w < size:  # pad small images instead of upscaling them
-            ph, pw = max(0, size - h), max(0, size - w)
-            image = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="reflect")
-            mask = np.pad(mask, ((0, ph), (0, pw)), mode="constant")
-            h, w = mask.shape
-        y = int(rng.integers(0, h - size + 1))
-        x = int(rng.integers(0, w - size + 1))
+    """Bring an image/mask pair to (size, size) by the configured policy.
+
+    `resize` rescales the whole image (nuclei change scale); `tile` keeps the
+    native scale and cuts one size x size tile: random with an `rng`
+    (training), the centre one without (validation). Inference with `tile`
+    covers the whole image with overlapping tiles (evaluation.predict_tiled).
+    """
+    if policy == "resize":
+        return resize_pair(image, mask, size)
+    if policy == "tile":
+        image, mask = pad_to(image, size), pad_to(mask, size, mode="constant")
+        h, w = mask.shape
+        if rng is None:
+            y, x = (h - size) // 2, (w - size) // 2
+        else:
+            y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
         return image[y : y + size, x : x + size], mask[y : y + size, x : x + size]
     raise choices_error("training.size_policy", policy, SIZE_POLICIES)
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: int):
+    h, w = mask.shape
+    if (h, w) != (size, size):
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if h > size else cv2.INTER_LINEAR)
+        mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+    return image, mask
+
+
+def pad_to(array: np.ndarray, size: int, mode: str = "reflect") -> np.ndarray:
+    """Pad the bottom and right so both sides are at least `size` (small images are not upscaled)."""
+    ph, pw = max(0, size - array.shape[0]), max(0, size - array.shape[1])
+    if not (ph or pw):
+        return array
+    pad = ((0, ph), (0, pw)) + ((0, 0),) * (array.ndim - 2)
+    return np.pad(array, pad, mode=mode)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -60,11 +78,12 @@ class SegmentationDataset(Dataset):
     """(image, mask, index) triples from a store; masks are binary float (1, H, W)."""
 
     def __init__(self, store: Store, ids: list[str], size: int, *, policy: str = "resize",
-                 transform=None, seed: int = 0, prefilter_sigma: float = 0.0):
+                 transform=None, seed: int = 0, prefilter_sigma: float = 0.0, random_tiles: bool = False):
         if policy not in SIZE_POLICIES:
             raise choices_error("training.size_policy", policy, SIZE_POLICIES)
         self.store, self.ids, self.size, self.policy = store, list(ids), size, policy
         self.transform, self.seed, self.prefilter_sigma = transform, seed, prefilter_sigma
+        self.random_tiles = random_tiles  # training: a random tile per draw; otherwise the centre tile
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -79,10 +98,8 @@ class SegmentationDataset(Dataset):
         image, mask = sample.image, sample.mask
         if self.prefilter_sigma:
             image = gaussian_filter(image, sigma=(self.prefilter_sigma, self.prefilter_sigma, 0))
-        rng = None
-        if self.transform is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, mask = fit_size(image, mask, self.size, self.policy, rng)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image, mask = fit_size(image, mask, self.size, self.policy, rng if self.random_tiles else None)
         if self.transform is not None:
             self.transform.set_random_seed(int(rng.integers(2**31)))
             out = self.transform(image=image, mask=mask)

@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .data import fit_size, to_tensor
+from .data import SIZE_POLICIES, pad_to, resize_pair, to_tensor
 from .device import DeviceSetup
-from .errors import DataFormatError
+from .errors import DataFormatError, choices_error
 from .instance_metrics import object_metrics
 from .io import atomic_path
 from .metrics import confusion_counts, metrics_from_counts
@@ -28,7 +28,7 @@ from .predictions import write_probability
 from .store import Store
 
 log = logging.getLogger(__name__)
-WARMUP_IMAGES = 2
+WARMUP_BATCHES = 1  # the first batch pays for lazy initialisation (cuDNN autotuning, allocations)
 
 
 def _sync(device: torch.device) -> None:
@@ -43,35 +43,71 @@ def soft_dice_loss(prob: np.ndarray, truth: np.ndarray, smooth: float = 1.0) -> 
 
 
 @torch.no_grad()
-def predict_probability(model: torch.nn.Module, image: np.ndarray, size: int, setup: DeviceSetup) -> np.ndarray:
-    """Foreground probability (float32, native H x W) for one RGB uint8 image."""
-    h, w = image.shape[:2]
-    resized, _ = fit_size(image, np.zeros((h, w), np.uint8), size, "resize", None)
-    x = to_tensor(resized)[None].to(setup.device)
+def forward_probability(model: torch.nn.Module, batch: torch.Tensor, setup: DeviceSetup) -> np.ndarray:
+    """Sigmoid probabilities (N, H, W) of a normalised (N, 3, H, W) batch."""
+    x = batch.to(setup.device, non_blocking=True)
     if setup.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(setup.device.type, dtype=setup.amp_dtype or torch.float32, enabled=setup.amp_dtype is not None):
         logits = model(x)
-    prob = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
-    if prob.shape != (h, w):
-        prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
-    return prob
+    return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+
+
+def tile_origins(length: int, size: int) -> list[int]:
+    """Tile starts covering [0, length) with tiles of `size` overlapping by about half."""
+    if length <= size:
+        return [0]
+    stride = size // 2
+    starts = list(range(0, length - size + 1, stride))
+    if starts[-1] != length - size:
+        starts.append(length - size)
+    return starts
+
+
+def predict_tiled(model: torch.nn.Module, image: np.ndarray, size: int, setup: DeviceSetup,
+                  batch_size: int) -> np.ndarray:
+    """Native-scale probability of one image from overlapping tiles, averaged where they overlap."""
+    h, w = image.shape[:2]
+    padded = pad_to(image, size)
+    origins = [(y, x) for y in tile_origins(padded.shape[0], size) for x in tile_origins(padded.shape[1], size)]
+    total = np.zeros(padded.shape[:2], np.float32)
+    hits = np.zeros(padded.shape[:2], np.float32)
+    for start in range(0, len(origins), batch_size):
+        chunk = origins[start : start + batch_size]
+        batch = torch.stack([to_tensor(padded[y : y + size, x : x + size]) for y, x in chunk])
+        for (y, x), prob in zip(chunk, forward_probability(model, batch, setup)):
+            total[y : y + size, x : x + size] += prob
+            hits[y : y + size, x : x + size] += 1
+    return (total / hits)[:h, :w]
+
+
+def predict_resized(model: torch.nn.Module, images: list[np.ndarray], size: int, setup: DeviceSetup) -> list[np.ndarray]:
+    """Probabilities of a batch of images resized to the training size, resized back to each native size."""
+    batch = torch.stack([to_tensor(resize_pair(image, image[..., 0], size)[0]) for image in images])
+    probs = forward_probability(model, batch, setup)
+    return [prob if prob.shape == image.shape[:2] else
+            cv2.resize(prob, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+            for prob, image in zip(probs, images)]
 
 
 def evaluate_split(model: torch.nn.Module, store: Store, ids: list[str], *, size: int, threshold: float,
                    setup: DeviceSetup, predictions_path: str | Path | None = None, progress: bool = True,
-                   postprocess: dict | None = None) -> pd.DataFrame:
+                   postprocess: dict | None = None, policy: str = "resize", batch_size: int = 8) -> pd.DataFrame:
     """Per-image pixel and object metrics (and counts, seconds) for `ids`.
 
-    Object metrics compare the store's instance map with the connected
-    components of the thresholded prediction (`postprocess`: options of
-    instance_metrics.instances_from_binary, e.g. a watershed split).
+    Images go through the model in batches (`resize`: several images per
+    batch; `tile`: the tiles of one image), and each image's `seconds` is its
+    share of its batch's time. Object metrics compare the store's instance map
+    with the connected components of the thresholded prediction (`postprocess`:
+    options of instance_metrics.instances_from_binary, e.g. a watershed split).
     Probabilities are written to `predictions_path` if given.
     """
     if not ids:
         raise DataFormatError(f"{store.path}: the split to evaluate holds no images")
+    if policy not in SIZE_POLICIES:
+        raise choices_error("training.size_policy", policy, SIZE_POLICIES)
     model.eval().to(setup.device)
-    options = (size, threshold, setup, postprocess or {}, progress)
+    options = (size, threshold, setup, postprocess or {}, progress, policy, batch_size)
     if predictions_path is None:
         return _evaluate(model, store, ids, None, *options)
     with atomic_path(predictions_path) as tmp, h5py.File(tmp, "w") as h5:
@@ -79,26 +115,39 @@ def evaluate_split(model: torch.nn.Module, store: Store, ids: list[str], *, size
         return _evaluate(model, store, ids, h5, *options)
 
 
-def _evaluate(model, store, ids, h5, size, threshold, setup, postprocess, progress) -> pd.DataFrame:
-    rows = []
-    for i, image_id in enumerate(tqdm(ids, desc="evaluate", unit="img", disable=not progress)):
-        sample = store[image_id]
+def _predict_batches(model, store, ids, size, setup, policy, batch_size):
+    """Yield (sample, probability, seconds per image, batch index) in id order."""
+    per_batch = 1 if policy == "tile" else batch_size
+    for index, start in enumerate(range(0, len(ids), per_batch)):
+        samples = [store[image_id] for image_id in ids[start : start + per_batch]]
         _sync(setup.device)
         started = time.perf_counter()
-        prob = predict_probability(model, sample.image, size, setup)
+        if policy == "tile":
+            probs = [predict_tiled(model, samples[0].image, size, setup, batch_size)]
+        else:
+            probs = predict_resized(model, [s.image for s in samples], size, setup)
         _sync(setup.device)
-        seconds = time.perf_counter() - started
+        seconds = (time.perf_counter() - started) / len(samples)
+        for sample, prob in zip(samples, probs):
+            yield sample, prob, seconds, index
+
+
+def _evaluate(model, store, ids, h5, size, threshold, setup, postprocess, progress, policy, batch_size) -> pd.DataFrame:
+    rows = []
+    predictions = _predict_batches(model, store, ids, size, setup, policy, batch_size)
+    for sample, prob, seconds, batch_index in tqdm(predictions, total=len(ids), desc="evaluate", unit="img",
+                                                   disable=not progress):
         truth = sample.mask.astype(bool)
         if prob.shape != truth.shape:
-            raise DataFormatError(f"{image_id}: prediction {prob.shape} and mask {truth.shape} differ in size")
+            raise DataFormatError(f"{sample.image_id}: prediction {prob.shape} and mask {truth.shape} differ in size")
         pred = prob > threshold
         counts = confusion_counts(pred, truth)
-        rows.append({"image_id": image_id, "loss": soft_dice_loss(prob, truth), **metrics_from_counts(*counts),
+        rows.append({"image_id": sample.image_id, "loss": soft_dice_loss(prob, truth), **metrics_from_counts(*counts),
                      "tp": counts[0], "fp": counts[1], "fn": counts[2], "tn": counts[3],
                      **object_metrics(sample.instances, pred, **postprocess),
-                     "seconds": seconds, "warmup": i < WARMUP_IMAGES})
+                     "seconds": seconds, "warmup": batch_index < WARMUP_BATCHES})
         if h5 is not None:
-            write_probability(h5, image_id, prob)
+            write_probability(h5, sample.image_id, prob)
     return pd.DataFrame(rows)
 
 

@@ -39,8 +39,9 @@ def checkpoint_identity(spec: dict) -> dict:
 
 def build_from_spec(spec: dict, encoder_weights: str | None = None) -> torch.nn.Module:
     reg = spec["regularization"]
+    extra = {"decoder_dropout": reg["decoder_dropout"]} if reg.get("decoder_dropout") else {}
     return build_model(spec["arch"], spec["encoder"], dropout=reg["dropout"], extra_blocks=reg["extra_blocks"],
-                       encoder_weights=encoder_weights)
+                       encoder_weights=encoder_weights, **extra)
 
 
 def train_from_spec(spec: dict, store_path, split_path, pipeline_path, model_dir, *, threads: int = 1,
@@ -57,9 +58,9 @@ def train_from_spec(spec: dict, store_path, split_path, pipeline_path, model_dir
     transform = load_pipeline(pipeline_path) if pipeline_path else None
     datasets = {
         name: SegmentationDataset(store, split_ids(manifest, name), training["input_size"],
-                                  policy=training["size_policy"] if name == "train" else "resize",
+                                  policy=training["size_policy"],
                                   transform=transform if name == "train" else None, seed=spec["seed"],
-                                  prefilter_sigma=training["prefilter_sigma"])
+                                  prefilter_sigma=training["prefilter_sigma"], random_tiles=name == "train")
         for name in ("train", "val")
     }
     loaders = {
@@ -117,7 +118,8 @@ def evaluate_from_spec(spec: dict, model_path, store_path, split_path, subset: s
     started = time.perf_counter()
     per_image = evaluate_split(model, store, ids, size=training["input_size"], threshold=training["threshold"],
                                setup=setup, predictions_path=predictions_path, progress=progress,
-                               postprocess=postprocess)
+                               postprocess=postprocess, policy=training["size_policy"],
+                               batch_size=training["batch_size"])
     timing = timing_summary(per_image, str(setup.device))
     timing["total_s"] = time.perf_counter() - started
     timing["best_epoch"] = state["best"]["epoch"]

@@ -22,6 +22,7 @@ from .predictions import read_probability
 from .store import Store
 
 PAPER_METRICS = ("loss", "acc", "dice", "sensitivity", "iou")
+BAR_METRICS = ("dice", "iou", "acc")
 
 
 def _label(cell: dict) -> str:
@@ -185,7 +186,8 @@ def write_figures(histories_df, summary, examples, predictions, outputs: dict) -
     palette = figures.model_palette(histories_df["model"])
     figures.save_figure(figures.metric_curves(histories_df, palette=palette), outputs["curves"])
     bars = summary.rename(columns={"subset": "split"})
-    figures.save_figure(figures.metric_bars(bars, "dice", palette=palette), outputs["bars"])
+    for metric in BAR_METRICS:  # Figures 13-15
+        figures.save_figure(figures.metric_bars(bars, metric, palette=palette), outputs[f"bars_{metric}"])
     figures.save_figure(figures.overlay_matrix(examples, predictions), outputs["examples"])
     # Contours: the best model (highest mean Dice on the last split) on the first example.
     last = summary[summary["subset"] == summary["subset"].iloc[-1]]

@@ -28,6 +28,27 @@ def _with_regularised_head(
     return model
 
 
+def _decoder_stages(model: smp.base.SegmentationModel) -> list[nn.Module]:
+    """The decoder stages whose outputs get dropout: U-Net's up-sampling blocks, DeepLabV3+'s ASPP and fusion."""
+    if isinstance(model, smp.Unet):
+        return list(model.decoder.blocks)
+    return [model.decoder.aspp, model.decoder.block2]
+
+
+def _add_decoder_dropout(model: smp.base.SegmentationModel, rate: float) -> smp.base.SegmentationModel:
+    """Dropout2d on the output of every decoder stage (the PanNuke study's 0.2 in U-Net's decoder).
+
+    Forward hooks keep smp's decoder code untouched; the Dropout2d is a
+    submodule, so train()/eval() switch it like any other layer.
+    """
+    if not rate:
+        return model
+    model.decoder_dropout = nn.Dropout2d(rate)
+    for stage in _decoder_stages(model):
+        stage.register_forward_hook(lambda _module, _inputs, output: model.decoder_dropout(output))
+    return model
+
+
 def _smp_builder(smp_class: type[smp.base.SegmentationModel]):
     """Builder for one smp architecture with the regularised head."""
 
@@ -39,6 +60,7 @@ def _smp_builder(smp_class: type[smp.base.SegmentationModel]):
         classes: int = 1,
         dropout: float = 0.0,
         extra_blocks: int = 0,
+        decoder_dropout: float = 0.0,
         **smp_kwargs,
     ) -> nn.Module:
         if "activation" in smp_kwargs:
@@ -51,7 +73,7 @@ def _smp_builder(smp_class: type[smp.base.SegmentationModel]):
             classes=classes,
             **smp_kwargs,
         )
-        return _with_regularised_head(model, classes, extra_blocks, dropout)
+        return _add_decoder_dropout(_with_regularised_head(model, classes, extra_blocks, dropout), decoder_dropout)
 
     build.__name__ = f"build_{smp_class.__name__.lower()}"
     build.__doc__ = f"smp.{smp_class.__name__} with the regularised head (extra blocks, dropout, 1x1 conv); logits."
