@@ -198,7 +198,7 @@ def epoch_meter_result_us_per_image(images: int, size: int, device: torch.device
     meter = EpochMeter()
     logits = torch.randn(images, 1, size, size, device=device)
     masks = (torch.rand(images, 1, size, size, device=device) > 0.7).float()
-    meter.update(0.5, batch_counts(logits, masks, 0.5))
+    meter.update(torch.tensor(0.5), batch_counts(logits, masks, 0.5))
     started = time.perf_counter()
     meter.result()
     return (time.perf_counter() - started) / images * 1e6
