@@ -14,6 +14,18 @@ SHARED_DSB = REPO.parent / "shared" / "data" / "dsb2018_stage1_test_sample"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
+def assert_store_fails_cleanly(convert, roots, out: Path, pattern: str):
+    """`convert(roots, out)` raises a one-line DataFormatError matching `pattern` and leaves no store or temporary."""
+    from nucleiflow.errors import DataFormatError
+
+    with pytest.raises(DataFormatError, match=pattern) as caught:
+        convert(roots, out, progress=False)
+    assert "\n" not in str(caught.value)
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.stem}.")]
+    return caught.value
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

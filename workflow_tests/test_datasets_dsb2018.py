@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,12 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from conftest import SHARED_DSB, assert_store_fails_cleanly
 from nucleiflow.archive import safe_extract_zip
 from nucleiflow.datasets.dsb2018 import convert_dsb2018, find_samples
 from nucleiflow.errors import DataFormatError
 from nucleiflow.store import Store
 
-SHARED_DSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_stage1_test_sample"
 SHARED_IMAGES, SHARED_NUCLEI = 45, 2444  # from the shared README
 
 
@@ -47,24 +48,15 @@ def write_per_nucleus(root: Path, image_id: str, masks: list[np.ndarray], rgba: 
     return root / image_id
 
 
-def assert_fails_cleanly(roots, out: Path, pattern: str) -> DataFormatError:
-    """One-line DataFormatError matching `pattern`; neither the store nor a temporary is left."""
-    with pytest.raises(DataFormatError, match=pattern) as caught:
-        convert_dsb2018(roots, out, progress=False)
-    assert "\n" not in str(caught.value)
-    assert not out.exists()
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.stem}.")]
-    return caught.value
+assert_fails_cleanly = partial(assert_store_fails_cleanly, convert_dsb2018)
 
 
 # ---------------------------------------------------------------- the real shared images
 
 
 @pytest.fixture(scope="module")
-def shared_store(tmp_path_factory):
+def shared_store(tmp_path_factory, shared_dsb):  # shared_dsb skips when ../shared is absent
     """The shared images zipped, unpacked with safe_extract_zip and converted (skips when absent)."""
-    if not SHARED_DSB.is_dir():
-        pytest.skip("../shared/data/dsb2018_stage1_test_sample is absent")
     base = tmp_path_factory.mktemp("shared")
     archive = base / "stage1_test.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:  # PNGs are compressed already

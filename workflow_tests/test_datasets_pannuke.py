@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import tracemalloc
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import assert_store_fails_cleanly
 from nucleiflow.datasets.pannuke import convert_pannuke, merge_instances
 from nucleiflow.errors import DataFormatError
 from nucleiflow.splits import content_hash
@@ -40,14 +42,7 @@ def fold_arrays(n: int = 3, seed: int = 0):
     return make_fold(n, np.random.default_rng(seed))
 
 
-def assert_fails_cleanly(roots, out: Path, pattern: str) -> DataFormatError:
-    """One-line DataFormatError matching `pattern`; neither the store nor a temporary is left."""
-    with pytest.raises(DataFormatError, match=pattern) as caught:
-        convert_pannuke(roots, out, progress=False)
-    assert "\n" not in str(caught.value)
-    assert not out.exists()
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.stem}.")]
-    return caught.value
+assert_fails_cleanly = partial(assert_store_fails_cleanly, convert_pannuke)
 
 
 @pytest.fixture(scope="module")

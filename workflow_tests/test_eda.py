@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from conftest import SHARED_DSB
 from nucleiflow import eda
 from nucleiflow.datasets.dsb2018 import convert_dsb2018
 from nucleiflow.figures import save_figure, use_style
 from nucleiflow.store import Store
 
-SHARED_DSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_stage1_test_sample"
 SHARED_SUBSET = 12  # images linked from the shared sample: enough modalities, a few seconds
 
 
@@ -97,10 +97,8 @@ def test_figure_copes_with_a_store_without_nuclei():
 
 
 @pytest.fixture(scope="module")
-def shared_subset_store(tmp_path_factory):
+def shared_subset_store(tmp_path_factory, shared_dsb):  # shared_dsb skips when ../shared is absent
     """A store of the first shared images, read in place through symbolic links (nothing copied)."""
-    if not SHARED_DSB.is_dir():
-        pytest.skip("../shared/data/dsb2018_stage1_test_sample is absent")
     base = tmp_path_factory.mktemp("shared_eda")
     root = base / "stage1_test"
     root.mkdir()
