@@ -18,7 +18,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake --workflow-profile profiles/local --cores $(CORES)
-	$(BIN)/snakemake --workflow-profile profiles/local --cores $(CORES) --report results/report.html
+	$(BIN)/snakemake --report results/report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -5,7 +5,13 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The run's configuration is exactly one file: the one named with --configfile, or
+# the demo (config.yaml) when none is named. Snakemake merges a configfile directive
+# with --configfile key by key, so the demo is only read when nothing else is given;
+# cluster jobs receive the run's --configfiles and therefore read the same file.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 report: "report/workflow.rst"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -36,6 +39,29 @@ def shared_dsb() -> Path:
     if not SHARED_DSB.is_dir():
         pytest.skip("../shared/data/dsb2018_stage1_test_sample is absent")
     return SHARED_DSB
+
+
+def copy_checkout(dest: Path) -> Path:
+    """A fresh clone of the working tree: the files git tracks or would track, with `.venv` linked in.
+
+    Commands then run from its root exactly as the README writes them, with no results or
+    resources of an earlier run around.
+    """
+    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             cwd=REPO, capture_output=True, check=True).stdout.decode()
+    for name in filter(None, listing.split("\0")):
+        source = REPO / name
+        if source.is_symlink() or source.is_file():  # a file deleted in the working tree is not checked out
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name, follow_symlinks=False)
+    os.symlink(REPO / ".venv", dest / ".venv")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def checkout(tmp_path_factory) -> Path:
+    """One fresh checkout shared by the tests that only read it (dry-runs)."""
+    return copy_checkout(tmp_path_factory.mktemp("checkout"))
 
 
 def _unpack(zip_path: Path, dest: Path) -> Path:

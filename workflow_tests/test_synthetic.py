@@ -151,3 +151,16 @@ def test_cli_prints_a_hash_per_archive(tmp_path, capsys):
     for line in lines:
         digest, name = line.split("  ")
         assert sha256sum(tmp_path / name) == digest
+
+
+@pytest.mark.parametrize("config_file", ["config.yaml", "workflow_tests/config_tiny.yaml"])
+def test_pinned_checksums_are_what_the_generator_writes(tmp_path, repo, config_file):
+    """The demo and the tiny config pin the SHA-256 of each generated archive; the download stage checks them."""
+    import yaml
+
+    config = yaml.safe_load((repo / config_file).read_text())
+    written = demo.write_demo_archives(tmp_path, **config["demo_data"])
+    pinned = {entry["url"].removeprefix("file://resources/demo/"): entry["sha256"]
+              for dataset in config["datasets"].values() for entry in dataset["files"].values()}
+    assert set(pinned) == set(written)
+    assert {name: sha256sum(path) for name, path in written.items()} == pinned

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, SNAKEMAKE
+from conftest import REPO, SNAKEMAKE, copy_checkout
+from test_readme_commands import PAPER_COMMAND, TINY_COMMAND, config_files_read, run_in, stand_in_nucrec
 
 RULE_FILES = sorted((REPO / "rules").glob("*.smk"))
 # Import name -> package name in the env files (conda-forge or pip).
@@ -36,12 +37,9 @@ def test_lint_is_clean():
     assert "Congratulations" in result.stdout + result.stderr
 
 
-def test_full_scale_paper_config_builds_its_dag(tmp_path):
-    # NucRec needs a login; the check only needs the file to exist.
-    (tmp_path / "resources" / "nucrec").mkdir(parents=True)
-    (tmp_path / "resources" / "nucrec" / "NucRec.zip").touch()
-    result = _snakemake("-n", "--snakefile", str(REPO / "Snakefile"), "--configfile",
-                        str(REPO / "config" / "paper.yaml"), "--directory", str(tmp_path), "--cores", "8")
+def test_full_scale_paper_config_builds_its_dag(checkout):
+    stand_in_nucrec(checkout)
+    result = run_in(checkout, PAPER_COMMAND, "-n")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.M))
@@ -132,11 +130,13 @@ def test_every_rule_env_covers_its_script_imports():
 
 @pytest.mark.e2e
 def test_tiny_config_runs_every_stage_end_to_end(tmp_path):
-    result = _snakemake("--snakefile", str(REPO / "Snakefile"), "--configfile",
-                        str(REPO / "workflow_tests" / "config_tiny.yaml"), "--directory", str(tmp_path),
-                        "--cores", "2", "--workflow-profile", str(REPO / "profiles" / "local"), timeout=900)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    results = tmp_path / "results"
+    """The README's tiny-config command, as written, from the root of a fresh checkout (where config.yaml is)."""
+    root = copy_checkout(tmp_path)
+    result = run_in(root, TINY_COMMAND, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert config_files_read(output, root) == ["workflow_tests/config_tiny.yaml"]
+    results = root / "results"
 
     # Segmentation: one metrics row per trained model and evaluated split, all within [0, 1].
     for experiment, dataset, models, subsets in (("pannuke_tiny", "pannuke", 3, 2), ("dsb_tiny", "dsb2018", 1, 1)):
@@ -185,7 +185,8 @@ def test_tiny_config_runs_every_stage_end_to_end(tmp_path):
         _assert_image(base / "figures" / f"{figure}.png")
 
     # Nothing half-written is left behind.
-    assert not list(tmp_path.rglob("*.tmp*")), list(tmp_path.rglob("*.tmp*"))
+    leftovers = [path for folder in ("results", "resources") for path in (root / folder).rglob("*.tmp*")]
+    assert not leftovers, leftovers
 
 
 def _assert_image(path: Path) -> None:

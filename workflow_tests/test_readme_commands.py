@@ -1,0 +1,152 @@
+"""The README's commands, run as written from the root of a fresh checkout.
+
+A command that needs what this machine lacks (the real downloads, a GPU, a cluster) is
+dry-run (`-n`); the demo's own commands are dry-run through `make -n demo`; the tiny
+end-to-end run (test_workflow.py) and `make test` (.ci/run) execute theirs for real.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+README = REPO / "README.md"
+PAPER_COMMAND = (".venv/bin/snakemake --workflow-profile profiles/local --cores 16 --resources gpu=1 "
+                 "--configfile config/paper.yaml")
+TINY_COMMAND = ".venv/bin/snakemake --workflow-profile profiles/local --cores 2 --configfile workflow_tests/config_tiny.yaml"
+REPORT_COMMAND = ".venv/bin/snakemake --report results/report.html"
+
+# How each README command is proven. A command added to the README must be added here.
+DRY_RUN, MAKE_TARGET = "dry-run", "make -n"
+HOW_PROVEN = {
+    "make demo": "the demo; its snakemake commands are dry-run by test_demo_commands_are_the_readme_commands",
+    "make test": "CI: .ci/run runs it (test_ci_runs_the_readme_test_command)",
+    PAPER_COMMAND: DRY_RUN,
+    ".venv/bin/snakemake --workflow-profile profiles/slurm --configfile config/paper.yaml": DRY_RUN,
+    ".venv/bin/snakemake cache_weights --cores 1 --configfile config/paper.yaml": DRY_RUN,
+    TINY_COMMAND: "test_workflow.py::test_tiny_config_runs_every_stage_end_to_end runs it from a fresh checkout",
+    REPORT_COMMAND: "the demo (make demo) runs it",
+    "make .venv/.installed": MAKE_TARGET,
+    "make lint": MAKE_TARGET,
+    "make lock": MAKE_TARGET,
+    "make clean": MAKE_TARGET,
+    "snakemake --lint": "test_workflow.py::test_lint_is_clean runs it; `make lint` wraps it",
+    "pip install -r requirements.lock": "test_lock_file_is_what_the_environment_holds",
+}
+
+
+def readme_commands() -> list[str]:
+    """Every command of the README: the lines of its bash blocks and its inline `snakemake`/`make`/`pip` code."""
+    text = README.read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            command = " ".join(line.split("#")[0].split())
+            if command:
+                commands.append(command)
+    for code in re.findall(r"`([^`\n]+)`", text):
+        if re.match(r"(\.venv/bin/)?(snakemake|make|pip) ", code):
+            commands.append(" ".join(code.split()))
+    return commands
+
+
+def run_in(checkout: Path, command: str, *extra: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*shlex.split(command), *extra], cwd=checkout, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def config_files_read(output: str, root: Path) -> list[str]:
+    """The config files Snakemake says it read, relative to the checkout's root."""
+    (listing,) = re.findall(r"Config file\(s\): \[(.*)\]", output)
+    files = [Path(name) for name in re.findall(r"'([^']+)'", listing)]
+    return [(path.relative_to(root) if path.is_absolute() else path).as_posix() for path in files]
+
+
+def stand_in_nucrec(checkout: Path) -> None:
+    """NucRec needs a login: the README tells users to put the archive here; the dry-run only needs it to exist."""
+    archive = checkout / "resources" / "nucrec" / "NucRec.zip"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    archive.touch()
+
+
+def test_every_readme_command_is_proven_somewhere():
+    commands = readme_commands()
+    assert PAPER_COMMAND in commands and "make test" in commands
+    unproven = [command for command in commands if command not in HOW_PROVEN]
+    assert not unproven, f"README commands no test runs (add them to HOW_PROVEN): {unproven}"
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, flags=re.M), ".ci/run must run the README's test command"
+
+
+@pytest.mark.parametrize("command", [c for c, how in HOW_PROVEN.items() if how == DRY_RUN])
+def test_readme_command_dry_runs_from_a_fresh_checkout(checkout, command):
+    stand_in_nucrec(checkout)
+    result = run_in(checkout, command, "-n")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert config_files_read(output, checkout) == [command.split("--configfile ")[1].split()[0]]
+
+
+@pytest.mark.parametrize("target", [c.split()[1] for c, how in HOW_PROVEN.items() if how == MAKE_TARGET])
+def test_readme_make_targets_exist(checkout, target):
+    result = run_in(checkout, "make -n", target)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_demo_commands_are_the_readme_commands(checkout):
+    """`make demo` runs the demo config (no --configfile) and then the README's report command, as written."""
+    result = run_in(checkout, "make -n demo CORES=2")
+    assert result.returncode == 0, result.stderr
+    snakemake_lines = [line for line in result.stdout.splitlines() if ".venv/bin/snakemake" in line]
+    assert len(snakemake_lines) == 2 and snakemake_lines[1] == REPORT_COMMAND, snakemake_lines
+    assert "--configfile" not in snakemake_lines[0]
+    dry = run_in(checkout, snakemake_lines[0], "-n")
+    output = dry.stdout + dry.stderr
+    assert dry.returncode == 0, output[-3000:]
+    assert config_files_read(output, checkout) == ["config.yaml"]
+
+
+def test_paper_command_plans_exactly_the_papers_experiments(checkout):
+    """The paper run reads config/paper.yaml alone: none of the demo's datasets, files or experiments leak in."""
+    stand_in_nucrec(checkout)
+    result = run_in(checkout, PAPER_COMMAND, "-n")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert config_files_read(output, checkout) == ["config/paper.yaml"]
+
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    planned_segmentation = set(re.findall(r"results/[a-z0-9_]+/([A-Za-z0-9_]+)/(?:tables|figures|models)/", output))
+    planned_segmentation -= {"classification"}
+    planned_classification = set(re.findall(r"results/[a-z0-9_]+/classification/([A-Za-z0-9_]+)/", output))
+    downloads = set(re.findall(r"resources/([a-z0-9_]+)/download/([A-Za-z0-9_.\-]+)", output))
+
+    assert planned_segmentation == set(paper["segmentation"])
+    assert planned_classification == set(paper["classification"])
+    assert downloads == {(name, file) for name, dataset in paper["datasets"].items() for file in dataset["files"]}
+    leaked = (set(demo["segmentation"]) | set(demo["classification"])) - (
+        set(paper["segmentation"]) | set(paper["classification"]))
+    assert leaked and not leaked & (planned_segmentation | planned_classification)
+    assert "resources/demo" not in output and "demo_data" not in output
+    assert "demo_data" not in paper
+
+
+def test_lock_file_is_what_the_environment_holds():
+    """`pip install -r requirements.lock` (README, cluster section) finds every pin already satisfied here."""
+    pip = REPO / ".venv" / "bin" / "pip"
+    if not pip.exists():
+        pytest.skip("no .venv: the environment is not built by make")
+    result = subprocess.run([str(pip), "install", "--dry-run", "--no-index", "--no-deps", "-r",
+                             str(REPO / "requirements.lock")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Would install" not in result.stdout, result.stdout
