@@ -33,8 +33,8 @@ import torch
 
 from bench_training import BareLoop, make_batches, timed  # same folder: the model side
 from nucleiflow.archive import safe_extract_zip
-from nucleiflow.augment import build_pipeline
-from nucleiflow.data import SegmentationDataset, make_loader
+from nucleiflow.segmentation.augment import build_pipeline
+from nucleiflow.segmentation.data import SegmentationDataset, make_loader
 from nucleiflow.datasets.pannuke import convert_pannuke
 from nucleiflow.device import DeviceSetup, setup_device
 from nucleiflow.models import build_model

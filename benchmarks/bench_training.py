@@ -6,7 +6,7 @@ optimiser (Adam), autocast dtype, gradient scaler and memory format, as
 `nucleiflow.device.setup_device` chooses them for the device:
 
 * ``bare``:   zero_grad -> forward -> loss -> backward -> step, nothing else
-* ``engine``: `nucleiflow.training.Trainer.train_epoch` over the same batches
+* ``engine``: `nucleiflow.segmentation.training.Trainer.train_epoch` over the same batches
   (finite-loss check, per-batch metrics, `EpochMeter`, progress bar disabled)
 
 The variants alternate `--repeats` times after `--warmup` untimed steps each;
@@ -37,9 +37,9 @@ from typing import Callable
 import torch
 
 from nucleiflow.device import DeviceSetup, setup_device
-from nucleiflow.losses import build_loss
+from nucleiflow.segmentation.losses import build_loss
 from nucleiflow.models import build_model
-from nucleiflow.training import EpochMeter, Trainer, TrainSettings, batch_counts
+from nucleiflow.segmentation.training import EpochMeter, Trainer, TrainSettings, batch_counts
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 # A per-step addition to the bare loop: called with (loss, logits, masks) after optimizer.step().

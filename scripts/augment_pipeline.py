@@ -1,5 +1,6 @@
 """Snakemake adapter: serialise the augmentation pipeline and draw a preview."""
-from nucleiflow import augment, figures
+from nucleiflow.segmentation import augment
+from nucleiflow.reporting import figures
 from nucleiflow.log import setup_logging
 from nucleiflow.store import Store
 

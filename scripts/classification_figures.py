@@ -1,15 +1,15 @@
 """Snakemake adapter: classifier comparison (base vs augmented) and Figure 4 (the CNN runs per epoch)."""
 import pandas as pd
 
-from nucleiflow import figures
-from nucleiflow.classification import paper_tables, study
+from nucleiflow.reporting import figures
+from nucleiflow.classification import tables, study
 from nucleiflow.log import setup_logging
 
 log = setup_logging(snakemake.log[0])
 figures.use_style()
-classic = paper_tables.classic_table({variant: pd.read_csv(snakemake.input[variant]) for variant in study.VARIANTS})
+classic = tables.classic_table({variant: pd.read_csv(snakemake.input[variant]) for variant in study.VARIANTS})
 figures.save_figure(figures.classifier_bars(classic, "accuracy"), snakemake.output.bars)
-histories = {paper_tables.history_run(path): pd.read_csv(path) for path in snakemake.input.histories}
-runs = paper_tables.runs_history(histories)
+histories = {tables.history_run(path): pd.read_csv(path) for path in snakemake.input.histories}
+runs = tables.runs_history(histories)
 figures.save_figure(figures.metric_curves(runs, metrics=("accuracy", "loss"), model_col="run"), snakemake.output.figure4)
 log.info("classification figures written: %d CNN run(s)", runs["run"].nunique())

@@ -2,7 +2,7 @@
 per-epoch CNN table, Table III-VI (cnn_epoch_table); each beside the published values."""
 import pandas as pd
 
-from nucleiflow.classification import paper_tables, study
+from nucleiflow.classification import tables, study
 from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
 
@@ -12,11 +12,11 @@ def classic_tables(sm, log):
     params, output = sm.params, sm.output
     for variant in study.VARIANTS:
         results = pd.read_csv(sm.input[variant])
-        caption = paper_tables.classic_caption(variant)
-        write_table(output[variant], paper_tables.classic_paper_table(results), caption)
-        write_table(output[f"{variant}_vs_paper"], paper_tables.classic_vs_paper(results, variant, params.study),
+        caption = tables.classic_caption(variant)
+        write_table(output[variant], tables.classic_paper_table(results), caption)
+        write_table(output[f"{variant}_vs_paper"], tables.classic_vs_paper(results, variant, params.study),
                     f"{caption}: accuracy beside the published values")
-    counts = paper_tables.class_counts_table(pd.read_csv(sm.input.split), pd.read_csv(sm.input.manifest),
+    counts = tables.class_counts_table(pd.read_csv(sm.input.split), pd.read_csv(sm.input.manifest),
                                       params.class_names)
     write_table(output.counts, counts, "Images per class in the training and test splits")
     log.info("Tables I-II and class counts written")
@@ -26,10 +26,10 @@ def cnn_table(sm, log):
     """Table III-VI of one CNN run and its companion."""
     model, variant = sm.wildcards.model, sm.wildcards.variant
     history = pd.read_csv(sm.input.history)
-    caption = paper_tables.cnn_caption(model, variant)
-    write_table(sm.output.table, paper_tables.cnn_run_table(history, sm.params.report_epochs), caption)
+    caption = tables.cnn_caption(model, variant)
+    write_table(sm.output.table, tables.cnn_run_table(history, sm.params.report_epochs), caption)
     write_table(sm.output.vs_paper,
-                paper_tables.cnn_vs_paper(history, model, variant, sm.params.report_epochs, sm.params.study),
+                tables.cnn_vs_paper(history, model, variant, sm.params.report_epochs, sm.params.study),
                 f"{caption}: validation accuracy at the last reported epoch beside the published value")
     log.info("%s written", study.cnn_table_name(model, variant))
 

@@ -1,11 +1,11 @@
 """Snakemake adapter: one table and one bar chart across segmentation experiments."""
 import pandas as pd
 
-from nucleiflow import figures
+from nucleiflow.reporting import figures
 from nucleiflow.catalog import model_label
 from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
-from nucleiflow.segmentation_report import compare_experiments
+from nucleiflow.segmentation.report import compare_experiments
 
 log = setup_logging(snakemake.log[0])
 cells, metrics = snakemake.params.cells, snakemake.params.metrics

@@ -1,6 +1,6 @@
 """Snakemake adapter: exploratory data analysis of one store (per-image table, summary table, figure)."""
 from nucleiflow import eda
-from nucleiflow.figures import save_figure, use_style
+from nucleiflow.reporting.figures import save_figure, use_style
 from nucleiflow.io import write_csv, write_table
 from nucleiflow.log import setup_logging
 from nucleiflow.store import Store

@@ -1,7 +1,7 @@
 """Snakemake adapter: evaluate one trained model on one split."""
 from nucleiflow.io import write_csv, write_json
 from nucleiflow.log import setup_logging
-from nucleiflow.segmentation import evaluate_from_spec
+from nucleiflow.segmentation.run import evaluate_from_spec
 
 log = setup_logging(snakemake.log[0])
 per_image, timing = evaluate_from_spec(

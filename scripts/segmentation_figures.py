@@ -1,7 +1,7 @@
 """Snakemake adapter: metric curves, bar comparisons, prediction overlays and contours."""
 import pandas as pd
 
-from nucleiflow import segmentation_report as sr
+from nucleiflow.segmentation import report as sr
 from nucleiflow.log import setup_logging
 
 log = setup_logging(snakemake.log[0])

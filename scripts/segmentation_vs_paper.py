@@ -1,7 +1,7 @@
 """Snakemake adapter: every published number of the experiment's study beside ours."""
 import pandas as pd
 
-from nucleiflow import segmentation_report as sr
+from nucleiflow.segmentation import report as sr
 from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
 

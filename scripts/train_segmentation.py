@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from nucleiflow.log import setup_logging
-from nucleiflow.segmentation import train_from_spec
+from nucleiflow.segmentation.run import train_from_spec
 
 log = setup_logging(snakemake.log[0])
 info = train_from_spec(

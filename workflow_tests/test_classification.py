@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nucleiflow.classification import augment, classic, cnn, data, features
+from nucleiflow.classification import augment, classic, cnn, dataset, features
 from nucleiflow.errors import ConfigError, DataFormatError
 
 N_PER_CLASS = {"nucleus": 12, "micronucleus": 13}
@@ -52,18 +52,18 @@ def dataset_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def manifest(dataset_root):
-    return data.read_class_folders(dataset_root)
+    return dataset.read_class_folders(dataset_root)
 
 
 @pytest.fixture(scope="module")
 def split_manifest(manifest):
-    split = data.split_classes(manifest, test_fraction=0.3, seed=7)
+    split = dataset.split_classes(manifest, test_fraction=0.3, seed=7)
     return manifest.merge(split[["image_id", "split"]], on="image_id")
 
 
 @pytest.fixture(scope="module")
 def feature_sets(split_manifest):
-    images = [data.load_image(p, 64) for p in split_manifest["path"]]
+    images = [dataset.load_image(p, 64) for p in split_manifest["path"]]
     X = features.extract_features(images)
     train = (split_manifest["split"] == "train").to_numpy()
     y = split_manifest["label"].to_numpy()
@@ -76,7 +76,7 @@ def feature_sets(split_manifest):
 def test_read_class_folders_lists_every_image(manifest, dataset_root):
     assert list(manifest.columns) == ["image_id", "path", "label", "label_index"]
     assert manifest["label"].value_counts().to_dict() == N_PER_CLASS
-    assert (manifest["label_index"] == manifest["label"].map(data.CLASS_NAMES.index)).all()
+    assert (manifest["label_index"] == manifest["label"].map(dataset.CLASS_NAMES.index)).all()
     assert manifest["image_id"].iloc[0] == "nucleus/nucleus_000.png"
     assert all((dataset_root / i).is_file() for i in manifest["image_id"])
 
@@ -84,34 +84,34 @@ def test_read_class_folders_lists_every_image(manifest, dataset_root):
 def test_missing_class_folder_names_it_and_the_expected_ones(tmp_path):
     _write_dataset(tmp_path, {"nucleus": 2})
     with pytest.raises(DataFormatError, match=r"micronucleus.*expected class folders: nucleus, micronucleus"):
-        data.read_class_folders(tmp_path)
+        dataset.read_class_folders(tmp_path)
 
 
 def test_undecodable_image_is_named(tmp_path):
     _write_dataset(tmp_path, {"nucleus": 2, "micronucleus": 2})
     (tmp_path / "micronucleus" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(DataFormatError, match="broken.png"):
-        data.read_class_folders(tmp_path)
+        dataset.read_class_folders(tmp_path)
 
 
 def test_stray_non_image_file_is_named_and_hidden_files_are_skipped(tmp_path):
     _write_dataset(tmp_path, {"nucleus": 2, "micronucleus": 2})
     (tmp_path / "nucleus" / ".DS_Store").write_bytes(b"\0")
-    assert len(data.read_class_folders(tmp_path)) == 4
+    assert len(dataset.read_class_folders(tmp_path)) == 4
     (tmp_path / "nucleus" / "notes.txt").write_text("scored by hand")
     with pytest.raises(DataFormatError, match="notes.txt"):
-        data.read_class_folders(tmp_path)
+        dataset.read_class_folders(tmp_path)
 
 
 def test_class_with_too_few_images_is_named(tmp_path):
-    frame = data.read_class_folders(_write_dataset(tmp_path, {"nucleus": 5, "micronucleus": 1}))
+    frame = dataset.read_class_folders(_write_dataset(tmp_path, {"nucleus": 5, "micronucleus": 1}))
     with pytest.raises(DataFormatError, match=r"'micronucleus' has 1 image"):
-        data.split_classes(frame, seed=0)
+        dataset.split_classes(frame, seed=0)
 
 
 def test_load_image_makes_square_rgb(manifest):
     grey = next(p for p in manifest["path"] if Image.open(p).mode == "L")
-    image = data.load_image(grey, 48)
+    image = dataset.load_image(grey, 48)
     assert image.shape == (48, 48, 3) and image.dtype == np.uint8
     assert (image[..., 0] == image[..., 2]).all()
 
@@ -120,15 +120,15 @@ def test_load_image_makes_square_rgb(manifest):
 
 
 def test_split_is_stratified_disjoint_and_reproducible(manifest):
-    split = data.split_classes(manifest, test_fraction=0.3, seed=3)
+    split = dataset.split_classes(manifest, test_fraction=0.3, seed=3)
     assert list(split.columns) == ["image_id", "label", "split"]
     assert split["image_id"].is_unique and set(split["image_id"]) == set(manifest["image_id"])
     counts = split.groupby(["label", "split"]).size().unstack()
     for name, total in N_PER_CLASS.items():
         assert counts.loc[name, "test"] == round(0.3 * total)
         assert counts.loc[name, "train"] == total - round(0.3 * total)
-    pd.testing.assert_frame_equal(split, data.split_classes(manifest, test_fraction=0.3, seed=3))
-    assert not split.equals(data.split_classes(manifest, test_fraction=0.3, seed=4))
+    pd.testing.assert_frame_equal(split, dataset.split_classes(manifest, test_fraction=0.3, seed=3))
+    assert not split.equals(dataset.split_classes(manifest, test_fraction=0.3, seed=4))
 
 
 # --- offline augmentation --------------------------------------------------------------------
@@ -180,7 +180,7 @@ def test_features_have_fixed_length_and_finite_values(split_manifest):
 
 
 def test_satellite_count_separates_the_classes(split_manifest):
-    X = features.extract_features([data.load_image(p, 64) for p in split_manifest["path"]])
+    X = features.extract_features([dataset.load_image(p, 64) for p in split_manifest["path"]])
     satellites = X[:, features.feature_names().index("shape_n_satellites")]
     is_micro = (split_manifest["label"] == "micronucleus").to_numpy()
     assert satellites[is_micro].mean() > satellites[~is_micro].mean() + 0.5

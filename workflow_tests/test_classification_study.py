@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nucleiflow import figures
-from nucleiflow.classification import classic, cnn, paper_tables, pannuke_crops, study
+from nucleiflow.reporting import figures
+from nucleiflow.classification import classic, cnn, tables, pannuke_crops, study
 from nucleiflow.classification.features import extract_features
 from nucleiflow.errors import ConfigError, DataFormatError
 
@@ -251,30 +251,30 @@ def _history(epochs=12):
 
 
 def test_tables_one_and_two_have_the_papers_columns_and_companions():
-    table = paper_tables.classic_paper_table(_grid_results())
+    table = tables.classic_paper_table(_grid_results())
     assert list(table.columns) == ["Classifier", "Accuracy", "Precision", "Recall", "F1 score", "MCC", "Kappa"]
-    base = paper_tables.classic_vs_paper(_grid_results(), "base").set_index("classifier")
+    base = tables.classic_vs_paper(_grid_results(), "base").set_index("classifier")
     assert base.loc["Random Forest", "accuracy_paper"] == 0.78
     assert base.loc["Random Forest", "accuracy_diff"] == pytest.approx(0.02)
     assert np.isnan(base.loc["SVM", "accuracy_paper"])
-    augmented = paper_tables.classic_vs_paper(_grid_results(), "augmented")
+    augmented = tables.classic_vs_paper(_grid_results(), "augmented")
     assert set(augmented["variant"]) == {"augmented"} and augmented["accuracy_paper"].isna().all()
 
 
 def test_cnn_tables_at_report_epochs_and_beside_the_paper():
     history = _history()
-    table = paper_tables.cnn_run_table(history, [1, 10, 20])
+    table = tables.cnn_run_table(history, [1, 10, 20])
     assert table["Epoch"].tolist() == [1, 10]
     assert list(table.columns)[:3] == ["Epoch", "Accuracy", "Loss"] and table.columns[-1] == "Val AUC"
-    companion = paper_tables.cnn_vs_paper(history, "inception_resnet_v2", "augmented", [1, 10, 20])
+    companion = tables.cnn_vs_paper(history, "inception_resnet_v2", "augmented", [1, 10, 20])
     assert companion[["model", "variant", "epoch"]].values.tolist() == [["inception_resnet_v2", "augmented", 10]]
     assert companion["val_accuracy_paper"].iloc[0] == 0.9722
     assert companion["val_accuracy_ours"].iloc[0] == history.loc[9, "val_accuracy"]
-    small = paper_tables.cnn_vs_paper(history, "small_cnn", "base", [1, 10], study=None)
+    small = tables.cnn_vs_paper(history, "small_cnn", "base", [1, 10], study=None)
     assert len(small) == 1 and small["val_accuracy_paper"].isna().all()
-    assert small["source"].iloc[0] == paper_tables.NO_PUBLISHED_SOURCE
+    assert small["source"].iloc[0] == tables.NO_PUBLISHED_SOURCE
     with pytest.raises(ConfigError, match=r"report_epochs: none of \[50\] is among the 12 trained epochs"):
-        paper_tables.cnn_run_table(history, [50])
+        tables.cnn_run_table(history, [50])
 
 
 def test_table_numbers_file_names_and_targets():
@@ -293,7 +293,7 @@ def test_table_numbers_file_names_and_targets():
 
 def test_figure4_compares_the_runs_in_the_papers_order(tmp_path):
     runs = {("inception_resnet_v2", "augmented"): _history(3), ("small_cnn", "base"): _history(3)}
-    stacked = paper_tables.runs_history(runs)
+    stacked = tables.runs_history(runs)
     assert list(dict.fromkeys(stacked["run"])) == ["Small CNN (base)", "InceptionResNetV2 (augmented)"]
     png, pdf = figures.save_figure(figures.metric_curves(stacked, ("accuracy", "loss"), model_col="run"),
                                    tmp_path / "figure4.png")
@@ -303,6 +303,6 @@ def test_figure4_compares_the_runs_in_the_papers_order(tmp_path):
 def test_class_counts_table_totals():
     split = pd.DataFrame({"label": ["a", "a", "a", "b", "b"], "split": ["train", "train", "test", "train", "test"]})
     augmented = pd.DataFrame({"label": ["a"] * 4 + ["b"] * 4})
-    table = paper_tables.class_counts_table(split, augmented, ["a", "b"])
+    table = tables.class_counts_table(split, augmented, ["a", "b"])
     assert table.to_dict("list") == {"Class": ["a", "b", "total"], "Train": [2, 1, 3], "Test": [1, 1, 2],
                                      "Augmented train": [4, 4, 8]}

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from conftest import SHARED_DSB
 from nucleiflow import eda
 from nucleiflow.datasets.dsb2018 import convert_dsb2018
-from nucleiflow.figures import save_figure, use_style
+from nucleiflow.reporting.figures import save_figure, use_style
 from nucleiflow.store import Store
 
 SHARED_SUBSET = 12  # images linked from the shared sample: enough modalities, a few seconds

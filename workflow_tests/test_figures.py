@@ -6,9 +6,9 @@ import pytest
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
-from nucleiflow import figures
+from nucleiflow.reporting import figures
 from nucleiflow.errors import DataFormatError
-from nucleiflow.figures import (
+from nucleiflow.reporting.figures import (
     OVERLAY_COLORS,
     classifier_bars,
     contour_comparison,

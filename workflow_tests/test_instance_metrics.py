@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nucleiflow.errors import DataFormatError
-from nucleiflow.instance_metrics import (
+from nucleiflow.segmentation.instances import (
     OBJECT_METRIC_NAMES,
     aggregated_jaccard_index,
     dsb_average_precision,

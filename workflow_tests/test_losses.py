@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from nucleiflow.errors import ConfigError
-from nucleiflow.losses import LOSSES, BCEDiceLoss, DiceLoss, build_loss
+from nucleiflow.segmentation.losses import LOSSES, BCEDiceLoss, DiceLoss, build_loss
 
 CONFIDENT = 20.0  # a logit whose sigmoid is 1 to within float32 precision
 

@@ -6,7 +6,7 @@ import pytest
 from sklearn import metrics as skm
 
 from nucleiflow.errors import DataFormatError
-from nucleiflow.metrics import (
+from nucleiflow.segmentation.metrics import (
     DISPLAY_NAMES,
     METRIC_NAMES,
     confusion_counts,

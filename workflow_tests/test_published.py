@@ -8,7 +8,7 @@ import pytest
 
 from nucleiflow.catalog import ARCH_ENCODERS, CLASSIFIER_NAMES
 from nucleiflow.errors import ConfigError, DataFormatError
-from nucleiflow.published import beside_published, load_published, published_table, published_tables
+from nucleiflow.reporting.published import beside_published, load_published, published_table, published_tables
 
 # Plausible range per metric: fractions, seconds per image, minutes of training, parameter counts.
 SANE_RANGES = {
@@ -25,7 +25,7 @@ def all_tables():
 
 
 def test_the_yaml_is_installed_package_data():
-    assert resources.files("nucleiflow").joinpath("published_values.yaml").is_file()
+    assert resources.files("nucleiflow.reporting").joinpath("published_values.yaml").is_file()
     studies = load_published()
     assert {"pannuke", "resunet_dsb2018", "classic_unet_dsb2018", "classification"} <= set(studies)
 
@@ -111,11 +111,11 @@ def test_unknown_names_list_the_choices():
 
 
 def test_a_malformed_entry_is_named_in_one_line():
-    from nucleiflow.published import _check_document
+    from nucleiflow.reporting.published import _check_document
 
     import yaml
 
-    document = yaml.safe_load(resources.files("nucleiflow").joinpath("published_values.yaml").read_text())
+    document = yaml.safe_load(resources.files("nucleiflow.reporting").joinpath("published_values.yaml").read_text())
     # yaml reads 1.94e6 (no exponent sign) as a string: the loader must refuse it, not compare text.
     document["studies"]["resunet_dsb2018"]["tables"]["model_size"]["rows"][0]["parameters"] = yaml.safe_load("1.94e6")
     with pytest.raises(DataFormatError, match=r"resunet_dsb2018/model_size row 0 metric 'parameters' is '1.94e6'"):

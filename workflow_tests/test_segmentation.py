@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from nucleiflow import segmentation_report as sr
-from nucleiflow.augment import build_pipeline, save_pipeline
+from nucleiflow.segmentation import report as sr
+from nucleiflow.segmentation.augment import build_pipeline, save_pipeline
 from nucleiflow.device import setup_device
 from nucleiflow.errors import DataFormatError
-from nucleiflow.data import to_tensor
-from nucleiflow.evaluation import (
+from nucleiflow.segmentation.data import to_tensor
+from nucleiflow.segmentation.inference import (
     evaluate_split,
     forward_probability,
     predict_tiled,
@@ -22,7 +22,7 @@ from nucleiflow.evaluation import (
     timing_summary,
 )
 from nucleiflow.io import write_csv
-from nucleiflow.segmentation import evaluate_from_spec, train_from_spec
+from nucleiflow.segmentation.run import evaluate_from_spec, train_from_spec
 from nucleiflow.splits import make_split
 from nucleiflow.store import Store
 

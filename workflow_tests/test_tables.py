@@ -7,7 +7,7 @@ import pytest
 
 from nucleiflow.errors import DataFormatError
 from nucleiflow.io import write_table
-from nucleiflow.tables import comparison_table, mean_std_column, metrics_table, model_size_table
+from nucleiflow.reporting.tables import comparison_table, mean_std_column, metrics_table, model_size_table
 
 
 def summary():

@@ -4,12 +4,12 @@ import pandas as pd
 import pytest
 import torch
 
-from nucleiflow.augment import build_pipeline
-from nucleiflow.data import SegmentationDataset, make_loader
+from nucleiflow.segmentation.augment import build_pipeline
+from nucleiflow.segmentation.data import SegmentationDataset, make_loader
 from nucleiflow.device import setup_device
 from nucleiflow.models import build_model
 from nucleiflow.store import Store
-from nucleiflow.training import CheckpointMismatch, Trainer, TrainingDiverged, TrainSettings, load_checkpoint, seed_everything
+from nucleiflow.segmentation.training import CheckpointMismatch, Trainer, TrainingDiverged, TrainSettings, load_checkpoint, seed_everything
 
 IDENTITY = {"arch": "resunet", "encoder": "none", "lr": 0.001}
 
@@ -115,7 +115,7 @@ def test_sigkilled_training_job_resumes_to_the_same_model(pannuke_store, tmp_pat
     import time
 
     from nucleiflow.io import write_csv
-    from nucleiflow.segmentation import train_from_spec
+    from nucleiflow.segmentation.run import train_from_spec
     from nucleiflow.splits import make_split
 
     split = tmp_path / "split.csv"
@@ -128,7 +128,7 @@ def test_sigkilled_training_job_resumes_to_the_same_model(pannuke_store, tmp_pat
             "training": training, "seed": 5}
     train_from_spec(spec, pannuke_store, split, None, tmp_path / "straight", progress=False)
 
-    job = ("import json, sys; from nucleiflow.segmentation import train_from_spec; "
+    job = ("import json, sys; from nucleiflow.segmentation.run import train_from_spec; "
            "train_from_spec(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], None, sys.argv[4], progress=False)")
     args = [sys.executable, "-c", job, json.dumps(spec), str(pannuke_store), str(split), str(tmp_path / "killed")]
     process = subprocess.Popen(args)

@@ -14,8 +14,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from .errors import DataFormatError
-from .io import atomic_dir
+from nucleiflow.errors import DataFormatError
+from nucleiflow.io import atomic_dir
 
 
 def safe_extract_zip(zip_path: str | os.PathLike, dest_dir: str | os.PathLike) -> Path:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalog import ARCH_ENCODERS, CLASSIFIER_NAMES, SEGMENTATION_FORMATS
-from .errors import ConfigError, choices_error
+from nucleiflow.catalog import ARCH_ENCODERS, CLASSIFIER_NAMES, SEGMENTATION_FORMATS
+from nucleiflow.errors import ConfigError, choices_error
 
 
 # Per-image metrics a comparison may show (evaluation's per-image columns).

@@ -25,8 +25,8 @@ from urllib.parse import unquote, urlsplit
 
 from tqdm import tqdm
 
-from .errors import ChecksumError, ConfigError, DataFormatError, NucleiflowError
-from .io import atomic_path
+from nucleiflow.errors import ChecksumError, ConfigError, DataFormatError, NucleiflowError
+from nucleiflow.io import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from matplotlib.figure import Figure
 from scipy import ndimage
 from skimage.measure import regionprops_table
 
-from .datasets.dsb2018 import modality_hint
-from .errors import DataFormatError
-from .figures import model_palette
-from .splits import modality_features
-from .store import Store
+from nucleiflow.datasets.dsb2018 import modality_hint
+from nucleiflow.errors import DataFormatError
+from nucleiflow.reporting.figures import model_palette
+from nucleiflow.splits import modality_features
+from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .download import DownloadError, sha256sum
-from .errors import ConfigError, choices_error
-from .io import write_json
+from nucleiflow.download import DownloadError, sha256sum
+from nucleiflow.errors import ConfigError, choices_error
+from nucleiflow.io import write_json
 
 MARKER_ROOT = "resources/weights"
 CNN_ARCH = "cnn"  # the marker "arch" of the classification study's CNNs

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy.cluster.vq import kmeans2
 
-from .errors import ConfigError, DataFormatError, choices_error
+from nucleiflow.errors import ConfigError, DataFormatError, choices_error
 
 SPLIT_NAMES = ("train", "val", "test")
 SCHEMES = ("folds", "proportions")

@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .errors import DataFormatError
-from .io import atomic_path
+from nucleiflow.errors import DataFormatError
+from nucleiflow.io import atomic_path
 
 FORMAT_VERSION = 1
 BINARY_CLASS_NAMES = ("background", "nucleus")

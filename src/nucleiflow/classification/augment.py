@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..errors import ConfigError
-from ..io import atomic_dir
-from .data import CLASS_NAMES, label_index, load_image
+from nucleiflow.errors import ConfigError
+from nucleiflow.io import atomic_dir
+from nucleiflow.classification.dataset import CLASS_NAMES, label_index, load_image
 
 # albumentations checks PyPI for a newer release on import; workflow jobs run
 # offline (HPC nodes) and must not stall or leak requests.

@@ -52,7 +52,7 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
-from ..errors import choices_error
+from nucleiflow.errors import choices_error
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..errors import ConfigError, choices_error
-from ..pretrained import CNN_ARCH, CNN_WEIGHTS, PRETRAINED_CNN_MODELS, cached_weight_files
-from .data import load_image
+from nucleiflow.errors import ConfigError, choices_error
+from nucleiflow.pretrained import CNN_ARCH, CNN_WEIGHTS, PRETRAINED_CNN_MODELS, cached_weight_files
+from nucleiflow.classification.dataset import load_image
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from ..errors import ConfigError, DataFormatError, choices_error
-from ..io import atomic_dir
-from ..store import Store
+from nucleiflow.errors import ConfigError, DataFormatError, choices_error
+from nucleiflow.io import atomic_dir
+from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
 

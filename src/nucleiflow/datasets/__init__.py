@@ -4,7 +4,7 @@
 means adding one module and one entry here.
 """
 
-from .dsb2018 import convert_dsb2018
-from .pannuke import convert_pannuke
+from nucleiflow.datasets.dsb2018 import convert_dsb2018
+from nucleiflow.datasets.pannuke import convert_pannuke
 
 CONVERTERS = {"pannuke": convert_pannuke, "dsb2018": convert_dsb2018}

@@ -32,9 +32,9 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from ..errors import DataFormatError
-from ..splits import content_hash, modality_features
-from ..store import BINARY_CLASS_NAMES, StoreWriter
+from nucleiflow.errors import DataFormatError
+from nucleiflow.splits import content_hash, modality_features
+from nucleiflow.store import BINARY_CLASS_NAMES, StoreWriter
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import DataFormatError
-from ..splits import content_hash, modality_features
-from ..store import StoreWriter
+from nucleiflow.errors import DataFormatError
+from nucleiflow.splits import content_hash, modality_features
+from nucleiflow.store import StoreWriter
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ L2 regularisation is a loss penalty (`l2_penalty`), as Keras's kernel_regularize
 not optimizer weight decay; see `registry` for which kernels it covers.
 """
 
-from .registry import (
+from nucleiflow.models.registry import (
     ARCHITECTURES,
     ArchSpec,
     build_model,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import DoubleConv, RegularisedHead, UNetSkeleton
+from nucleiflow.models.blocks import DoubleConv, RegularisedHead, UNetSkeleton
 
 CLASSIC_UNET_FILTERS = (64, 128, 256, 512, 1024)
 

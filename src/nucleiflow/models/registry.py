@@ -24,10 +24,10 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from ..errors import ConfigError, choices_error
-from .classic_unet import build_classic_unet
-from .resunet import build_resunet
-from .smp_models import SMP_ENCODERS, build_deeplabv3plus, build_unet
+from nucleiflow.errors import ConfigError, choices_error
+from nucleiflow.models.classic_unet import build_classic_unet
+from nucleiflow.models.resunet import build_resunet
+from nucleiflow.models.smp_models import SMP_ENCODERS, build_deeplabv3plus, build_unet
 
 NO_ENCODER = "none"
 BN_STATISTICS = ("running_mean", "running_var")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import DoubleConv, RegularisedHead, UNetSkeleton, conv_bn_relu
+from nucleiflow.models.blocks import DoubleConv, RegularisedHead, UNetSkeleton, conv_bn_relu
 
 RESUNET_FILTERS = (16, 32, 64, 128, 256)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import segmentation_models_pytorch as smp
 from torch import nn
 
-from ..catalog import SMP_ENCODERS  # curated, torch-free: config checks read it too
-from ..errors import ConfigError
-from .blocks import RegularisedHead
+from nucleiflow.catalog import SMP_ENCODERS  # curated, torch-free: config checks read it too
+from nucleiflow.errors import ConfigError
+from nucleiflow.models.blocks import RegularisedHead
 
 
 def _with_regularised_head(

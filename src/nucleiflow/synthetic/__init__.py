@@ -18,7 +18,7 @@ from typing import Mapping
 import numpy as np
 from PIL import Image
 
-from ..io import atomic_path
+from nucleiflow.io import atomic_path
 
 ZIP_DATE_TIME = (2018, 1, 1, 0, 0, 0)
 ZIP_COMPRESS_LEVEL = 1  # the arrays are large; level 1 is fast and still shrinks them well

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..download import sha256sum
-from . import demo
+from nucleiflow.download import sha256sum
+from nucleiflow.synthetic import demo
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

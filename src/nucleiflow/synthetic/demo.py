@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .dsb2018 import write_stage1_zip
-from .nucrec import write_nucrec_zip
-from .pannuke import write_fold_zip
+from nucleiflow.synthetic.dsb2018 import write_stage1_zip
+from nucleiflow.synthetic.nucrec import write_nucrec_zip
+from nucleiflow.synthetic.pannuke import write_fold_zip
 
 PANNUKE_FOLDS = (1, 2, 3)
 DEFAULT_SEED = 0

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import png_bytes, write_zip
-from .shapes import dilate, layout_nuclei, random_nucleus, render_brightfield, render_fluorescence, render_he, touching_pairs
+from nucleiflow.synthetic import png_bytes, write_zip
+from nucleiflow.synthetic.shapes import dilate, layout_nuclei, random_nucleus, render_brightfield, render_fluorescence, render_he, touching_pairs
 
 # Repeating pattern of modalities: fluorescence dominates, as in the release,
 # and any three consecutive images cover all three modalities.

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import png_bytes, write_zip
-from .shapes import Nucleus, paint, random_nucleus, render_brightfield, render_fluorescence, render_he
+from nucleiflow.synthetic import png_bytes, write_zip
+from nucleiflow.synthetic.shapes import Nucleus, paint, random_nucleus, render_brightfield, render_fluorescence, render_he
 
 CLASSES = ("micronucleus", "nucleus")
 CROP_SIDE = (48, 96)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import npy_bytes, write_zip
-from .shapes import layout_nuclei, random_nucleus, render_he
+from nucleiflow.synthetic import npy_bytes, write_zip
+from nucleiflow.synthetic.shapes import layout_nuclei, random_nucleus, render_he
 
 IMAGE_SIZE = 256
 TISSUES = (

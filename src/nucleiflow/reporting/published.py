@@ -18,8 +18,8 @@ from typing import Sequence
 import pandas as pd
 import yaml
 
-from .errors import DataFormatError, choices_error
-from .tables import comparison_table
+from nucleiflow.errors import DataFormatError, choices_error
+from nucleiflow.reporting.tables import comparison_table
 
 DATA_FILE = "published_values.yaml"
 FORMAT_VERSION = 1
@@ -84,7 +84,7 @@ def _check_document(document) -> None:
 @functools.lru_cache(maxsize=1)
 def _parsed() -> dict:
     """The validated document, read once per process from the installed package."""
-    text = resources.files("nucleiflow").joinpath(DATA_FILE).read_text(encoding="utf-8")
+    text = resources.files("nucleiflow.reporting").joinpath(DATA_FILE).read_text(encoding="utf-8")
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as err:

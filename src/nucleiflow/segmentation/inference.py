@@ -18,14 +18,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .data import SIZE_POLICIES, pad_to, resize_pair, to_tensor
-from .device import DeviceSetup
-from .errors import DataFormatError, choices_error
-from .instance_metrics import object_metrics
-from .io import atomic_path
-from .metrics import confusion_counts, metrics_from_counts
-from .predictions import write_probability
-from .store import Store
+from nucleiflow.segmentation.data import SIZE_POLICIES, pad_to, resize_pair, to_tensor
+from nucleiflow.device import DeviceSetup
+from nucleiflow.errors import DataFormatError, choices_error
+from nucleiflow.segmentation.instances import object_metrics
+from nucleiflow.io import atomic_path
+from nucleiflow.segmentation.metrics import confusion_counts, metrics_from_counts
+from nucleiflow.segmentation.predictions import write_probability
+from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
 WARMUP_BATCHES = 1  # the first batch pays for lazy initialisation (cuDNN autotuning, allocations)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import albumentations as A
 
-from .io import atomic_path
+from nucleiflow.io import atomic_path
 
 DEFAULTS = {"rotate": True, "hflip": 0.5, "vflip": 0.5, "brightness_contrast": 0.2, "gaussian_blur": 0.0}
 

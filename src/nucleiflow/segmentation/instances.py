@@ -41,8 +41,8 @@ from scipy.optimize import linear_sum_assignment
 from skimage import segmentation
 from skimage.feature import peak_local_max
 
-from .errors import DataFormatError
-from .metrics import DISPLAY_NAMES
+from nucleiflow.errors import DataFormatError
+from nucleiflow.segmentation.metrics import DISPLAY_NAMES
 
 OBJECT_METRIC_NAMES = ("aji", "pq", "dq", "sq", "map")
 

@@ -16,15 +16,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .augment import load_pipeline
-from .data import SegmentationDataset, make_loader, split_ids
-from .device import setup_device
-from .evaluation import evaluate_split, timing_summary
-from .io import atomic_path, write_csv, write_json
-from .models import build_model, count_parameters, model_size_mb
-from .pretrained import check_weights_available
-from .store import Store
-from .training import Trainer, TrainSettings, load_checkpoint, seed_everything
+from nucleiflow.segmentation.augment import load_pipeline
+from nucleiflow.segmentation.data import SegmentationDataset, make_loader, split_ids
+from nucleiflow.device import setup_device
+from nucleiflow.segmentation.inference import evaluate_split, timing_summary
+from nucleiflow.io import atomic_path, write_csv, write_json
+from nucleiflow.models import build_model, count_parameters, model_size_mb
+from nucleiflow.pretrained import check_weights_available
+from nucleiflow.store import Store
+from nucleiflow.segmentation.training import Trainer, TrainSettings, load_checkpoint, seed_everything
 
 log = logging.getLogger(__name__)
 

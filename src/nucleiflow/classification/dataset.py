@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import ConfigError, DataFormatError
-from ..splits import stratified_split
+from nucleiflow.errors import ConfigError, DataFormatError
+from nucleiflow.splits import stratified_split
 
 log = logging.getLogger(__name__)
 

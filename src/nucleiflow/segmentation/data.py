@@ -15,8 +15,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import choices_error
-from .store import Store
+from nucleiflow.errors import choices_error
+from nucleiflow.store import Store
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)

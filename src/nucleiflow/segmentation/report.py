@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import figures, tables
-from .catalog import ARCH_DISPLAY, ENCODER_DISPLAY, model_label
-from .io import read_json
-from .instance_metrics import OBJECT_METRIC_NAMES
-from .metrics import summarize
-from .published import beside_published, published_table, published_tables
-from .predictions import read_probability
-from .store import Store
+from nucleiflow.reporting import figures
+from nucleiflow.reporting import tables
+from nucleiflow.catalog import ARCH_DISPLAY, ENCODER_DISPLAY, model_label
+from nucleiflow.io import read_json
+from nucleiflow.segmentation.instances import OBJECT_METRIC_NAMES
+from nucleiflow.segmentation.metrics import summarize
+from nucleiflow.reporting.published import beside_published, published_table, published_tables
+from nucleiflow.segmentation.predictions import read_probability
+from nucleiflow.store import Store
 
 PAPER_METRICS = ("loss", "acc", "dice", "sensitivity", "iou")
 BAR_METRICS = ("dice", "iou", "acc")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import ConfigError, DataFormatError
-from ..published import beside_published
-from .study import CNN_TABLES, PUBLISHED_STUDY
+from nucleiflow.errors import ConfigError, DataFormatError
+from nucleiflow.reporting.published import beside_published
+from nucleiflow.classification.study import CNN_TABLES, PUBLISHED_STUDY
 
 CLASSIC_COLUMNS = {
     "classifier": "Classifier", "accuracy": "Accuracy", "precision": "Precision", "recall": "Recall",

@@ -10,8 +10,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import DataFormatError
-from .metrics import DISPLAY_NAMES
+from nucleiflow.errors import DataFormatError
+from nucleiflow.segmentation.metrics import DISPLAY_NAMES
 
 # Record key -> column header of the model-size table, in display order.
 MODEL_SIZE_COLUMNS = {

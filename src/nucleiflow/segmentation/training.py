@@ -24,12 +24,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .device import DeviceSetup
-from .errors import NucleiflowError
-from .io import atomic_path, write_csv
-from .losses import build_loss
-from .metrics import metrics_from_counts
-from .models import l2_penalty
+from nucleiflow.device import DeviceSetup
+from nucleiflow.errors import NucleiflowError
+from nucleiflow.io import atomic_path, write_csv
+from nucleiflow.segmentation.losses import build_loss
+from nucleiflow.segmentation.metrics import metrics_from_counts
+from nucleiflow.models import l2_penalty
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import DataFormatError
+from nucleiflow.errors import DataFormatError
 
 # Fixed display order for tables and figures.
 METRIC_NAMES = ("acc", "dice", "sensitivity", "iou", "precision", "f1", "specificity", "mcc")
@@ -34,7 +34,7 @@ DISPLAY_NAMES = {
     "f1": "F1",
     "specificity": "Specificity",
     "mcc": "MCC",
-    # object-level metrics (nucleiflow.instance_metrics)
+    # object-level metrics (nucleiflow.segmentation.instances)
     "aji": "AJI",
     "pq": "PQ",
     "dq": "DQ",

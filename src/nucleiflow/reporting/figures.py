@@ -26,9 +26,9 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from skimage.measure import find_contours
 
-from .errors import DataFormatError
-from .io import atomic_path
-from .metrics import DISPLAY_NAMES
+from nucleiflow.errors import DataFormatError
+from nucleiflow.io import atomic_path
+from nucleiflow.segmentation.metrics import DISPLAY_NAMES
 
 matplotlib.use("Agg")  # headless cluster nodes have no display; also after pyplot is imported
 
