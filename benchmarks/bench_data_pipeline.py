@@ -30,14 +30,14 @@ import time
 from pathlib import Path
 
 import torch
-
 from bench_training import BareLoop, make_batches, timed  # same folder: the model side
+
 from nucleiflow.archive import safe_extract_zip
-from nucleiflow.segmentation.augment import build_pipeline
-from nucleiflow.segmentation.data import SegmentationDataset, make_loader
 from nucleiflow.datasets.pannuke import convert_pannuke
 from nucleiflow.device import DeviceSetup, setup_device
 from nucleiflow.models import build_model
+from nucleiflow.segmentation.augment import build_pipeline
+from nucleiflow.segmentation.data import SegmentationDataset, make_loader
 from nucleiflow.store import Store
 from nucleiflow.synthetic.pannuke import write_fold_zip
 
@@ -57,8 +57,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model-steps", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads; 1 is the steadiest on a shared machine (more threads spin-wait under load)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; 1 is the steadiest on a shared machine (more threads spin-wait under load)",
+    )
     return parser.parse_args(argv)
 
 
@@ -95,8 +99,12 @@ def loader_rate(store_path: Path, size: int, batch: int, workers: int, epochs: i
         ended = time.perf_counter()
         total += ended - started
         startup += first - started
-    return {"workers": workers, "startup_s": startup / epochs, "epoch_images_per_s": images / total,
-            "steady_images_per_s": steady_images / (total - startup)}
+    return {
+        "workers": workers,
+        "startup_s": startup / epochs,
+        "epoch_images_per_s": images / total,
+        "steady_images_per_s": steady_images / (total - startup),
+    }
 
 
 def model_rate(args: argparse.Namespace, setup: DeviceSetup, encoder: str) -> float:
@@ -109,22 +117,32 @@ def model_rate(args: argparse.Namespace, setup: DeviceSetup, encoder: str) -> fl
 
 
 def report(args, setup: DeviceSetup, encoder: str, store_path: Path, rates: list[dict], model: float) -> None:
-    print(f"store {store_path} ({len(Store(store_path))} images), {args.size} px, batch {args.batch}, "
-          f"augmentation {PAPER_AUGMENTATION}")
-    print(f"model {args.arch}/{encoder} on {setup.device} (amp {setup.amp_dtype}, torch threads "
-          f"{torch.get_num_threads()}): {model:.2f} images/s forward+backward+step")
-    print(f"{'workers':>7s} {'startup s':>10s} {'epoch images/s':>15s} {'steady images/s':>16s} "
-          f"{'epoch / model':>14s}  verdict")
+    print(
+        f"store {store_path} ({len(Store(store_path))} images), {args.size} px, batch {args.batch}, "
+        f"augmentation {PAPER_AUGMENTATION}"
+    )
+    print(
+        f"model {args.arch}/{encoder} on {setup.device} (amp {setup.amp_dtype}, torch threads "
+        f"{torch.get_num_threads()}): {model:.2f} images/s forward+backward+step"
+    )
+    print(
+        f"{'workers':>7s} {'startup s':>10s} {'epoch images/s':>15s} {'steady images/s':>16s} "
+        f"{'epoch / model':>14s}  verdict"
+    )
     for rate in rates:
         ratio = rate["epoch_images_per_s"] / model
         verdict = "model waits for data" if ratio < 1 else "loader keeps up"
-        print(f"{rate['workers']:7d} {rate['startup_s']:10.2f} {rate['epoch_images_per_s']:15.1f} "
-              f"{rate['steady_images_per_s']:16.1f} {ratio:13.1f}x  {verdict}")
+        print(
+            f"{rate['workers']:7d} {rate['startup_s']:10.2f} {rate['epoch_images_per_s']:15.1f} "
+            f"{rate['steady_images_per_s']:16.1f} {ratio:13.1f}x  {verdict}"
+        )
     in_process = next((r for r in rates if r["workers"] == 0), None)
     if in_process is not None:
         serial = 1 / (1 / in_process["epoch_images_per_s"] + 1 / model)
-        print(f"serial (0 workers: load then compute each step, as training on CPU does): {serial:.2f} images/s, "
-              f"{(1 - serial / model) * 100:.1f} % below the model alone")
+        print(
+            f"serial (0 workers: load then compute each step, as training on CPU does): {serial:.2f} images/s, "
+            f"{(1 - serial / model) * 100:.1f} % below the model alone"
+        )
 
 
 def main(argv=None) -> None:

@@ -68,7 +68,9 @@ def synthetic_root(n_images: int, folder: Path) -> Path:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=SHARED_DSB, help="unpacked DSB2018 folder (default: the shared sample)")
+    parser.add_argument(
+        "--root", type=Path, default=SHARED_DSB, help="unpacked DSB2018 folder (default: the shared sample)"
+    )
     parser.add_argument("--synthetic", type=int, default=0, help="use N synthetic stage1_train images instead")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="threads of the pooled run (default: %(default)s)")
@@ -87,7 +89,9 @@ def main(argv=None) -> None:
             methods = {
                 "naive": lambda s, shape: naive_merge(s.masks, shape),
                 "converter": lambda s, shape: merge_nucleus_masks(s.masks, shape, s.image),
-                f"converter, {args.threads} threads": lambda s, shape: merge_nucleus_masks(s.masks, shape, s.image, pool),
+                f"converter, {args.threads} threads": lambda s, shape: merge_nucleus_masks(
+                    s.masks, shape, s.image, pool
+                ),
             }
             timings = {name: run(method, samples, shapes, args.repeat) for name, method in methods.items()}
     reference = timings["naive"][2]

@@ -45,7 +45,9 @@ GIB = 1024**3
 # ---------------------------------------------------------------- building the fold
 
 
-def write_synthetic_fold(root: str | os.PathLike, fold: int, n_images: int, seed: int = 0, chunk: int = WRITE_CHUNK) -> Path:
+def write_synthetic_fold(
+    root: str | os.PathLike, fold: int, n_images: int, seed: int = 0, chunk: int = WRITE_CHUNK
+) -> Path:
     """Write an unpacked `fold_N.zip` layout with `n_images` synthetic images under `root`; return `root`.
 
     Arrays are created with `open_memmap` and filled `chunk` images at a time
@@ -115,8 +117,16 @@ def convert_naive(root: Path, out: Path, fold: int = 1) -> int:
             image = image_to_uint8(images[index], f"fold {fold} image {index}")
             instances, classes, overlap = merge_instances(masks[index], f"fold {fold} image {index}")
             writer.add(
-                f"fold{fold}_{index:04d}", image, instances, classes, tissue=str(types[index]), fold=fold,
-                source_index=index, content_hash=content_hash(image), n_overlap_pixels=overlap, **modality_features(image),
+                f"fold{fold}_{index:04d}",
+                image,
+                instances,
+                classes,
+                tissue=str(types[index]),
+                fold=fold,
+                source_index=index,
+                content_hash=content_hash(image),
+                n_overlap_pixels=overlap,
+                **modality_features(image),
             )
     return len(images)
 
@@ -144,6 +154,7 @@ def _reset_peak_rss() -> bool:
 def measure(method: str, root: str, out: str) -> dict:
     """Run one method (in a child process): wall time, RSS before, peak RSS during, and ru_maxrss of the child."""
     import h5py  # noqa: F401  - import everything first, so the libraries are in the baseline
+
     import nucleiflow.datasets.pannuke  # noqa: F401
 
     reset = _reset_peak_rss()
@@ -153,8 +164,15 @@ def measure(method: str, root: str, out: str) -> dict:
     seconds = time.perf_counter() - start
     child_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     peak = _status_mib("VmHWM") if reset else child_max
-    return {"method": method, "images": images, "seconds": seconds, "baseline_mib": baseline, "peak_mib": peak,
-            "growth_mib": peak - baseline, "ru_maxrss_mib": child_max}
+    return {
+        "method": method,
+        "images": images,
+        "seconds": seconds,
+        "baseline_mib": baseline,
+        "peak_mib": peak,
+        "growth_mib": peak - baseline,
+        "ru_maxrss_mib": child_max,
+    }
 
 
 def measure_in_child(method: str, root: Path, out: Path) -> dict:
@@ -167,11 +185,19 @@ def measure_in_child(method: str, root: Path, out: Path) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=FULL_FOLD_IMAGES, help="images in the synthetic fold (default: %(default)s)")
-    parser.add_argument("--tmp", default=None, help="folder for the fold and stores (default: a new folder in the system temp dir)")
+    parser.add_argument(
+        "--images", type=int, default=FULL_FOLD_IMAGES, help="images in the synthetic fold (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--tmp", default=None, help="folder for the fold and stores (default: a new folder in the system temp dir)"
+    )
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["stream", "naive"])
-    parser.add_argument("--naive-max-gib", type=float, default=8.0,
-                        help="skip the naive method for larger folds: it loads the whole fold (default: %(default)s)")
+    parser.add_argument(
+        "--naive-max-gib",
+        type=float,
+        default=8.0,
+        help="skip the naive method for larger folds: it loads the whole fold (default: %(default)s)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the fold and stores")
     return parser.parse_args(argv)
 
@@ -186,7 +212,9 @@ def main(argv=None) -> None:
     try:
         start = time.perf_counter()
         root = write_synthetic_fold(base / "unpacked", 1, args.images)
-        print(f"built a {args.images}-image fold ({fold_gib:.2f} GiB of float64) in {time.perf_counter() - start:.0f} s at {root}")
+        print(
+            f"built a {args.images}-image fold ({fold_gib:.2f} GiB of float64) in {time.perf_counter() - start:.0f} s at {root}"
+        )
         rows = []
         for method in args.methods:
             if method == "naive" and fold_gib > args.naive_max_gib:
@@ -203,11 +231,27 @@ def main(argv=None) -> None:
 
 def print_table(rows: list[dict], fold_gib: float) -> None:
     print(f"\nfold: {fold_gib:.2f} GiB float64 on disk")
-    header = ("method", "images", "seconds", "images/s", "RSS before MiB", "peak RSS MiB", "growth MiB", "ru_maxrss MiB")
+    header = (
+        "method",
+        "images",
+        "seconds",
+        "images/s",
+        "RSS before MiB",
+        "peak RSS MiB",
+        "growth MiB",
+        "ru_maxrss MiB",
+    )
     print(f"{header[0]:<8}" + "".join(f"{h:>15}" for h in header[1:]))
     for r in rows:
-        values = (r["images"], f"{r['seconds']:.1f}", f"{r['images'] / r['seconds']:.1f}", f"{r['baseline_mib']:.0f}",
-                  f"{r['peak_mib']:.0f}", f"{r['growth_mib']:.0f}", f"{r['ru_maxrss_mib']:.0f}")
+        values = (
+            r["images"],
+            f"{r['seconds']:.1f}",
+            f"{r['images'] / r['seconds']:.1f}",
+            f"{r['baseline_mib']:.0f}",
+            f"{r['peak_mib']:.0f}",
+            f"{r['growth_mib']:.0f}",
+            f"{r['ru_maxrss_mib']:.0f}",
+        )
         print(f"{r['method']:<8}" + "".join(f"{v:>15}" for v in values))
 
 

@@ -32,13 +32,13 @@ import copy
 import statistics
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from nucleiflow.device import DeviceSetup, setup_device
-from nucleiflow.segmentation.losses import build_loss
 from nucleiflow.models import build_model
+from nucleiflow.segmentation.losses import build_loss
 from nucleiflow.segmentation.training import EpochMeter, Trainer, TrainSettings, batch_counts
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -61,10 +61,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only, as in training)")
     parser.add_argument("--loss", default="dice")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads; 1 is the steadiest on a shared machine (more threads spin-wait under load)")
-    parser.add_argument("--clock", choices=("auto", "wall", "cpu"), default="auto",
-                        help="auto: process CPU time on CPU with 1 thread, else wall time")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; 1 is the steadiest on a shared machine (more threads spin-wait under load)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("auto", "wall", "cpu"),
+        default="auto",
+        help="auto: process CPU time on CPU with 1 thread, else wall time",
+    )
     parser.add_argument("--no-breakdown", action="store_true", help="skip the per-cost bare variants")
     return parser.parse_args(argv)
 
@@ -116,8 +124,11 @@ class BareLoop:
     def forward(self, images: torch.Tensor, masks: torch.Tensor):
         images = images.to(self.setup.device, non_blocking=True, memory_format=self.memory_format)
         masks = masks.to(self.setup.device, non_blocking=True)
-        with torch.autocast(self.setup.device.type, dtype=self.setup.amp_dtype or torch.float32,
-                            enabled=self.setup.amp_dtype is not None):
+        with torch.autocast(
+            self.setup.device.type,
+            dtype=self.setup.amp_dtype or torch.float32,
+            enabled=self.setup.amp_dtype is not None,
+        ):
             logits = self.model(images)
         return logits, masks, self.loss_fn(logits.float(), masks)
 
@@ -160,8 +171,14 @@ def meter_update(meter: EpochMeter) -> StepExtra:
     return update
 
 
-def measure(variants: dict[str, Callable[[list[Batch]], object]], batches: list[Batch], warmup: list[Batch],
-            repeats: int, device: torch.device, clock: Callable[[], float]) -> dict[str, list[float]]:
+def measure(
+    variants: dict[str, Callable[[list[Batch]], object]],
+    batches: list[Batch],
+    warmup: list[Batch],
+    repeats: int,
+    device: torch.device,
+    clock: Callable[[], float],
+) -> dict[str, list[float]]:
     """Seconds of every repeat per variant; variants interleave so drifts (load, clock) hit all alike."""
     for run in variants.values():
         timed(lambda: run(warmup), device)
@@ -169,7 +186,7 @@ def measure(variants: dict[str, Callable[[list[Batch]], object]], batches: list[
     names = list(variants)
     for repeat in range(repeats):
         # Rotate the order too, so no variant always runs first (or right after the same one).
-        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
             samples[name].append(timed(lambda: variants[name](batches), device, clock))
     return samples
 
@@ -185,8 +202,11 @@ def isolated_step_costs_us(setup: DeviceSetup, args: argparse.Namespace, reps: i
     logits = torch.randn(args.batch, 1, args.size, args.size, device=device)
     masks = (torch.rand(args.batch, 1, args.size, args.size, device=device) > 0.7).float()
     loss = logits.mean()
-    extras = {"isfinite(loss) check": finite_check, "2x loss.item()": two_items,
-              "batch_counts + EpochMeter.update": meter_update(EpochMeter())}
+    extras = {
+        "isfinite(loss) check": finite_check,
+        "2x loss.item()": two_items,
+        "batch_counts + EpochMeter.update": meter_update(EpochMeter()),
+    }
     costs = {}
     for name, extra in extras.items():
         costs[name] = timed(lambda: [extra(loss, logits, masks) for _ in range(reps)], device) / reps * 1e6
@@ -204,15 +224,24 @@ def epoch_meter_result_us_per_image(images: int, size: int, device: torch.device
     return (time.perf_counter() - started) / images * 1e6
 
 
-def report(args, setup: DeviceSetup, encoder: str, samples: dict[str, list[float]], costs: dict[str, float],
-           result_us: float | None, clock: Callable[[], float]) -> None:
+def report(
+    args,
+    setup: DeviceSetup,
+    encoder: str,
+    samples: dict[str, list[float]],
+    costs: dict[str, float],
+    result_us: float | None,
+    clock: Callable[[], float],
+) -> None:
     images = args.steps * args.batch
     seconds = {name: min(times) for name, times in samples.items()}
     bare = seconds[BARE]
-    print(f"device {setup.device}, {args.arch}/{encoder}, {args.size} px, batch {args.batch}, "
-          f"{args.steps} steps x {args.repeats} repeats (fastest; {args.warmup} warm-up steps), "
-          f"amp {setup.amp_dtype}, channels_last {setup.channels_last}, torch threads {torch.get_num_threads()}, "
-          f"clock {'process CPU time' if clock is time.process_time else 'wall'}")
+    print(
+        f"device {setup.device}, {args.arch}/{encoder}, {args.size} px, batch {args.batch}, "
+        f"{args.steps} steps x {args.repeats} repeats (fastest; {args.warmup} warm-up steps), "
+        f"amp {setup.amp_dtype}, channels_last {setup.channels_last}, torch threads {torch.get_num_threads()}, "
+        f"clock {'process CPU time' if clock is time.process_time else 'wall'}"
+    )
     print(f"{'variant':42s} {'images/s':>9s} {'ms/step':>9s} {'vs bare':>9s} {'spread':>8s}")
     for name, sec in seconds.items():
         delta = "" if name == BARE else f"{(sec / bare - 1) * 100:+8.1f}%"
@@ -220,11 +249,15 @@ def report(args, setup: DeviceSetup, encoder: str, samples: dict[str, list[float
         print(f"{name:42s} {images / sec:9.2f} {sec / args.steps * 1e3:9.1f} {delta:>9s} {spread:7.1f}%")
     if costs:
         step_us = bare / args.steps * 1e6
-        print("per-batch additions timed alone: " + ", ".join(
-            f"{name} {us:.0f} us ({us / step_us * 100:.3f} % of a bare step)" for name, us in costs.items()))
+        print(
+            "per-batch additions timed alone: "
+            + ", ".join(f"{name} {us:.0f} us ({us / step_us * 100:.3f} % of a bare step)" for name, us in costs.items())
+        )
     if result_us is not None:
-        print(f"EpochMeter.result(): {result_us:.1f} us/image "
-              f"({result_us * EPOCH_IMAGES / 1e6:.2f} s per {EPOCH_IMAGES}-image epoch, once per epoch)")
+        print(
+            f"EpochMeter.result(): {result_us:.1f} us/image "
+            f"({result_us * EPOCH_IMAGES / 1e6:.2f} s per {EPOCH_IMAGES}-image epoch, once per epoch)"
+        )
     overhead = (seconds[ENGINE] / bare - 1) * 100
     verdict = "within" if overhead <= 5 else "ABOVE"
     print(f"engine overhead: {overhead:+.1f} % ({verdict} the 5 % goal)")
@@ -246,11 +279,13 @@ def main(argv=None) -> None:
             ENGINE: lambda b: trainer.train_epoch(b, epoch=1),
         }
         if not args.no_breakdown:
-            variants.update({
-                "bare + isfinite(loss) check": lambda b: bare.run(b, finite_check),
-                "bare + 2x loss.item()": lambda b: bare.run(b, two_items),
-                "bare + batch_counts + EpochMeter.update": lambda b: bare.run(b, meter_update(EpochMeter())),
-            })
+            variants.update(
+                {
+                    "bare + isfinite(loss) check": lambda b: bare.run(b, finite_check),
+                    "bare + 2x loss.item()": lambda b: bare.run(b, two_items),
+                    "bare + batch_counts + EpochMeter.update": lambda b: bare.run(b, meter_update(EpochMeter())),
+                }
+            )
         clock = pick_clock(args.clock, setup.device)
         samples = measure(variants, batches, warmup, args.repeats, setup.device, clock)
     costs = {} if args.no_breakdown else isolated_step_costs_us(setup, args)

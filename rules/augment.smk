@@ -12,18 +12,18 @@ rule augment_pipeline:
             category="Data",
             subcategory="{dataset}",
         ),
-    params:
-        spec=lambda wc: config["augmentation"][wc.pipeline],
-        seed=config["seed"],
     log:
         log_path("augment_{pipeline}"),
     benchmark:
         bench_path("augment_{pipeline}")
+    conda:
+        "../envs/train.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/train.yaml"
+    params:
+        spec=lambda wc: config["augmentation"][wc.pipeline],
+        seed=config["seed"],
     script:
         "../scripts/augment_pipeline.py"

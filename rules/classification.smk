@@ -23,19 +23,19 @@ rule pannuke_crops:
         store="results/{dataset}/store.h5",
     output:
         directory(f"{CLS_DIR}/crops"),
-    params:
-        crops=lambda wc: classification(wc)["crops"],
-        seed=config["seed"],
     log:
         f"{CLS_DIR}/logs/pannuke_crops.log",
     benchmark:
         f"{CLS_DIR}/benchmarks/pannuke_crops.tsv"
+    conda:
+        "../envs/classify.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../envs/classify.yaml"
+    params:
+        crops=lambda wc: classification(wc)["crops"],
+        seed=config["seed"],
     script:
         "../scripts/pannuke_crops.py"
 
@@ -45,20 +45,20 @@ rule classification_split:
         root=class_root,
     output:
         f"{CLS_DIR}/split.csv",
-    params:
-        test_fraction=lambda wc: classification(wc)["test_fraction"],
-        class_names=lambda wc: list(experiment_class_names(classification(wc))),
-        seed=config["seed"],
     log:
         f"{CLS_DIR}/logs/split.log",
     benchmark:
         f"{CLS_DIR}/benchmarks/split.tsv"
+    conda:
+        "../envs/classify.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/classify.yaml"
+    params:
+        test_fraction=lambda wc: classification(wc)["test_fraction"],
+        class_names=lambda wc: list(experiment_class_names(classification(wc))),
+        seed=config["seed"],
     script:
         "../scripts/classification_split.py"
 
@@ -70,22 +70,22 @@ rule classification_augment:
     output:
         manifest=f"{CLS_DIR}/augmented/manifest.csv",
         images=directory(f"{CLS_DIR}/augmented/images"),
+    log:
+        f"{CLS_DIR}/logs/augment.log",
+    benchmark:
+        f"{CLS_DIR}/benchmarks/augment.tsv"
+    conda:
+        "../envs/classify.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         size=lambda wc: classification(wc)["augmented_size"],
         # stored at the larger of the feature and CNN sizes; each consumer resizes down
         image_size=lambda wc: max(classification(wc)["image_size"], classification(wc)["cnn"]["image_size"]),
         class_names=lambda wc: list(experiment_class_names(classification(wc))),
         seed=config["seed"],
-    log:
-        f"{CLS_DIR}/logs/augment.log",
-    benchmark:
-        f"{CLS_DIR}/benchmarks/augment.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    conda:
-        "../envs/classify.yaml"
     script:
         "../scripts/classification_augment.py"
 
@@ -98,21 +98,21 @@ rule classic_ml:
         augmented=augmented_manifest,
     output:
         f"{CLS_DIR}/classic_ml/{{variant}}.csv",
+    log:
+        f"{CLS_DIR}/logs/classic_ml_{{variant}}.log",
+    benchmark:
+        f"{CLS_DIR}/benchmarks/classic_ml_{{variant}}.tsv"
+    conda:
+        "../envs/classify.yaml"
+    threads: 8
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         classifiers=lambda wc: classification(wc).get("classifiers"),
         image_size=lambda wc: classification(wc)["image_size"],
         class_names=lambda wc: list(experiment_class_names(classification(wc))),
         seed=config["seed"],
-    log:
-        f"{CLS_DIR}/logs/classic_ml_{{variant}}.log",
-    benchmark:
-        f"{CLS_DIR}/benchmarks/classic_ml_{{variant}}.tsv"
-    threads: 8
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../envs/classify.yaml"
     script:
         "../scripts/classic_ml.py"
 
@@ -126,21 +126,21 @@ rule train_cnn:
         weights=lambda wc: cnn_weights_inputs(config, wc.experiment, wc.model),
     output:
         f"{CLS_DIR}/cnn/{{model}}_{{variant}}_history.csv",
-    params:
-        cnn=lambda wc: classification(wc)["cnn"],
-        class_names=lambda wc: list(experiment_class_names(classification(wc))),
-        seed=config["seed"],
     log:
         f"{CLS_DIR}/logs/cnn_{{model}}_{{variant}}.log",
     benchmark:
         f"{CLS_DIR}/benchmarks/cnn_{{model}}_{{variant}}.tsv"
+    conda:
+        "../envs/classify.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=12 * 60,
         gpu=1,
-    conda:
-        "../envs/classify.yaml"
+    params:
+        cnn=lambda wc: classification(wc)["cnn"],
+        class_names=lambda wc: list(experiment_class_names(classification(wc))),
+        seed=config["seed"],
     script:
         "../scripts/train_cnn.py"
 
@@ -169,19 +169,19 @@ rule classification_tables:
         ),
         counts=cls_report(f"{CLS_DIR}/tables/{COUNTS_TABLE}.csv", COUNTS_TABLE, "table"),
         extra=CLASSIC_TABLE_FILES,
-    params:
-        class_names=lambda wc: list(experiment_class_names(classification(wc))),
-        study=lambda wc: published_study(classification(wc)),
     log:
         f"{CLS_DIR}/logs/tables.log",
     benchmark:
         f"{CLS_DIR}/benchmarks/tables.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        class_names=lambda wc: list(experiment_class_names(classification(wc))),
+        study=lambda wc: published_study(classification(wc)),
     script:
         "../scripts/classification_tables.py"
 
@@ -195,21 +195,21 @@ rule cnn_epoch_table:
         table=cls_report(f"{CNN_TABLE}.csv", "cnn_epoch_table", "table"),
         vs_paper=cls_report(f"{CNN_TABLE}_vs_paper.csv", "cnn_epoch_table_vs_paper", "table"),
         extra=multiext(CNN_TABLE, ".md", ".tex") + multiext(f"{CNN_TABLE}_vs_paper", ".md", ".tex"),
-    wildcard_constraints:
-        number="[3-6]",
-    params:
-        report_epochs=lambda wc: classification(wc)["cnn"]["report_epochs"],
-        study=lambda wc: published_study(classification(wc)),
     log:
         f"{CLS_DIR}/logs/table{{number}}_{{model}}_{{variant}}.log",
     benchmark:
         f"{CLS_DIR}/benchmarks/table{{number}}_{{model}}_{{variant}}.tsv"
+    wildcard_constraints:
+        number="[3-6]",
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        report_epochs=lambda wc: classification(wc)["cnn"]["report_epochs"],
+        study=lambda wc: published_study(classification(wc)),
     script:
         "../scripts/classification_tables.py"
 
@@ -228,11 +228,11 @@ rule classification_figures:
         f"{CLS_DIR}/logs/figures.log",
     benchmark:
         f"{CLS_DIR}/benchmarks/figures.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
     script:
         "../scripts/classification_figures.py"

@@ -24,7 +24,6 @@ from nucleiflow.errors import ConfigError
 from nucleiflow.pretrained import cnn_weights_inputs, segmentation_weights_inputs
 from nucleiflow.download import resolve_local
 
-
 DEMO_DIR = "resources/demo"
 
 try:
@@ -223,7 +222,15 @@ def cls_report(path, caption, kind):
 
 # --- targets -------------------------------------------------------------------
 SEG_TABLES = ("model_sizes", "metrics", "object_metrics", "per_image", "timing")
-SEG_FIGURES = ("metric_curves", "bars_dice", "bars_iou", "bars_acc", "prediction_examples", "contours", "inference_time")
+SEG_FIGURES = (
+    "metric_curves",
+    "bars_dice",
+    "bars_iou",
+    "bars_acc",
+    "prediction_examples",
+    "contours",
+    "inference_time",
+)
 
 
 EDA_OUTPUTS = ("per_image.csv", "summary.csv", "eda.png")

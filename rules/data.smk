@@ -8,18 +8,18 @@ rule demo_data:
         "resources/demo/pannuke/fold_3.zip",
         "resources/demo/dsb2018/stage1_train.zip",
         "resources/demo/nucrec/nucrec.zip",
-    params:
-        options=DEMO or {},
     log:
         "resources/demo/logs/demo_data.log",
     benchmark:
         "resources/demo/benchmarks/demo_data.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        options=DEMO or {},
     script:
         "../scripts/demo_data.py"
 
@@ -29,21 +29,21 @@ rule download:
         download_source,
     output:
         "resources/{dataset}/download/{filename}",
-    params:
-        url=lambda wc: file_entry(wc)["url"],
-        source=lambda wc: file_entry(wc).get("source"),
-        sha256=lambda wc: file_entry(wc).get("sha256"),
     log:
         log_path("download_{filename}"),
     benchmark:
         bench_path("download_{filename}")
+    retries: 2
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=512,
         runtime=240,
-    retries: 2
-    conda:
-        "../envs/data.yaml"
+    params:
+        url=lambda wc: file_entry(wc)["url"],
+        source=lambda wc: file_entry(wc).get("source"),
+        sha256=lambda wc: file_entry(wc).get("sha256"),
     script:
         "../scripts/download.py"
 
@@ -57,12 +57,12 @@ rule unpack:
         log_path("unpack_{archive}"),
     benchmark:
         bench_path("unpack_{archive}")
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=60,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/unpack.py"
 
@@ -73,17 +73,17 @@ rule convert:
     output:
         store="results/{dataset}/store.h5",
         summary="results/{dataset}/store_summary.json",
-    params:
-        format=lambda wc: DATASETS[wc.dataset]["format"],
     log:
         log_path("convert"),
     benchmark:
         bench_path("convert")
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=120,
-    conda:
-        "../envs/data.yaml"
+    params:
+        format=lambda wc: DATASETS[wc.dataset]["format"],
     script:
         "../scripts/convert.py"

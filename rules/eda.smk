@@ -18,11 +18,11 @@ rule eda:
         log_path("eda"),
     benchmark:
         bench_path("eda")
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../envs/report.yaml"
     script:
         "../scripts/eda.py"

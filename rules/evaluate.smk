@@ -10,19 +10,19 @@ rule evaluate_segmentation:
         per_image=f"{EVAL_DIR}/{{subset}}_per_image.csv",
         predictions=f"{EVAL_DIR}/{{subset}}_predictions.h5",
         timing=f"{EVAL_DIR}/{{subset}}_timing.json",
-    params:
-        spec=model_spec,
-        postprocess=lambda wc: experiment(wc)["postprocess"],
     log:
         f"{SEG_DIR}/logs/evaluate_{{arch}}_{{encoder}}_{{reg}}_{{subset}}.log",
     benchmark:
         f"{SEG_DIR}/benchmarks/evaluate_{{arch}}_{{encoder}}_{{reg}}_{{subset}}.tsv"
+    conda:
+        "../envs/train.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=120,
         gpu=1,
-    conda:
-        "../envs/train.yaml"
+    params:
+        spec=model_spec,
+        postprocess=lambda wc: experiment(wc)["postprocess"],
     script:
         "../scripts/evaluate_segmentation.py"

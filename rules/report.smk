@@ -13,20 +13,20 @@ rule segmentation_tables:
         per_image=seg_table("per_image", "per_image"),
         timing=seg_table("timing", "timing"),
         extra=[f"{SEG_DIR}/tables/{name}{ext}" for name in SEG_TABLES for ext in (".md", ".tex")],
-    params:
-        cells=lambda wc: [c.wildcards for c in cells_of(wc)],
-        subsets=lambda wc: experiment(wc)["evaluate_splits"],
-        per_image_rows=lambda wc: experiment(wc)["per_image_rows"],
     log:
         f"{SEG_DIR}/logs/segmentation_tables.log",
     benchmark:
         f"{SEG_DIR}/benchmarks/segmentation_tables.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        cells=lambda wc: [c.wildcards for c in cells_of(wc)],
+        subsets=lambda wc: experiment(wc)["evaluate_splits"],
+        per_image_rows=lambda wc: experiment(wc)["per_image_rows"],
     script:
         "../scripts/segmentation_tables.py"
 
@@ -46,21 +46,21 @@ rule segmentation_figures:
         contours=seg_figure("contours"),
         inference=seg_figure("inference_time"),
         pdfs=[f"{SEG_DIR}/figures/{name}.pdf" for name in SEG_FIGURES],
+    log:
+        f"{SEG_DIR}/logs/segmentation_figures.log",
+    benchmark:
+        f"{SEG_DIR}/benchmarks/segmentation_figures.tsv"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
     params:
         cells=lambda wc: [c.wildcards for c in cells_of(wc)],
         subsets=lambda wc: experiment(wc)["evaluate_splits"],
         examples=lambda wc: experiment(wc)["figure_examples"],
         threshold=lambda wc: experiment(wc)["training"]["threshold"],
-    log:
-        f"{SEG_DIR}/logs/segmentation_figures.log",
-    benchmark:
-        f"{SEG_DIR}/benchmarks/segmentation_figures.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    conda:
-        "../envs/report.yaml"
     script:
         "../scripts/segmentation_figures.py"
 
@@ -73,20 +73,20 @@ rule segmentation_vs_paper:
     output:
         table=seg_table("vs_paper", "vs_paper"),
         extra=multiext(f"{SEG_DIR}/tables/vs_paper", ".md", ".tex"),
-    params:
-        cells=lambda wc: [c.wildcards for c in cells_of(wc)],
-        subsets=lambda wc: experiment(wc)["evaluate_splits"],
-        study=lambda wc: experiment(wc)["published"],
     log:
         f"{SEG_DIR}/logs/segmentation_vs_paper.log",
     benchmark:
         f"{SEG_DIR}/benchmarks/segmentation_vs_paper.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        cells=lambda wc: [c.wildcards for c in cells_of(wc)],
+        subsets=lambda wc: experiment(wc)["evaluate_splits"],
+        study=lambda wc: experiment(wc)["published"],
     script:
         "../scripts/segmentation_vs_paper.py"
 
@@ -109,18 +109,18 @@ rule compare_experiments:
             labels={"comparison": "{comparison}", "item": "figure"},
         ),
         pdf="results/comparisons/{comparison}/bars.pdf",
-    params:
-        cells=comparison_cells,
-        metrics=lambda wc: config["comparisons"][wc.comparison]["metrics"],
     log:
         "results/comparisons/logs/{comparison}.log",
     benchmark:
         "results/comparisons/benchmarks/{comparison}.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        cells=comparison_cells,
+        metrics=lambda wc: config["comparisons"][wc.comparison]["metrics"],
     script:
         "../scripts/compare_experiments.py"

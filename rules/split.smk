@@ -11,18 +11,18 @@ rule split:
             category="Data",
             subcategory="{dataset}",
         ),
-    params:
-        spec=split_spec,
-        seed=config["seed"],
     log:
         log_path("split_{split}"),
     benchmark:
         bench_path("split_{split}")
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        spec=split_spec,
+        seed=config["seed"],
     script:
         "../scripts/split.py"

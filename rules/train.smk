@@ -13,18 +13,18 @@ rule train_segmentation:
         model=f"{MODEL_DIR}/model.pt",
         history=f"{MODEL_DIR}/history.csv",
         info=f"{MODEL_DIR}/train_info.json",
-    params:
-        spec=model_spec,
     log:
         f"{SEG_DIR}/logs/train_{{arch}}_{{encoder}}_{{reg}}.log",
     benchmark:
         f"{SEG_DIR}/benchmarks/train_{{arch}}_{{encoder}}_{{reg}}.tsv"
+    conda:
+        "../envs/train.yaml"
     threads: 2
     resources:
         mem_mb=16000,
         runtime=24 * 60,
         gpu=1,
-    conda:
-        "../envs/train.yaml"
+    params:
+        spec=model_spec,
     script:
         "../scripts/train_segmentation.py"

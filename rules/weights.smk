@@ -22,12 +22,12 @@ rule cache_weights:
     benchmark:
         f"{WEIGHTS_DIR}/benchmarks/cache_weights.tsv"
     localrule: True
+    conda:
+        "../envs/train.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/train.yaml"
     script:
         "../scripts/cache_weights.py"
 
@@ -35,18 +35,18 @@ rule cache_weights:
 rule cache_encoder_weights:
     output:
         marker=f"{WEIGHTS_DIR}/{{arch}}/{{encoder}}.json",
-    params:
-        weights=lambda wc: weights_for(config, wc.arch, wc.encoder),
     log:
         f"{WEIGHTS_DIR}/logs/{{arch}}_{{encoder}}.log",
     benchmark:
         f"{WEIGHTS_DIR}/benchmarks/{{arch}}_{{encoder}}.tsv"
     localrule: True
+    conda:
+        "../envs/train.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../envs/train.yaml"
+    params:
+        weights=lambda wc: weights_for(config, wc.arch, wc.encoder),
     script:
         "../scripts/cache_weights.py"

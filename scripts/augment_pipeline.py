@@ -1,7 +1,8 @@
 """Snakemake adapter: serialise the augmentation pipeline and draw a preview."""
-from nucleiflow.segmentation import augment
-from nucleiflow.reporting import figures
+
 from nucleiflow.log import setup_logging
+from nucleiflow.reporting import figures
+from nucleiflow.segmentation import augment
 from nucleiflow.store import Store
 
 log = setup_logging(snakemake.log[0])

@@ -4,6 +4,7 @@
   the Hugging Face cache and write its marker (files + SHA-256).
 * rule cache_weights (the target): gather every marker into one index.
 """
+
 from nucleiflow.io import read_json, write_json
 from nucleiflow.log import setup_logging
 from nucleiflow.pretrained import PretrainedModel, cache_encoder_weights, write_weights_marker

@@ -1,8 +1,9 @@
 """Snakemake adapter for two rules: Tables I-II with the class counts (classification_tables) and one
 per-epoch CNN table, Table III-VI (cnn_epoch_table); each beside the published values."""
+
 import pandas as pd
 
-from nucleiflow.classification import tables, study
+from nucleiflow.classification import study, tables
 from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
 
@@ -14,10 +15,12 @@ def classic_tables(sm, log):
         results = pd.read_csv(sm.input[variant])
         caption = tables.classic_caption(variant)
         write_table(output[variant], tables.classic_paper_table(results), caption)
-        write_table(output[f"{variant}_vs_paper"], tables.classic_vs_paper(results, variant, params.study),
-                    f"{caption}: accuracy beside the published values")
-    counts = tables.class_counts_table(pd.read_csv(sm.input.split), pd.read_csv(sm.input.manifest),
-                                      params.class_names)
+        write_table(
+            output[f"{variant}_vs_paper"],
+            tables.classic_vs_paper(results, variant, params.study),
+            f"{caption}: accuracy beside the published values",
+        )
+    counts = tables.class_counts_table(pd.read_csv(sm.input.split), pd.read_csv(sm.input.manifest), params.class_names)
     write_table(output.counts, counts, "Images per class in the training and test splits")
     log.info("Tables I-II and class counts written")
 
@@ -28,9 +31,11 @@ def cnn_table(sm, log):
     history = pd.read_csv(sm.input.history)
     caption = tables.cnn_caption(model, variant)
     write_table(sm.output.table, tables.cnn_run_table(history, sm.params.report_epochs), caption)
-    write_table(sm.output.vs_paper,
-                tables.cnn_vs_paper(history, model, variant, sm.params.report_epochs, sm.params.study),
-                f"{caption}: validation accuracy at the last reported epoch beside the published value")
+    write_table(
+        sm.output.vs_paper,
+        tables.cnn_vs_paper(history, model, variant, sm.params.report_epochs, sm.params.study),
+        f"{caption}: validation accuracy at the last reported epoch beside the published value",
+    )
     log.info("%s written", study.cnn_table_name(model, variant))
 
 

@@ -1,4 +1,5 @@
 """Snakemake adapter: convert a dataset's unpacked release into the common store."""
+
 from nucleiflow.datasets import CONVERTERS
 from nucleiflow.io import write_json
 from nucleiflow.log import setup_logging

@@ -1,4 +1,5 @@
 """Snakemake adapter: write the embedded synthetic archives (real release layouts)."""
+
 from pathlib import Path
 
 from nucleiflow.log import setup_logging

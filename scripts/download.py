@@ -1,4 +1,5 @@
 """Snakemake adapter: fetch one release file (resumable, verified), or link a verified local copy."""
+
 from nucleiflow.download import fetch, link_verified, sha256sum
 from nucleiflow.log import setup_logging
 

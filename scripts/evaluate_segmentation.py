@@ -1,4 +1,5 @@
 """Snakemake adapter: evaluate one trained model on one split."""
+
 from nucleiflow.io import write_csv, write_json
 from nucleiflow.log import setup_logging
 from nucleiflow.segmentation.run import evaluate_from_spec

@@ -1,4 +1,5 @@
 """Snakemake adapter: nucleus crops cut from the PanNuke store, as class folders for the classification study."""
+
 from nucleiflow.classification.pannuke_crops import write_crops
 from nucleiflow.log import setup_logging
 

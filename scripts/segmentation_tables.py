@@ -1,9 +1,10 @@
 """Snakemake adapter: the tables of one segmentation experiment."""
+
 import pandas as pd
 
-from nucleiflow.segmentation import report as sr
 from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
+from nucleiflow.segmentation import report as sr
 
 log = setup_logging(snakemake.log[0])
 cells, subsets = snakemake.params.cells, snakemake.params.subsets
@@ -12,11 +13,20 @@ per_image = sr.collect(list(snakemake.input.per_image), cells, subsets, pd.read_
 summary = sr.metrics_summary(per_image)
 out = snakemake.output
 write_table(out.sizes, sr.model_sizes(infos, cells), "Model sizes")
-write_table(out.metrics, sr.metrics_table(summary),
-            "Segmentation metrics per model and split (mean ± std over images; pooled over pixels)")
+write_table(
+    out.metrics,
+    sr.metrics_table(summary),
+    "Segmentation metrics per model and split (mean ± std over images; pooled over pixels)",
+)
 write_table(out.objects, sr.object_table(summary), "Object-level metrics per model and split (mean ± std over images)")
-write_table(out.per_image, sr.per_image_table(per_image, snakemake.params.per_image_rows),
-            f"Per-image metrics of selected {subsets[-1]} images")
-write_table(out.timing, sr.timing_table(list(snakemake.input.timing), infos, cells, subsets),
-            "Inference and training time (measured)")
+write_table(
+    out.per_image,
+    sr.per_image_table(per_image, snakemake.params.per_image_rows),
+    f"Per-image metrics of selected {subsets[-1]} images",
+)
+write_table(
+    out.timing,
+    sr.timing_table(list(snakemake.input.timing), infos, cells, subsets),
+    "Inference and training time (measured)",
+)
 log.info("tables for %d models x %d splits", len(cells), len(subsets))

@@ -1,4 +1,5 @@
 """Snakemake adapter: write one split manifest (image_id, split)."""
+
 from nucleiflow.io import write_csv
 from nucleiflow.log import setup_logging
 from nucleiflow.splits import make_split

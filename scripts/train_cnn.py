@@ -1,4 +1,5 @@
 """Snakemake adapter: train one CNN (small CNN from scratch, or InceptionResNetV2) on one variant."""
+
 import pandas as pd
 
 from nucleiflow.classification import study
@@ -24,10 +25,26 @@ augmented = pd.read_csv(snakemake.input.augmented[0]) if snakemake.input.augment
 train, test = study.training_sets(snakemake.input.root, pd.read_csv(snakemake.input.split), augmented, class_names)
 setup = setup_device("auto", snakemake.threads)
 model = build_classifier(name, num_classes=len(class_names), pretrained=pretrained, seed=snakemake.params.seed)
-log.info("%s (%s): %d classes, %s, transfer %s", name, snakemake.wildcards.variant, len(class_names),
-         "ImageNet weights" if pretrained else "random initialisation", transfer)
-history = train_classifier(model, train, test, epochs=cnn["epochs"], batch_size=cnn["batch_size"], lr=cnn["lr"],
-                           image_size=cnn["image_size"], device=setup.device, seed=snakemake.params.seed,
-                           transfer=transfer, num_workers=setup.loader_workers)
+log.info(
+    "%s (%s): %d classes, %s, transfer %s",
+    name,
+    snakemake.wildcards.variant,
+    len(class_names),
+    "ImageNet weights" if pretrained else "random initialisation",
+    transfer,
+)
+history = train_classifier(
+    model,
+    train,
+    test,
+    epochs=cnn["epochs"],
+    batch_size=cnn["batch_size"],
+    lr=cnn["lr"],
+    image_size=cnn["image_size"],
+    device=setup.device,
+    seed=snakemake.params.seed,
+    transfer=transfer,
+    num_workers=setup.loader_workers,
+)
 write_csv(snakemake.output[0], history)
 log.info("%s/%s: final val accuracy %.4f", name, snakemake.wildcards.variant, history["val_accuracy"].iloc[-1])

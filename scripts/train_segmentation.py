@@ -1,4 +1,5 @@
 """Snakemake adapter: train one experiment x model x regularization cell (resumes if killed)."""
+
 from pathlib import Path
 
 from nucleiflow.log import setup_logging

@@ -1,4 +1,5 @@
 """Snakemake adapter: extract one archive safely (checked members, temp dir, rename)."""
+
 from nucleiflow.archive import safe_extract_zip
 from nucleiflow.log import setup_logging
 

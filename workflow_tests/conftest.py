@@ -47,8 +47,12 @@ def copy_checkout(dest: Path) -> Path:
     Commands then run from its root exactly as the README writes them, with no results or
     resources of an earlier run around.
     """
-    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                             cwd=REPO, capture_output=True, check=True).stdout.decode()
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     for name in filter(None, listing.split("\0")):
         source = REPO / name
         if source.is_symlink() or source.is_file():  # a file deleted in the working tree is not checked out

@@ -73,7 +73,9 @@ def test_truncated_zip_rejected(tmp_path):
     good = make_zip(tmp_path / "good.zip", {"a.bin": PAYLOAD})
     truncated = tmp_path / "truncated.zip"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    assert_fails_cleanly(truncated, tmp_path / "out", r"truncated\.zip: not a valid zip archive \(truncated or corrupt\?\)")
+    assert_fails_cleanly(
+        truncated, tmp_path / "out", r"truncated\.zip: not a valid zip archive \(truncated or corrupt\?\)"
+    )
 
 
 def test_crc_corrupted_member_rejected(tmp_path):

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from nucleiflow.reporting import figures
-from nucleiflow.classification import classic, cnn, tables, pannuke_crops, study
+from nucleiflow.classification import classic, cnn, pannuke_crops, study, tables
 from nucleiflow.classification.features import extract_features
 from nucleiflow.errors import ConfigError, DataFormatError
+from nucleiflow.reporting import figures
 
 
 def _write_class_folders(root, counts):
@@ -93,7 +93,7 @@ def five_class_crops(pannuke_store, tmp_path_factory):
 def test_five_class_crops_layout_cap_and_manifest(five_class_crops):
     out, manifest = five_class_crops
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(pannuke_crops.FIVE_CLASS_NAMES)
-    assert manifest["label"].value_counts().to_dict() == {name: 8 for name in pannuke_crops.FIVE_CLASS_NAMES}
+    assert manifest["label"].value_counts().to_dict() == dict.fromkeys(pannuke_crops.FIVE_CLASS_NAMES, 8)
     assert (manifest["label"] == manifest["class_name"]).all()
     assert pd.read_csv(out / "crops.csv")["file"].tolist() == manifest["file"].tolist()
     for row in manifest.head(10).itertuples():
@@ -113,11 +113,14 @@ def test_crops_are_reproducible_and_seeded(pannuke_store, five_class_crops, tmp_
 
 
 def test_binary_crops_split_small_from_normal_by_the_area_quantile(pannuke_store, tmp_path):
-    manifest = pannuke_crops.write_crops(pannuke_store, tmp_path / "crops", "binary", max_per_class=10,
-                                         small_quantile=0.3, seed=0)
+    manifest = pannuke_crops.write_crops(
+        pannuke_store, tmp_path / "crops", "binary", max_per_class=10, small_quantile=0.3, seed=0
+    )
     assert manifest["label"].value_counts().to_dict() == {"normal": 10, "small": 10}
-    assert manifest.loc[manifest["label"] == "small", "area"].max() < manifest.loc[
-        manifest["label"] == "normal", "area"].min()
+    assert (
+        manifest.loc[manifest["label"] == "small", "area"].max()
+        < manifest.loc[manifest["label"] == "normal", "area"].min()
+    )
     assert study.experiment_class_names({"crops": {"task": "binary"}}) == ("normal", "small")
 
 
@@ -137,8 +140,15 @@ def test_crops_feed_the_whole_study_with_five_classes(five_class_crops):
     assert set(train["label_index"]) == set(range(5))
     X_train = extract_features(study.load_images(train, 32))
     X_test = extract_features(study.load_images(test, 32))
-    grid = classic.evaluate_classifiers(X_train, train["label_index"].to_numpy(), X_test, test["label_index"].to_numpy(),
-                                        names=["Random Forest", "QDA", "SVM"], n_jobs=1, seed=0)
+    grid = classic.evaluate_classifiers(
+        X_train,
+        train["label_index"].to_numpy(),
+        X_test,
+        test["label_index"].to_numpy(),
+        names=["Random Forest", "QDA", "SVM"],
+        n_jobs=1,
+        seed=0,
+    )
     assert grid[["accuracy", "precision", "recall", "f1"]].stack().between(0, 1).all()
     model = cnn.build_classifier("small_cnn", num_classes=len(names), seed=0)
     history = cnn.train_classifier(model, train, test, epochs=1, batch_size=8, lr=1e-3, image_size=32, progress=False)
@@ -172,8 +182,9 @@ def tiny_sets(tmp_path_factory):
 
 
 def _train(model, sets, epochs, transfer):
-    return cnn.train_classifier(model, *sets, epochs=epochs, batch_size=4, lr=1e-2, image_size=16,
-                                progress=False, transfer=transfer)
+    return cnn.train_classifier(
+        model, *sets, epochs=epochs, batch_size=4, lr=1e-2, image_size=16, progress=False, transfer=transfer
+    )
 
 
 def test_head_epochs_freeze_the_backbone_then_everything_fine_tunes_at_a_lower_rate(tiny_sets):
@@ -238,8 +249,18 @@ def test_cached_weights_are_passed_to_timm_as_a_local_file(empty_hub_cache, monk
 
 def _grid_results():
     names = ["Random Forest", "SVM"]
-    return pd.DataFrame({"classifier": names, "accuracy": [0.80, 0.70], "precision": [0.8, 0.7], "recall": [0.8, 0.7],
-                         "f1": [0.8, 0.7], "mcc": [0.6, 0.4], "kappa": [0.6, 0.4], "fit_seconds": [1.0, 2.0]})
+    return pd.DataFrame(
+        {
+            "classifier": names,
+            "accuracy": [0.80, 0.70],
+            "precision": [0.8, 0.7],
+            "recall": [0.8, 0.7],
+            "f1": [0.8, 0.7],
+            "mcc": [0.6, 0.4],
+            "kappa": [0.6, 0.4],
+            "fit_seconds": [1.0, 2.0],
+        }
+    )
 
 
 def _history(epochs=12):
@@ -283,9 +304,13 @@ def test_table_numbers_file_names_and_targets():
     with pytest.raises(ConfigError, match="table4_small_cnn_base: not one of the CNN tables; valid: table3_small"):
         study.cnn_history_file(4, "small_cnn", "base")
     assert study.report_targets(["small_cnn"]) == [
-        "tables/table1_classic_base.csv", "tables/table2_classic_augmented.csv", "tables/table3_small_cnn_base.csv",
-        "tables/table4_small_cnn_augmented.csv", "tables/class_counts.csv",
-        "figures/classifier_comparison.png", "figures/figure4_cnn_runs.png",
+        "tables/table1_classic_base.csv",
+        "tables/table2_classic_augmented.csv",
+        "tables/table3_small_cnn_base.csv",
+        "tables/table4_small_cnn_augmented.csv",
+        "tables/class_counts.csv",
+        "figures/classifier_comparison.png",
+        "figures/figure4_cnn_runs.png",
     ]
     assert study.published_study({"dataset": "nucrec"}) == "classification"
     assert study.published_study({"dataset": "pannuke", "crops": {"task": "binary"}}) is None
@@ -295,8 +320,9 @@ def test_figure4_compares_the_runs_in_the_papers_order(tmp_path):
     runs = {("inception_resnet_v2", "augmented"): _history(3), ("small_cnn", "base"): _history(3)}
     stacked = tables.runs_history(runs)
     assert list(dict.fromkeys(stacked["run"])) == ["Small CNN (base)", "InceptionResNetV2 (augmented)"]
-    png, pdf = figures.save_figure(figures.metric_curves(stacked, ("accuracy", "loss"), model_col="run"),
-                                   tmp_path / "figure4.png")
+    png, pdf = figures.save_figure(
+        figures.metric_curves(stacked, ("accuracy", "loss"), model_col="run"), tmp_path / "figure4.png"
+    )
     assert png.stat().st_size > 10_000 and pdf.exists()
 
 
@@ -304,5 +330,9 @@ def test_class_counts_table_totals():
     split = pd.DataFrame({"label": ["a", "a", "a", "b", "b"], "split": ["train", "train", "test", "train", "test"]})
     augmented = pd.DataFrame({"label": ["a"] * 4 + ["b"] * 4})
     table = tables.class_counts_table(split, augmented, ["a", "b"])
-    assert table.to_dict("list") == {"Class": ["a", "b", "total"], "Train": [2, 1, 3], "Test": [1, 1, 2],
-                                     "Augmented train": [4, 4, 8]}
+    assert table.to_dict("list") == {
+        "Class": ["a", "b", "total"],
+        "Train": [2, 1, 3],
+        "Test": [1, 1, 2],
+        "Augmented train": [4, 4, 8],
+    }

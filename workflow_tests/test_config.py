@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import REPO, SNAKEMAKE
+
 from nucleiflow.config import check_config, check_local_sources, regularization_cell, segmentation_cells
 from nucleiflow.errors import ConfigError
 
@@ -32,25 +32,45 @@ def test_grid_expands_models_times_regularization():
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda c: c["segmentation"]["pannuke_tiny"]["models"][0].update(encoder="resnet51"),
-         "segmentation.pannuke_tiny.models[0].encoder (for unet): 'resnet51' is not valid; choose one of: "),
-        (lambda c: c["segmentation"]["pannuke_tiny"].update(dataset="monuseg"),
-         "segmentation.pannuke_tiny.dataset: 'monuseg' is not valid; choose one of: dsb2018, nucrec, pannuke"),
-        (lambda c: c["segmentation"]["pannuke_tiny"].update(split="nope"),
-         "segmentation.pannuke_tiny.split: 'nope' is not valid; choose one of: official"),
-        (lambda c: c["segmentation"]["pannuke_tiny"].update(regularization=["heavy"]),
-         "segmentation.pannuke_tiny.models[0].regularization: 'heavy' is not valid; choose one of: none, paper"),
-        (lambda c: c["classification"]["nucrec_tiny"].update(classifiers=["XGBoost"]),
-         "classification.nucrec_tiny.classifiers: 'XGBoost' is not valid; choose one of: "),
-        (lambda c: c["segmentation"]["dsb_tiny"].update(dataset="nucrec"),
-         "segmentation.dsb_tiny.dataset: 'nucrec' has format 'class_folders'"),
-        (lambda c: c["comparisons"]["tiny_models"].update(experiments=["pannuke_tiny", "dsb_big"]),
-         "comparisons.tiny_models.experiments: 'dsb_big' is not valid; choose one of: dsb_tiny, pannuke_tiny"),
-        (lambda c: (c["regularization"]["paper"].update(decoder_dropout=0.2),
-                    c["segmentation"]["dsb_tiny"].update(regularization=["paper"])),
-         "segmentation.dsb_tiny.models[0]: regularization cell 'paper' sets decoder_dropout, which only"),
-        (lambda c: c["comparisons"]["tiny_models"].update(split="train"),
-         "comparisons.tiny_models.split: 'train' is not evaluated by experiment 'pannuke_tiny'"),
+        (
+            lambda c: c["segmentation"]["pannuke_tiny"]["models"][0].update(encoder="resnet51"),
+            "segmentation.pannuke_tiny.models[0].encoder (for unet): 'resnet51' is not valid; choose one of: ",
+        ),
+        (
+            lambda c: c["segmentation"]["pannuke_tiny"].update(dataset="monuseg"),
+            "segmentation.pannuke_tiny.dataset: 'monuseg' is not valid; choose one of: dsb2018, nucrec, pannuke",
+        ),
+        (
+            lambda c: c["segmentation"]["pannuke_tiny"].update(split="nope"),
+            "segmentation.pannuke_tiny.split: 'nope' is not valid; choose one of: official",
+        ),
+        (
+            lambda c: c["segmentation"]["pannuke_tiny"].update(regularization=["heavy"]),
+            "segmentation.pannuke_tiny.models[0].regularization: 'heavy' is not valid; choose one of: none, paper",
+        ),
+        (
+            lambda c: c["classification"]["nucrec_tiny"].update(classifiers=["XGBoost"]),
+            "classification.nucrec_tiny.classifiers: 'XGBoost' is not valid; choose one of: ",
+        ),
+        (
+            lambda c: c["segmentation"]["dsb_tiny"].update(dataset="nucrec"),
+            "segmentation.dsb_tiny.dataset: 'nucrec' has format 'class_folders'",
+        ),
+        (
+            lambda c: c["comparisons"]["tiny_models"].update(experiments=["pannuke_tiny", "dsb_big"]),
+            "comparisons.tiny_models.experiments: 'dsb_big' is not valid; choose one of: dsb_tiny, pannuke_tiny",
+        ),
+        (
+            lambda c: (
+                c["regularization"]["paper"].update(decoder_dropout=0.2),
+                c["segmentation"]["dsb_tiny"].update(regularization=["paper"]),
+            ),
+            "segmentation.dsb_tiny.models[0]: regularization cell 'paper' sets decoder_dropout, which only",
+        ),
+        (
+            lambda c: c["comparisons"]["tiny_models"].update(split="train"),
+            "comparisons.tiny_models.split: 'train' is not evaluated by experiment 'pannuke_tiny'",
+        ),
     ],
 )
 def test_cross_reference_errors_name_key_value_and_choices(edit, message):
@@ -77,23 +97,43 @@ def _dry_run(config: dict, workdir) -> subprocess.CompletedProcess:
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return subprocess.run(
-        [SNAKEMAKE, "-n", "--snakefile", str(REPO / "Snakefile"), "--configfile", str(path),
-         "--directory", str(workdir), "--cores", "1"],
-        capture_output=True, text=True, timeout=120,
+        [
+            SNAKEMAKE,
+            "-n",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(path),
+            "--directory",
+            str(workdir),
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 @pytest.mark.parametrize(
     "edit, line",
     [
-        (lambda c: c["segmentation"]["pannuke_tiny"]["models"][0].update(arch="unett"),
-         "config segmentation.pannuke_tiny.models.0.arch: 'unett' is not one of ['unet', 'deeplabv3plus', 'resunet', 'classic_unet']"),
-        (lambda c: c["segmentation"]["dsb_tiny"]["training"].update(epochs=-1),
-         "config segmentation.dsb_tiny.training.epochs: -1 is less than the minimum of 1"),
-        (lambda c: c["datasets"]["pannuke"].update(format="monuseg"),
-         "config datasets.pannuke.format: 'monuseg' is not one of ['pannuke', 'dsb2018', 'class_folders']"),
-        (lambda c: c["segmentation"]["pannuke_tiny"]["models"][1].update(encoder="vgg16"),
-         "segmentation.pannuke_tiny.models[1].encoder (for deeplabv3plus): 'vgg16' is not valid; choose one of:"),
+        (
+            lambda c: c["segmentation"]["pannuke_tiny"]["models"][0].update(arch="unett"),
+            "config segmentation.pannuke_tiny.models.0.arch: 'unett' is not one of ['unet', 'deeplabv3plus', 'resunet', 'classic_unet']",
+        ),
+        (
+            lambda c: c["segmentation"]["dsb_tiny"]["training"].update(epochs=-1),
+            "config segmentation.dsb_tiny.training.epochs: -1 is less than the minimum of 1",
+        ),
+        (
+            lambda c: c["datasets"]["pannuke"].update(format="monuseg"),
+            "config datasets.pannuke.format: 'monuseg' is not one of ['pannuke', 'dsb2018', 'class_folders']",
+        ),
+        (
+            lambda c: c["segmentation"]["pannuke_tiny"]["models"][1].update(encoder="vgg16"),
+            "segmentation.pannuke_tiny.models[1].encoder (for deeplabv3plus): 'vgg16' is not valid; choose one of:",
+        ),
     ],
 )
 def test_snakemake_stops_before_any_job_with_one_line(tmp_path, edit, line):

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DSB, assert_store_fails_cleanly
 from PIL import Image
 from scipy import ndimage
 
-from conftest import SHARED_DSB, assert_store_fails_cleanly
 from nucleiflow.archive import safe_extract_zip
 from nucleiflow.datasets.dsb2018 import convert_dsb2018, find_samples
-from nucleiflow.errors import DataFormatError
 from nucleiflow.store import Store
 
 SHARED_IMAGES, SHARED_NUCLEI = 45, 2444  # from the shared README
@@ -153,7 +152,9 @@ def test_flat_processed_layout_labels_connected_components(tmp_path, mask_folder
     summary = convert_dsb2018([tmp_path], tmp_path / "store.h5", progress=False)
     store = Store(tmp_path / "store.h5")
     assert summary["layouts"] == {"merged": 2}
-    assert store.metadata["n_nuclei"].tolist() == [merged_components(masks)] * 2 == [2, 2]  # the overlapping pair merges
+    assert (
+        store.metadata["n_nuclei"].tolist() == [merged_components(masks)] * 2 == [2, 2]
+    )  # the overlapping pair merges
     assert store.metadata["n_overlap_pixels"].isna().all()  # a merged mask cannot tell
 
 

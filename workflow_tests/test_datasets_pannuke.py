@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import assert_store_fails_cleanly
+
 from nucleiflow.datasets.pannuke import convert_pannuke, merge_instances
 from nucleiflow.errors import DataFormatError
 from nucleiflow.splits import content_hash
@@ -23,7 +23,9 @@ MIB = 2**20
 
 def load_benchmark():
     """The benchmark module, for its slice-by-slice fold writer (one writer for benchmark and test)."""
-    spec = importlib.util.spec_from_file_location("bench_pannuke_convert", REPO / "benchmarks" / "bench_pannuke_convert.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_pannuke_convert", REPO / "benchmarks" / "bench_pannuke_convert.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -151,8 +153,14 @@ def test_bad_values_name_fold_and_image(tmp_path, corrupt, pattern):
 @pytest.mark.parametrize(
     "reshape, pattern",
     [
-        (lambda i, m, t: (i[..., :2], m, t), r"images\.npy: fold 1 images have shape \(3, 256, 256, 2\), expected \(N, H, W, 3\)"),
-        (lambda i, m, t: (i, m[..., :5], t), r"masks\.npy: fold 1 masks have shape \(3, 256, 256, 5\), expected \(3, 256, 256, 6\)"),
+        (
+            lambda i, m, t: (i[..., :2], m, t),
+            r"images\.npy: fold 1 images have shape \(3, 256, 256, 2\), expected \(N, H, W, 3\)",
+        ),
+        (
+            lambda i, m, t: (i, m[..., :5], t),
+            r"masks\.npy: fold 1 masks have shape \(3, 256, 256, 5\), expected \(3, 256, 256, 6\)",
+        ),
         (lambda i, m, t: (i, m[:2], t), r"masks\.npy: fold 1 masks have shape \(2, 256, 256, 6\)"),
         (lambda i, m, t: (i, m, t[:2]), r"types\.npy: fold 1 has \(2,\) tissue names, expected \(3,\)"),
         (lambda i, m, t: (i[0], m, t), r"images\.npy: fold 1 images have shape \(256, 256, 3\)"),
@@ -169,7 +177,9 @@ def test_truncated_npy_names_the_file(tmp_path, key, keep_bytes):
     path = root / member_names(1)[key]
     data = path.read_bytes()
     path.write_bytes(data[:keep_bytes])  # cut inside the data (negative) or inside the header
-    error = assert_fails_cleanly([root], tmp_path / "store.h5", rf"{key}\.npy: cannot read \.npy .*truncated or corrupt")
+    error = assert_fails_cleanly(
+        [root], tmp_path / "store.h5", rf"{key}\.npy: cannot read \.npy .*truncated or corrupt"
+    )
     assert str(path) in str(error)
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DSB
 from matplotlib.figure import Figure
 
-from conftest import SHARED_DSB
 from nucleiflow import eda
 from nucleiflow.datasets.dsb2018 import convert_dsb2018
 from nucleiflow.reporting.figures import save_figure, use_style
@@ -88,9 +87,24 @@ def test_synthetic_pannuke_store_and_figure(pannuke_store, tmp_path):
 def test_figure_copes_with_a_store_without_nuclei():
     import pandas as pd
 
-    per_image = pd.DataFrame([{"image_id": "a", "modality": "he", "height": 8, "width": 8, "n_nuclei": 0, "mean_area": np.nan,
-                               "mean_circularity": np.nan, "n_touching": 0, "touching_share": np.nan,
-                               "n_overlap_pixels": np.nan, "mean_intensity": 10.0, "contrast": 1.0}])
+    per_image = pd.DataFrame(
+        [
+            {
+                "image_id": "a",
+                "modality": "he",
+                "height": 8,
+                "width": 8,
+                "n_nuclei": 0,
+                "mean_area": np.nan,
+                "mean_circularity": np.nan,
+                "n_touching": 0,
+                "touching_share": np.nan,
+                "n_overlap_pixels": np.nan,
+                "mean_intensity": 10.0,
+                "contrast": 1.0,
+            }
+        ]
+    )
     nuclei = pd.DataFrame(columns=list(eda.NUCLEUS_COLUMNS))
     assert len(eda.eda_figure(per_image, nuclei).axes) == 6
     assert eda.summary_table(per_image)["empty_images"].tolist() == [1]

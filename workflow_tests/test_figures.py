@@ -6,8 +6,8 @@ import pytest
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
-from nucleiflow.reporting import figures
 from nucleiflow.errors import DataFormatError
+from nucleiflow.reporting import figures
 from nucleiflow.reporting.figures import (
     OVERLAY_COLORS,
     classifier_bars,

@@ -45,15 +45,29 @@ def test_identical_maps_score_one():
     true, _ = scene()
     scores = object_metrics(true, true.copy())
     assert all(scores[name] == pytest.approx(1.0) for name in OBJECT_METRIC_NAMES)
-    assert (scores["n_true"], scores["n_pred"], scores["object_tp"], scores["object_fp"], scores["object_fn"]) == (4, 4, 4, 0, 0)
+    assert (scores["n_true"], scores["n_pred"], scores["object_tp"], scores["object_fp"], scores["object_fn"]) == (
+        4,
+        4,
+        4,
+        0,
+        0,
+    )
 
 
 def test_empty_maps_score_one_and_a_missing_object_scores_zero():
     empty = np.zeros(SHAPE, dtype=np.int32)
     one = boxes((5, 15, 5, 15))
     assert object_metrics(empty, empty) == {
-        "aji": 1.0, "pq": 1.0, "dq": 1.0, "sq": 1.0, "map": 1.0,
-        "n_true": 0, "n_pred": 0, "object_tp": 0, "object_fp": 0, "object_fn": 0,
+        "aji": 1.0,
+        "pq": 1.0,
+        "dq": 1.0,
+        "sq": 1.0,
+        "map": 1.0,
+        "n_true": 0,
+        "n_pred": 0,
+        "object_tp": 0,
+        "object_fp": 0,
+        "object_fn": 0,
     }
     for true, pred in ((one, empty), (empty, one)):
         scores = object_metrics(true, pred)

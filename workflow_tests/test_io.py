@@ -11,10 +11,9 @@ from nucleiflow.io import atomic_dir, atomic_path, write_table
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.csv"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -22,10 +21,9 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
 def test_atomic_path_keeps_old_file_until_success(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(ValueError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("new")
-            raise ValueError
+    with pytest.raises(ValueError), atomic_path(target) as tmp:
+        tmp.write_text("new")
+        raise ValueError
     assert target.read_text() == "old"
     with atomic_path(target) as tmp:
         tmp.write_text("new")
@@ -43,10 +41,9 @@ def test_atomic_dir_replaces_whole_tree(tmp_path):
     dest = tmp_path / "tree"
     with atomic_dir(dest) as tmp:
         (tmp / "a.txt").write_text("1")
-    with pytest.raises(KeyError):
-        with atomic_dir(dest) as tmp:
-            (tmp / "b.txt").write_text("2")
-            raise KeyError
+    with pytest.raises(KeyError), atomic_dir(dest) as tmp:
+        (tmp / "b.txt").write_text("2")
+        raise KeyError
     assert sorted(p.name for p in dest.iterdir()) == ["a.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["tree"]
 

@@ -14,12 +14,12 @@ import huggingface_hub
 import pytest
 import torch
 import yaml
+from conftest import REPO, SNAKEMAKE
 from huggingface_hub.file_download import repo_folder_name
 from safetensors.torch import save_file
 from segmentation_models_pytorch.encoders import encoders as smp_encoders
 from segmentation_models_pytorch.encoders import get_encoder
 
-from conftest import REPO, SNAKEMAKE
 from nucleiflow.download import DownloadError, sha256sum
 from nucleiflow.errors import ConfigError
 from nucleiflow.io import read_json
@@ -74,16 +74,24 @@ def _config(**segmentation_training):
     training = {"epochs": 1, **segmentation_training}
     return {
         "segmentation": {
-            "pre": {"dataset": "pannuke", "training": training, "models": [
-                {"arch": "unet", "encoder": "resnet50", "regularization": ["none", "paper"]},
-                {"arch": "deeplabv3plus", "encoder": "resnet50"},
-                {"arch": "resunet"},
-            ]},
-            "scratch": {"dataset": "pannuke", "training": {"encoder_weights": None},
-                        "models": [{"arch": "unet", "encoder": "resnet18"}]},
+            "pre": {
+                "dataset": "pannuke",
+                "training": training,
+                "models": [
+                    {"arch": "unet", "encoder": "resnet50", "regularization": ["none", "paper"]},
+                    {"arch": "deeplabv3plus", "encoder": "resnet50"},
+                    {"arch": "resunet"},
+                ],
+            },
+            "scratch": {
+                "dataset": "pannuke",
+                "training": {"encoder_weights": None},
+                "models": [{"arch": "unet", "encoder": "resnet18"}],
+            },
         },
-        "classification": {"cls": {"dataset": "nucrec",
-                                   "cnn": {"models": ["small_cnn", "inception_resnet_v2"], "pretrained": True}}},
+        "classification": {
+            "cls": {"dataset": "nucrec", "cnn": {"models": ["small_cnn", "inception_resnet_v2"], "pretrained": True}}
+        },
     }
 
 
@@ -103,7 +111,9 @@ def test_training_inputs_name_the_marker_only_when_weights_are_pretrained():
     assert segmentation_weights_inputs(config, "pre", "unet", "resnet50") == ["resources/weights/unet/resnet50.json"]
     assert segmentation_weights_inputs(config, "pre", "resunet", "none") == []
     assert segmentation_weights_inputs(config, "scratch", "unet", "resnet18") == []
-    assert cnn_weights_inputs(config, "cls", "inception_resnet_v2") == ["resources/weights/cnn/inception_resnet_v2.json"]
+    assert cnn_weights_inputs(config, "cls", "inception_resnet_v2") == [
+        "resources/weights/cnn/inception_resnet_v2.json"
+    ]
     assert cnn_weights_inputs(config, "cls", "small_cnn") == []
     assert weights_for(config, "unet", "resnet50") == "imagenet"
     with pytest.raises(ConfigError, match=r"resources/weights/unet/resnet18.json: .*unet/resnet18"):
@@ -112,17 +122,35 @@ def test_training_inputs_name_the_marker_only_when_weights_are_pretrained():
 
 def test_paper_config_caches_its_four_encoders_and_the_inception_net(tmp_path):
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-    encoders = [f"resources/weights/{arch}/{encoder}.json"
-                for arch in ("unet", "deeplabv3plus") for encoder in ("resnet50", "efficientnet-b4")]
+    encoders = [
+        f"resources/weights/{arch}/{encoder}.json"
+        for arch in ("unet", "deeplabv3plus")
+        for encoder in ("resnet50", "efficientnet-b4")
+    ]
     assert sorted(weights_targets(paper)) == sorted(encoders + ["resources/weights/cnn/inception_resnet_v2.json"])
     # The rule file parses and asks for one job per marker.
     (tmp_path / "resources" / "nucrec").mkdir(parents=True)
     (tmp_path / "resources" / "nucrec" / "NucRec.zip").touch()  # NucRec needs a login; only existence is checked
     snakefile = tmp_path / "Snakefile"
     snakefile.write_text(f'include: "{REPO}/rules/common.smk"\ninclude: "{REPO}/rules/weights.smk"\n')
-    result = subprocess.run([SNAKEMAKE, "-n", "cache_weights", "-s", str(snakefile), "--configfile",
-                             str(REPO / "config" / "paper.yaml"), "-d", str(tmp_path), "--cores", "1"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            SNAKEMAKE,
+            "-n",
+            "cache_weights",
+            "-s",
+            str(snakefile),
+            "--configfile",
+            str(REPO / "config" / "paper.yaml"),
+            "-d",
+            str(tmp_path),
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
     assert counts["cache_encoder_weights"] == "5" and counts["cache_weights"] == "1"
@@ -150,8 +178,9 @@ def test_check_passes_when_the_files_are_where_the_library_looks(hub_cache):
     check_weights_available("unet", "resnet50", "imagenet")
     check_weights_available("deeplabv3plus", "resnet50", "imagenet")  # same encoder, same files
     # ... and that is where smp's own download call finds them without a network.
-    found = huggingface_hub.hf_hub_download(settings["repo_id"], "model.safetensors", revision=settings["revision"],
-                                            local_files_only=True)
+    found = huggingface_hub.hf_hub_download(
+        settings["repo_id"], "model.safetensors", revision=settings["revision"], local_files_only=True
+    )
     assert os.path.samefile(found, folder / "model.safetensors")
 
 
@@ -215,8 +244,23 @@ def test_rule_writes_markers_and_index_from_a_filled_cache(hub_cache, tmp_path):
     config_file.write_text(yaml.safe_dump(config))
     snakefile = tmp_path / "Snakefile"
     snakefile.write_text(f'include: "{REPO}/rules/common.smk"\ninclude: "{REPO}/rules/weights.smk"\n')
-    result = subprocess.run([SNAKEMAKE, "cache_weights", "-s", str(snakefile), "--configfile", str(config_file),
-                             "-d", str(tmp_path / "run"), "--cores", "2"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            SNAKEMAKE,
+            "cache_weights",
+            "-s",
+            str(snakefile),
+            "--configfile",
+            str(config_file),
+            "-d",
+            str(tmp_path / "run"),
+            "--cores",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     index = json.loads((tmp_path / "run" / "resources" / "weights" / "index.json").read_text())
     assert list(index) == ["resources/weights/unet/resnet18.json"]

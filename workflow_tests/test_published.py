@@ -12,10 +12,16 @@ from nucleiflow.reporting.published import beside_published, load_published, pub
 
 # Plausible range per metric: fractions, seconds per image, minutes of training, parameter counts.
 SANE_RANGES = {
-    "acc": (0.0, 1.0), "dice": (0.0, 1.0), "iou": (0.0, 1.0), "f1": (0.0, 1.0),
-    "accuracy": (0.0, 1.0), "val_accuracy": (0.0, 1.0),
-    "dropout": (0.0, 1.0), "l2": (0.0, 1.0),
-    "inference_s": (0.0, 60.0), "training_min": (0.0, 10_000.0),
+    "acc": (0.0, 1.0),
+    "dice": (0.0, 1.0),
+    "iou": (0.0, 1.0),
+    "f1": (0.0, 1.0),
+    "accuracy": (0.0, 1.0),
+    "val_accuracy": (0.0, 1.0),
+    "dropout": (0.0, 1.0),
+    "l2": (0.0, 1.0),
+    "inference_s": (0.0, 60.0),
+    "training_min": (0.0, 10_000.0),
     "parameters": (1e5, 1e9),
 }
 
@@ -73,10 +79,16 @@ def test_quoted_values_are_where_the_issue_puts_them():
 
 
 def test_comparison_gives_ours_minus_paper():
-    ours = pd.DataFrame({
-        "arch": ["deeplabv3plus", "unet"], "encoder": ["resnet50", "resnet50"], "split": ["test", "test"],
-        "dice_mean": [0.8456, 0.81], "iou_mean": [0.70, 0.69], "acc_mean": [0.95, 0.94],
-    })
+    ours = pd.DataFrame(
+        {
+            "arch": ["deeplabv3plus", "unet"],
+            "encoder": ["resnet50", "resnet50"],
+            "split": ["test", "test"],
+            "dice_mean": [0.8456, 0.81],
+            "iou_mean": [0.70, 0.69],
+            "acc_mean": [0.95, 0.94],
+        }
+    )
     table = beside_published(ours, "pannuke", "test_metrics")
     row = table.set_index(["arch", "encoder"]).loc[("deeplabv3plus", "resnet50")]
     assert row["dice_ours"] == 0.8456 and row["dice_paper"] == 0.8356
@@ -91,7 +103,14 @@ def test_comparison_gives_ours_minus_paper():
 def test_comparison_with_chosen_keys_and_metrics():
     ours = pd.DataFrame({"classifier": ["Random Forest", "SVM"], "variant": ["base", "base"], "accuracy": [0.80, 0.7]})
     table = beside_published(ours, "classification", "classic_ml", keys=["classifier", "variant"], metrics=["accuracy"])
-    assert list(table.columns) == ["classifier", "variant", "accuracy_ours", "accuracy_paper", "accuracy_diff", "source"]
+    assert list(table.columns) == [
+        "classifier",
+        "variant",
+        "accuracy_ours",
+        "accuracy_paper",
+        "accuracy_diff",
+        "source",
+    ]
     rf = table.set_index("classifier").loc["Random Forest"]
     assert rf["accuracy_diff"] == pytest.approx(0.02)
     assert pd.isna(table.set_index("classifier").loc["SVM", "accuracy_paper"])
@@ -104,16 +123,18 @@ def test_comparison_needs_our_metric_columns():
 
 
 def test_unknown_names_list_the_choices():
-    with pytest.raises(ConfigError, match="choose one of: classic_unet_dsb2018, classification, pannuke, resunet_dsb2018"):
+    with pytest.raises(
+        ConfigError, match="choose one of: classic_unet_dsb2018, classification, pannuke, resunet_dsb2018"
+    ):
         published_table("monuseg", "test_metrics")
     with pytest.raises(ConfigError, match="'pannuke'.*choose one of: regularization, test_metrics, timing"):
         beside_published(pd.DataFrame(), "pannuke", "table9")
 
 
 def test_a_malformed_entry_is_named_in_one_line():
-    from nucleiflow.reporting.published import _check_document
-
     import yaml
+
+    from nucleiflow.reporting.published import _check_document
 
     document = yaml.safe_load(resources.files("nucleiflow.reporting").joinpath("published_values.yaml").read_text())
     # yaml reads 1.94e6 (no exponent sign) as a string: the loader must refuse it, not compare text.

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 README = REPO / "README.md"
-PAPER_COMMAND = (".venv/bin/snakemake --workflow-profile profiles/local --cores 16 --resources gpu=1 "
-                 "--configfile config/paper.yaml")
-TINY_COMMAND = ".venv/bin/snakemake --workflow-profile profiles/local --cores 2 --configfile workflow_tests/config_tiny.yaml"
+PAPER_COMMAND = (
+    ".venv/bin/snakemake --workflow-profile profiles/local --cores 16 --resources gpu=1 --configfile config/paper.yaml"
+)
+TINY_COMMAND = (
+    ".venv/bin/snakemake --workflow-profile profiles/local --cores 2 --configfile workflow_tests/config_tiny.yaml"
+)
 REPORT_COMMAND = ".venv/bin/snakemake --report results/report.html"
 
 # How each README command is proven. A command added to the README must be added here.
@@ -58,8 +60,9 @@ def readme_commands() -> list[str]:
 
 
 def run_in(checkout: Path, command: str, *extra: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*shlex.split(command), *extra], cwd=checkout, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [*shlex.split(command), *extra], cwd=checkout, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def config_files_read(output: str, root: Path) -> list[str]:
@@ -135,7 +138,8 @@ def test_paper_command_plans_exactly_the_papers_experiments(checkout):
     assert planned_classification == set(paper["classification"])
     assert downloads == {(name, file) for name, dataset in paper["datasets"].items() for file in dataset["files"]}
     leaked = (set(demo["segmentation"]) | set(demo["classification"])) - (
-        set(paper["segmentation"]) | set(paper["classification"]))
+        set(paper["segmentation"]) | set(paper["classification"])
+    )
     assert leaked and not leaked & (planned_segmentation | planned_classification)
     assert "resources/demo" not in output and "demo_data" not in output
     assert "demo_data" not in paper
@@ -146,7 +150,11 @@ def test_lock_file_is_what_the_environment_holds():
     pip = REPO / ".venv" / "bin" / "pip"
     if not pip.exists():
         pytest.skip("no .venv: the environment is not built by make")
-    result = subprocess.run([str(pip), "install", "--dry-run", "--no-index", "--no-deps", "-r",
-                             str(REPO / "requirements.lock")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(pip), "install", "--dry-run", "--no-index", "--no-deps", "-r", str(REPO / "requirements.lock")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Would install" not in result.stdout, result.stdout

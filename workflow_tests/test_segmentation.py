@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from nucleiflow.segmentation import report as sr
-from nucleiflow.segmentation.augment import build_pipeline, save_pipeline
 from nucleiflow.device import setup_device
 from nucleiflow.errors import DataFormatError
+from nucleiflow.io import write_csv
+from nucleiflow.segmentation import report as sr
+from nucleiflow.segmentation.augment import build_pipeline, save_pipeline
 from nucleiflow.segmentation.data import to_tensor
 from nucleiflow.segmentation.inference import (
     evaluate_split,
@@ -21,21 +22,42 @@ from nucleiflow.segmentation.inference import (
     tile_origins,
     timing_summary,
 )
-from nucleiflow.io import write_csv
 from nucleiflow.segmentation.run import evaluate_from_spec, train_from_spec
 from nucleiflow.splits import make_split
 from nucleiflow.store import Store
 
-TRAINING = {"epochs": 2, "batch_size": 2, "lr": 0.001, "loss": "dice", "input_size": 64, "size_policy": "resize",
-            "encoder_weights": None, "lr_patience": 5, "lr_factor": 0.5, "early_stopping_patience": 0,
-            "prefilter_sigma": 0.0, "threshold": 0.5, "device": "cpu", "amp": True,
-            "keep_last_checkpoint": True}
+TRAINING = {
+    "epochs": 2,
+    "batch_size": 2,
+    "lr": 0.001,
+    "loss": "dice",
+    "input_size": 64,
+    "size_policy": "resize",
+    "encoder_weights": None,
+    "lr_patience": 5,
+    "lr_factor": 0.5,
+    "early_stopping_patience": 0,
+    "prefilter_sigma": 0.0,
+    "threshold": 0.5,
+    "device": "cpu",
+    "amp": True,
+    "keep_last_checkpoint": True,
+}
 
 
 def _spec(arch="unet", encoder="resnet18", reg="paper"):
-    return {"dataset": "pannuke", "experiment": "unit", "split": "official", "augmentation": "paper",
-            "arch": arch, "encoder": encoder, "reg": reg,
-            "regularization": {"extra_blocks": 1, "dropout": 0.5, "l2": 0.01}, "training": dict(TRAINING), "seed": 3}
+    return {
+        "dataset": "pannuke",
+        "experiment": "unit",
+        "split": "official",
+        "augmentation": "paper",
+        "arch": arch,
+        "encoder": encoder,
+        "reg": reg,
+        "regularization": {"extra_blocks": 1, "dropout": 0.5, "l2": 0.01},
+        "training": dict(TRAINING),
+        "seed": 3,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +67,9 @@ def trained(pannuke_store, tmp_path_factory):
     write_csv(base / "split.csv", split)
     save_pipeline(build_pipeline({}), base / "pipeline.json")
     spec = _spec()
-    info = train_from_spec(spec, pannuke_store, base / "split.csv", base / "pipeline.json", base / "model", progress=False)
+    info = train_from_spec(
+        spec, pannuke_store, base / "split.csv", base / "pipeline.json", base / "model", progress=False
+    )
     return spec, base, info
 
 
@@ -63,8 +87,15 @@ def test_training_writes_final_outputs_only_at_the_end(trained):
 
 def test_evaluation_metrics_predictions_and_timing(trained, pannuke_store):
     spec, base, _ = trained
-    per_image, timing = evaluate_from_spec(spec, base / "model" / "model.pt", pannuke_store, base / "split.csv",
-                                           "test", predictions_path=base / "test.h5", progress=False)
+    per_image, timing = evaluate_from_spec(
+        spec,
+        base / "model" / "model.pt",
+        pannuke_store,
+        base / "split.csv",
+        "test",
+        predictions_path=base / "test.h5",
+        progress=False,
+    )
     assert list(per_image["image_id"]) == [f"fold3_{i:04d}" for i in range(4)]
     for metric in ("acc", "dice", "sensitivity", "iou", "precision", "f1", "mcc", "loss"):
         assert per_image[metric].between(-1, 1).all(), metric
@@ -78,8 +109,15 @@ def test_a_changed_config_refuses_the_old_model(trained, pannuke_store):
     spec, base, _ = trained
     changed = {**spec, "regularization": {"extra_blocks": 1, "dropout": 0.5, "l2": 0.02}}
     with pytest.raises(Exception, match="checkpoint was made for"):
-        evaluate_from_spec(changed, base / "model" / "model.pt", pannuke_store, base / "split.csv", "test",
-                           predictions_path=None, progress=False)
+        evaluate_from_spec(
+            changed,
+            base / "model" / "model.pt",
+            pannuke_store,
+            base / "split.csv",
+            "test",
+            predictions_path=None,
+            progress=False,
+        )
 
 
 class MaskEcho(torch.nn.Module):
@@ -93,8 +131,9 @@ class MaskEcho(torch.nn.Module):
 def test_evaluate_split_agrees_with_direct_metrics(dsb_store):
     store = Store(dsb_store)
     ids = store.ids[:3]
-    per_image = evaluate_split(MaskEcho(), store, ids, size=64, threshold=0.5, setup=setup_device("cpu"),
-                               progress=False, batch_size=1)
+    per_image = evaluate_split(
+        MaskEcho(), store, ids, size=64, threshold=0.5, setup=setup_device("cpu"), progress=False, batch_size=1
+    )
     for _, row in per_image.iterrows():
         truth = store.mask(row["image_id"]).astype(bool)
         assert row["tp"] + row["fn"] == truth.sum()
@@ -121,8 +160,15 @@ def test_report_tables_from_stage_outputs(trained, pannuke_store, tmp_path):
     cell = {k: spec[k] for k in ("arch", "encoder", "reg")}
     paths = []
     for subset in ("val", "test"):
-        per_image, timing = evaluate_from_spec(spec, base / "model" / "model.pt", pannuke_store, base / "split.csv",
-                                               subset, predictions_path=tmp_path / f"{subset}.h5", progress=False)
+        per_image, timing = evaluate_from_spec(
+            spec,
+            base / "model" / "model.pt",
+            pannuke_store,
+            base / "split.csv",
+            subset,
+            predictions_path=tmp_path / f"{subset}.h5",
+            progress=False,
+        )
         write_csv(tmp_path / f"{subset}.csv", per_image)
         (tmp_path / f"{subset}.json").write_text(json.dumps(timing))
         paths.append(subset)
@@ -132,12 +178,14 @@ def test_report_tables_from_stage_outputs(trained, pannuke_store, tmp_path):
     assert {"Loss", "Acc", "DCS", "SN", "IoU", "DCS (pooled)"} <= set(table.columns)
     sizes = sr.model_sizes([str(base / "model" / "train_info.json")], [cell])
     assert sizes.loc[0, "Backbone"] == "ResNet-18" and sizes.loc[0, "Kernel"] == "3x3"
-    timing = sr.timing_table([str(tmp_path / f"{s}.json") for s in paths], [str(base / "model" / "train_info.json")],
-                             [cell], paths)
+    timing = sr.timing_table(
+        [str(tmp_path / f"{s}.json") for s in paths], [str(base / "model" / "train_info.json")], [cell], paths
+    )
     assert len(timing) == 1 and timing.loc[0, "Training (min)"] > 0
     ids = sr.example_ids(per_image, 2)
-    examples, predictions = sr.prediction_examples(str(pannuke_store), [str(tmp_path / f"{s}.h5") for s in paths],
-                                                   [cell], paths, ids, 0.5)
+    examples, predictions = sr.prediction_examples(
+        str(pannuke_store), [str(tmp_path / f"{s}.h5") for s in paths], [cell], paths, ids, 0.5
+    )
     assert len(examples) == 2 and predictions[list(predictions)[0]][0].shape == (256, 256)
 
 
@@ -163,12 +211,24 @@ def test_tiled_prediction_matches_a_pixelwise_model_at_native_size(dsb_store):
 def test_batched_and_tiled_evaluation_score_every_image_at_native_size(dsb_store):
     store = Store(dsb_store)
     for policy, batch in (("resize", 4), ("tile", 3)):
-        per_image = evaluate_split(MaskEcho(), store, store.ids, size=64, threshold=0.5, setup=setup_device("cpu"),
-                                   progress=False, policy=policy, batch_size=batch)
+        per_image = evaluate_split(
+            MaskEcho(),
+            store,
+            store.ids,
+            size=64,
+            threshold=0.5,
+            setup=setup_device("cpu"),
+            progress=False,
+            policy=policy,
+            batch_size=batch,
+        )
         assert len(per_image) == len(store.ids)
         sizes = store.metadata.set_index("image_id")
         pixels = per_image[["tp", "fp", "fn", "tn"]].sum(axis=1).to_numpy()
-        assert (pixels == (sizes.loc[per_image["image_id"], "height"] * sizes.loc[per_image["image_id"], "width"]).to_numpy()).all()
+        assert (
+            pixels
+            == (sizes.loc[per_image["image_id"], "height"] * sizes.loc[per_image["image_id"], "width"]).to_numpy()
+        ).all()
     assert per_image["warmup"].sum() == 1  # tile: one image per batch, the first is the warm-up
 
 

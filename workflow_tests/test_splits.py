@@ -38,13 +38,15 @@ def pannuke_like(n: int = 7901, empty: int = 1185, seed: int = 0) -> pd.DataFram
     weights = rng.dirichlet(np.full(len(TISSUES), 2.0))
     n_nuclei = rng.integers(1, 80, n)
     n_nuclei[rng.choice(n, empty, replace=False)] = 0
-    return pd.DataFrame({
-        "image_id": [f"img{i:05d}" for i in range(n)],
-        "tissue": rng.choice(TISSUES, n, p=weights),
-        "fold": rng.integers(1, 4, n),
-        "n_nuclei": n_nuclei,
-        "content_hash": [f"h{i}" for i in range(n)],
-    })
+    return pd.DataFrame(
+        {
+            "image_id": [f"img{i:05d}" for i in range(n)],
+            "tissue": rng.choice(TISSUES, n, p=weights),
+            "fold": rng.integers(1, 4, n),
+            "n_nuclei": n_nuclei,
+            "content_hash": [f"h{i}" for i in range(n)],
+        }
+    )
 
 
 def dsb_like(n: int = 740, seed: int = 0) -> pd.DataFrame:
@@ -56,8 +58,15 @@ def dsb_like(n: int = 740, seed: int = 0) -> pd.DataFrame:
         (r, g, b), std = MODALITY_LOOKS[m]
         rgb = np.array([r, g, b]) + rng.normal(0, 6, 3)
         grey = float(rgb @ [0.299, 0.587, 0.114])
-        rows.append({"image_id": f"dsb{i:04d}", "modality_hint": m, "n_nuclei": int(rng.integers(1, 200)),
-                     "content_hash": f"h{i}", **dict(zip(MODALITY_FEATURES, (*rgb, grey, std + rng.normal(0, 3)))) })
+        rows.append(
+            {
+                "image_id": f"dsb{i:04d}",
+                "modality_hint": m,
+                "n_nuclei": int(rng.integers(1, 200)),
+                "content_hash": f"h{i}",
+                **dict(zip(MODALITY_FEATURES, (*rgb, grey, std + rng.normal(0, 3)))),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -73,8 +82,15 @@ def test_exact_duplicates_land_in_one_split():
     meta.loc[meta.index[[5, 17, 33]], "content_hash"] = "same-pixels"  # three copies, three ids
     meta.loc[meta.index[[8, 40]], "content_hash"] = "other-copy"
     for seed in range(5):
-        manifest = make_split(meta, {"scheme": "proportions", "fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
-                                     "stratify_by": ["modality_hint"]}, seed)
+        manifest = make_split(
+            meta,
+            {
+                "scheme": "proportions",
+                "fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
+                "stratify_by": ["modality_hint"],
+            },
+            seed,
+        )
         check_disjoint(manifest)
         assert sorted(manifest["image_id"]) == sorted(meta["image_id"])
         split_of = manifest.set_index("image_id")["split"]
@@ -92,8 +108,11 @@ def test_identical_images_get_one_content_hash(dsb_store):
 
 def test_same_seed_same_csv_bytes(tmp_path):
     meta = dsb_like(200)
-    spec = {"scheme": "proportions", "fractions": {"train": 0.8, "val": 0.1, "test": 0.1},
-            "stratify_by": ["modality_cluster", "density_bin"]}
+    spec = {
+        "scheme": "proportions",
+        "fractions": {"train": 0.8, "val": 0.1, "test": 0.1},
+        "stratify_by": ["modality_cluster", "density_bin"],
+    }
     for name in ("a", "b"):
         write_csv(tmp_path / f"{name}.csv", make_split(meta, spec, seed=11))
     write_csv(tmp_path / "c.csv", make_split(meta, spec, seed=12))
@@ -104,8 +123,14 @@ def test_same_seed_same_csv_bytes(tmp_path):
 # ---------------------------------------------------------------- proportions
 
 
-@pytest.mark.parametrize("fractions", [{"train": 0.8, "val": 0.1, "test": 0.1}, {"train": 0.7, "val": 0.2, "test": 0.1},
-                                       {"train": 0.64, "val": 0.16, "test": 0.2}])
+@pytest.mark.parametrize(
+    "fractions",
+    [
+        {"train": 0.8, "val": 0.1, "test": 0.1},
+        {"train": 0.7, "val": 0.2, "test": 0.1},
+        {"train": 0.64, "val": 0.16, "test": 0.2},
+    ],
+)
 def test_every_stratum_within_one_image_and_totals_exact(fractions):
     meta = pannuke_like(1500, 0, seed=3)
     manifest = stratified_split(meta["image_id"], meta["tissue"], fractions, seed=1, exact_totals=True)
@@ -131,8 +156,12 @@ def test_default_rounds_each_stratum_on_its_own():
 def test_pannuke_paper_split_counts_with_exclude_empty():
     meta = pannuke_like()
     assert (meta["n_nuclei"] > 0).sum() == sum(PANNUKE_PAPER_COUNTS.values())
-    spec = {"scheme": "proportions", "fractions": fractions_from_counts(PANNUKE_PAPER_COUNTS),
-            "stratify_by": ["tissue"], "exclude_empty": True}
+    spec = {
+        "scheme": "proportions",
+        "fractions": fractions_from_counts(PANNUKE_PAPER_COUNTS),
+        "stratify_by": ["tissue"],
+        "exclude_empty": True,
+    }
     manifest = make_split(meta, spec, seed=42)
     assert split_counts(manifest) == PANNUKE_PAPER_COUNTS
     empty = set(meta.loc[meta["n_nuclei"] == 0, "image_id"])
@@ -142,11 +171,14 @@ def test_pannuke_paper_split_counts_with_exclude_empty():
         assert abs(split_counts(rounded)[split] - 6716 * share) < 1
 
 
-@pytest.mark.parametrize("name, fractions", [
-    ("original", fractions_from_counts(RESUNET_ORIGINAL_COUNTS)),
-    ("80-10-10", {"train": 0.8, "val": 0.1, "test": 0.1}),
-    ("70-20-10", {"train": 0.7, "val": 0.2, "test": 0.1}),
-])
+@pytest.mark.parametrize(
+    "name, fractions",
+    [
+        ("original", fractions_from_counts(RESUNET_ORIGINAL_COUNTS)),
+        ("80-10-10", {"train": 0.8, "val": 0.1, "test": 0.1}),
+        ("70-20-10", {"train": 0.7, "val": 0.2, "test": 0.1}),
+    ],
+)
 def test_resunet_study_splits_by_modality_and_density(name, fractions):
     meta = dsb_like(740)
     spec = {"scheme": "proportions", "fractions": fractions, "stratify_by": ["modality_cluster", "density_bin"]}
@@ -187,8 +219,11 @@ def test_derived_strata_of_identical_images_are_one_stratum():
 
 def test_derived_strata_work_on_a_converted_store(dsb_store):
     meta = Store(dsb_store).metadata
-    spec = {"scheme": "proportions", "fractions": {"train": 0.8, "val": 0.1, "test": 0.1},
-            "stratify_by": ["modality_cluster", "density_bin"]}
+    spec = {
+        "scheme": "proportions",
+        "fractions": {"train": 0.8, "val": 0.1, "test": 0.1},
+        "stratify_by": ["modality_cluster", "density_bin"],
+    }
     manifest = make_split(meta, spec, seed=0)
     assert sorted(manifest["image_id"]) == sorted(meta["image_id"])
 
@@ -216,19 +251,38 @@ def test_fold_protocol_and_rotations():
 # ---------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("spec, error, pattern", [
-    ({"scheme": "proportions", "fractions": {"train": 0.8, "test": 0.2}, "stratify_by": ["organ"]},
-     ConfigError, r"split\.stratify_by: 'organ' is not valid; choose one of: .*density_bin.*tissue"),
-    ({"scheme": "proportions", "fractions": {"train": 0.8, "val": 0.1, "test": 0.3}},
-     ConfigError, r"split\.fractions: .* sum to 1\.2, expected 1"),
-    ({"scheme": "proportions", "fractions": {"train": 1.2, "test": -0.2}},
-     ConfigError, r"split\.fractions\.train: 1\.2 must be a number between 0 and 1"),
-    ({"scheme": "proportions", "fractions": {"train": 0.8, "dev": 0.2}},
-     ConfigError, r"split\.fractions: 'dev' is not valid; choose one of: test, train, val"),
-    ({"scheme": "random"}, ConfigError, r"split\.scheme: 'random' is not valid"),
-    ({"scheme": "folds", "train": [1], "val": [1], "test": [3]}, ConfigError, r"fold 1 is assigned to both train and val"),
-    ({"scheme": "folds", "train": [1], "val": [2], "test": [7]}, ConfigError, r"fold\(s\) \[7\] not in the data"),
-])
+@pytest.mark.parametrize(
+    "spec, error, pattern",
+    [
+        (
+            {"scheme": "proportions", "fractions": {"train": 0.8, "test": 0.2}, "stratify_by": ["organ"]},
+            ConfigError,
+            r"split\.stratify_by: 'organ' is not valid; choose one of: .*density_bin.*tissue",
+        ),
+        (
+            {"scheme": "proportions", "fractions": {"train": 0.8, "val": 0.1, "test": 0.3}},
+            ConfigError,
+            r"split\.fractions: .* sum to 1\.2, expected 1",
+        ),
+        (
+            {"scheme": "proportions", "fractions": {"train": 1.2, "test": -0.2}},
+            ConfigError,
+            r"split\.fractions\.train: 1\.2 must be a number between 0 and 1",
+        ),
+        (
+            {"scheme": "proportions", "fractions": {"train": 0.8, "dev": 0.2}},
+            ConfigError,
+            r"split\.fractions: 'dev' is not valid; choose one of: test, train, val",
+        ),
+        ({"scheme": "random"}, ConfigError, r"split\.scheme: 'random' is not valid"),
+        (
+            {"scheme": "folds", "train": [1], "val": [1], "test": [3]},
+            ConfigError,
+            r"fold 1 is assigned to both train and val",
+        ),
+        ({"scheme": "folds", "train": [1], "val": [2], "test": [7]}, ConfigError, r"fold\(s\) \[7\] not in the data"),
+    ],
+)
 def test_bad_specs_give_one_line_errors(spec, error, pattern):
     with pytest.raises(error, match=pattern) as caught:
         make_split(pannuke_like(200, 5), spec, seed=0)

@@ -44,9 +44,8 @@ def test_mask_size_mismatch_names_the_image(tmp_path, rng):
 
 
 def test_empty_store_and_duplicate_ids_are_errors(tmp_path, rng):
-    with pytest.raises(DataFormatError, match="no images"):
-        with StoreWriter(tmp_path / "e.h5", "toy"):
-            pass
+    with pytest.raises(DataFormatError, match="no images"), StoreWriter(tmp_path / "e.h5", "toy"):
+        pass
     with pytest.raises(DataFormatError, match="duplicate image id"):
         with StoreWriter(tmp_path / "d.h5", "toy") as writer:
             writer.add("x", *_sample(rng))

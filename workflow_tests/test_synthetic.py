@@ -39,8 +39,13 @@ def read_png(archive: zipfile.ZipFile, name: str) -> Image.Image:
 
 
 def test_demo_writes_every_archive(archives):
-    assert sorted(archives) == ["dsb2018/stage1_train.zip", "nucrec/nucrec.zip",
-                                "pannuke/fold_1.zip", "pannuke/fold_2.zip", "pannuke/fold_3.zip"]
+    assert sorted(archives) == [
+        "dsb2018/stage1_train.zip",
+        "nucrec/nucrec.zip",
+        "pannuke/fold_1.zip",
+        "pannuke/fold_2.zip",
+        "pannuke/fold_3.zip",
+    ]
     for name, path in archives.items():
         assert path.as_posix().endswith(name) and zipfile.is_zipfile(path)
 
@@ -94,7 +99,7 @@ def test_dsb_layout(archives):
             modes.add(image.mode)
             mask_names = [m for m in members if "/masks/" in m]
             assert len(mask_names) >= 1 and len(members) == len(mask_names) + 1
-            assert 96 <= min(image.size) and max(image.size) <= 256
+            assert min(image.size) >= 96 and max(image.size) <= 256
             for mask_name in mask_names:
                 assert HEX64.fullmatch(Path(mask_name).stem)
                 mask = read_png(archive, mask_name)
@@ -134,7 +139,9 @@ def test_same_seed_same_bytes_different_seed_different(tmp_path):
         "nucrec.zip": lambda path, seed: write_nucrec_zip(path, 3, seed),
     }
     for name, write in writers.items():
-        first, again, other = (sha256sum(write(tmp_path / run / name, seed)) for run, seed in (("a", 3), ("b", 3), ("c", 4)))
+        first, again, other = (
+            sha256sum(write(tmp_path / run / name, seed)) for run, seed in (("a", 3), ("b", 3), ("c", 4))
+        )
         assert first == again, name
         assert first != other, name
 
@@ -145,7 +152,19 @@ def test_pannuke_folds_of_one_seed_differ(archives):
 
 
 def test_cli_prints_a_hash_per_archive(tmp_path, capsys):
-    cli_main([str(tmp_path), "--seed", "7", "--pannuke-images-per-fold", "1", "--dsb-images", "3", "--nucrec-images-per-class", "2"])
+    cli_main(
+        [
+            str(tmp_path),
+            "--seed",
+            "7",
+            "--pannuke-images-per-fold",
+            "1",
+            "--dsb-images",
+            "3",
+            "--nucrec-images-per-class",
+            "2",
+        ]
+    )
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 5
     for line in lines:
@@ -160,7 +179,10 @@ def test_pinned_checksums_are_what_the_generator_writes(tmp_path, repo, config_f
 
     config = yaml.safe_load((repo / config_file).read_text())
     written = demo.write_demo_archives(tmp_path, **config["demo_data"])
-    pinned = {entry["url"].removeprefix("file://resources/demo/"): entry["sha256"]
-              for dataset in config["datasets"].values() for entry in dataset["files"].values()}
+    pinned = {
+        entry["url"].removeprefix("file://resources/demo/"): entry["sha256"]
+        for dataset in config["datasets"].values()
+        for entry in dataset["files"].values()
+    }
     assert set(pinned) == set(written)
     assert {name: sha256sum(path) for name, path in written.items()} == pinned

@@ -83,8 +83,25 @@ def test_comparison_table_refuses_duplicate_keys():
 
 def size_records():
     return [
-        {"method": "U-Net", "backbone": "ResNet-50", "dropout": 0.5, "l2": 1e-4, "kernel": 3, "parameters": 32_521_250, "size_mb": 124.1},
-        {"method": "DeepLabV3+", "backbone": "EfficientNet-B4", "dropout": 0.5, "l2": 1e-4, "kernel": 3, "parameters": 18_600_000, "size_mb": 71.0, "extra": 1},
+        {
+            "method": "U-Net",
+            "backbone": "ResNet-50",
+            "dropout": 0.5,
+            "l2": 1e-4,
+            "kernel": 3,
+            "parameters": 32_521_250,
+            "size_mb": 124.1,
+        },
+        {
+            "method": "DeepLabV3+",
+            "backbone": "EfficientNet-B4",
+            "dropout": 0.5,
+            "l2": 1e-4,
+            "kernel": 3,
+            "parameters": 18_600_000,
+            "size_mb": 71.0,
+            "extra": 1,
+        },
     ]
 
 

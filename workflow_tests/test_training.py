@@ -4,12 +4,19 @@ import pandas as pd
 import pytest
 import torch
 
-from nucleiflow.segmentation.augment import build_pipeline
-from nucleiflow.segmentation.data import SegmentationDataset, make_loader
 from nucleiflow.device import setup_device
 from nucleiflow.models import build_model
+from nucleiflow.segmentation.augment import build_pipeline
+from nucleiflow.segmentation.data import SegmentationDataset, make_loader
+from nucleiflow.segmentation.training import (
+    CheckpointMismatch,
+    Trainer,
+    TrainingDiverged,
+    TrainSettings,
+    load_checkpoint,
+    seed_everything,
+)
 from nucleiflow.store import Store
-from nucleiflow.segmentation.training import CheckpointMismatch, Trainer, TrainingDiverged, TrainSettings, load_checkpoint, seed_everything
 
 IDENTITY = {"arch": "resunet", "encoder": "none", "lr": 0.001}
 
@@ -20,10 +27,13 @@ def _trainer(store_path, out_dir, epochs=3, identity=IDENTITY, lr=1e-3):
     ids = store.ids
     train = SegmentationDataset(store, ids[:8], 32, transform=build_pipeline({}), seed=7)
     val = SegmentationDataset(store, ids[8:], 32, seed=7)
-    loaders = (make_loader(train, 4, shuffle=True, seed=7, workers=0, pin_memory=False),
-               make_loader(val, 4, shuffle=False, seed=7, workers=0, pin_memory=False))
-    settings = TrainSettings(epochs=epochs, batch_size=4, lr=lr, loss="bce_dice", l2=0.01, lr_patience=0,
-                             seed=7, identity=identity)
+    loaders = (
+        make_loader(train, 4, shuffle=True, seed=7, workers=0, pin_memory=False),
+        make_loader(val, 4, shuffle=False, seed=7, workers=0, pin_memory=False),
+    )
+    settings = TrainSettings(
+        epochs=epochs, batch_size=4, lr=lr, loss="bce_dice", l2=0.01, lr_patience=0, seed=7, identity=identity
+    )
     model = build_model("resunet", dropout=0.3, extra_blocks=1)
     return Trainer(model, settings, setup_device("cpu", 1), out_dir, progress=False), loaders
 
@@ -66,7 +76,11 @@ def test_checkpoints_and_history_are_written(pannuke_store, tmp_path):
     assert list(history["epoch"]) == [1, 2]
     for column in ("train_loss", "train_dice", "val_dice", "val_iou", "val_sensitivity", "val_acc", "lr"):
         assert history[column].notna().all()
-    assert ((history[["train_dice", "val_dice", "val_acc"]] >= 0) & (history[["train_dice", "val_dice", "val_acc"]] <= 1)).all().all()
+    assert (
+        ((history[["train_dice", "val_dice", "val_acc"]] >= 0) & (history[["train_dice", "val_dice", "val_acc"]] <= 1))
+        .all()
+        .all()
+    )
     best = load_checkpoint(tmp_path / "best.pt")
     assert best["epoch"] == trainer.best["epoch"]
     assert (tmp_path / "history.csv").exists()
@@ -119,17 +133,44 @@ def test_sigkilled_training_job_resumes_to_the_same_model(pannuke_store, tmp_pat
     from nucleiflow.splits import make_split
 
     split = tmp_path / "split.csv"
-    write_csv(split, make_split(Store(pannuke_store).metadata, {"scheme": "folds", "train": [1], "val": [2], "test": [3]}, 0))
-    training = {"epochs": 4, "batch_size": 2, "lr": 0.001, "loss": "dice", "input_size": 64, "size_policy": "resize",
-                "encoder_weights": None, "lr_patience": 1, "lr_factor": 0.5, "early_stopping_patience": 0,
-                "prefilter_sigma": 0.0, "threshold": 0.5, "device": "cpu", "amp": True, "keep_last_checkpoint": True}
-    spec = {"dataset": "pannuke", "experiment": "kill", "split": "official", "augmentation": None, "arch": "unet",
-            "encoder": "resnet18", "reg": "paper", "regularization": {"extra_blocks": 1, "dropout": 0.3, "l2": 0.01},
-            "training": training, "seed": 5}
+    write_csv(
+        split, make_split(Store(pannuke_store).metadata, {"scheme": "folds", "train": [1], "val": [2], "test": [3]}, 0)
+    )
+    training = {
+        "epochs": 4,
+        "batch_size": 2,
+        "lr": 0.001,
+        "loss": "dice",
+        "input_size": 64,
+        "size_policy": "resize",
+        "encoder_weights": None,
+        "lr_patience": 1,
+        "lr_factor": 0.5,
+        "early_stopping_patience": 0,
+        "prefilter_sigma": 0.0,
+        "threshold": 0.5,
+        "device": "cpu",
+        "amp": True,
+        "keep_last_checkpoint": True,
+    }
+    spec = {
+        "dataset": "pannuke",
+        "experiment": "kill",
+        "split": "official",
+        "augmentation": None,
+        "arch": "unet",
+        "encoder": "resnet18",
+        "reg": "paper",
+        "regularization": {"extra_blocks": 1, "dropout": 0.3, "l2": 0.01},
+        "training": training,
+        "seed": 5,
+    }
     train_from_spec(spec, pannuke_store, split, None, tmp_path / "straight", progress=False)
 
-    job = ("import json, sys; from nucleiflow.segmentation.run import train_from_spec; "
-           "train_from_spec(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], None, sys.argv[4], progress=False)")
+    job = (
+        "import json, sys; from nucleiflow.segmentation.run import train_from_spec; "
+        "train_from_spec(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], None, sys.argv[4], progress=False)"
+    )
     args = [sys.executable, "-c", job, json.dumps(spec), str(pannuke_store), str(split), str(tmp_path / "killed")]
     process = subprocess.Popen(args)
     last = tmp_path / "killed" / "checkpoints" / "last.pt"

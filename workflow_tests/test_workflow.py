@@ -10,20 +10,35 @@ import h5py
 import pandas as pd
 import pytest
 import yaml
-from PIL import Image
-
 from conftest import REPO, SNAKEMAKE, copy_checkout
+from PIL import Image
 from test_readme_commands import PAPER_COMMAND, TINY_COMMAND, config_files_read, run_in, stand_in_nucrec
 
 RULE_FILES = sorted((REPO / "rules").glob("*.smk"))
 # Import name -> package name in the env files (conda-forge or pip).
 IMPORT_TO_PACKAGE = {
-    "numpy": "numpy", "pandas": "pandas", "h5py": "h5py", "PIL": "pillow", "scipy": "scipy", "tqdm": "tqdm",
-    "yaml": "pyyaml", "torch": "torch", "torchvision": "torchvision", "timm": "timm",
-    "segmentation_models_pytorch": "segmentation-models-pytorch", "albumentations": "albumentations",
-    "cv2": "opencv-python-headless", "sklearn": "scikit-learn", "skimage": "scikit-image",
-    "matplotlib": "matplotlib-base", "seaborn": "seaborn", "joblib": "joblib", "jinja2": "jinja2",
-    "tabulate": "tabulate", "huggingface_hub": "huggingface_hub", "threadpoolctl": "threadpoolctl",
+    "numpy": "numpy",
+    "pandas": "pandas",
+    "h5py": "h5py",
+    "PIL": "pillow",
+    "scipy": "scipy",
+    "tqdm": "tqdm",
+    "yaml": "pyyaml",
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "timm": "timm",
+    "segmentation_models_pytorch": "segmentation-models-pytorch",
+    "albumentations": "albumentations",
+    "cv2": "opencv-python-headless",
+    "sklearn": "scikit-learn",
+    "skimage": "scikit-image",
+    "matplotlib": "matplotlib-base",
+    "seaborn": "seaborn",
+    "joblib": "joblib",
+    "jinja2": "jinja2",
+    "tabulate": "tabulate",
+    "huggingface_hub": "huggingface_hub",
+    "threadpoolctl": "threadpoolctl",
 }
 
 
@@ -90,7 +105,11 @@ def _imports(path: Path, seen: set) -> set[str]:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative import inside the package
-                base = package.split(".")[: -node.level] if not path.name == "__init__.py" else package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = (
+                    package.split(".")[: -node.level]
+                    if not path.name == "__init__.py"
+                    else package.split(".")[: len(package.split(".")) - node.level + 1]
+                )
                 module = ".".join(base + ([node.module] if node.module else []))
                 names = [module] + [f"{module}.{a.name}" for a in node.names]
             else:
@@ -149,12 +168,21 @@ def test_tiny_config_runs_every_stage_end_to_end(tmp_path):
         assert (pd.read_csv(base / "tables" / "timing.csv")["Inference median (s/image)"] > 0).all()
         for suffix in (".md", ".tex"):
             assert (base / "tables" / f"metrics{suffix}").stat().st_size > 100
-        for figure in ("metric_curves", "bars_dice", "bars_iou", "bars_acc", "prediction_examples", "contours",
-                       "inference_time"):
+        for figure in (
+            "metric_curves",
+            "bars_dice",
+            "bars_iou",
+            "bars_acc",
+            "prediction_examples",
+            "contours",
+            "inference_time",
+        ):
             _assert_image(base / "figures" / f"{figure}.png")
             assert (base / "figures" / f"{figure}.pdf").stat().st_size > 1000
         objects = pd.read_csv(base / "tables" / "object_metrics.csv")
-        assert list(objects.columns) == ["Model", "Split", "AJI", "PQ", "DQ", "SQ", "mAP"] and len(objects) == len(metrics)
+        assert list(objects.columns) == ["Model", "Split", "AJI", "PQ", "DQ", "SQ", "mAP"] and len(objects) == len(
+            metrics
+        )
         assert len(pd.read_csv(base / "tables" / "per_image.csv")) > 0
         for per_image in (base / "evaluation").rglob("*_per_image.csv"):
             frame = pd.read_csv(per_image)

@@ -15,17 +15,36 @@ ARCH_ENCODERS: dict[str, tuple[str, ...]] = {
 }
 
 CLASSIFIER_NAMES = (
-    "Decision Tree", "SVM", "QDA", "K-Nearest Neighbours", "AdaBoost", "Gaussian Naive Bayes",
-    "Logistic Regression", "Random Forest", "Extra Trees", "Voting", "Histogram Gradient Boosting",
+    "Decision Tree",
+    "SVM",
+    "QDA",
+    "K-Nearest Neighbours",
+    "AdaBoost",
+    "Gaussian Naive Bayes",
+    "Logistic Regression",
+    "Random Forest",
+    "Extra Trees",
+    "Voting",
+    "Histogram Gradient Boosting",
 )
 
 DATASET_FORMATS = ("pannuke", "dsb2018", "class_folders")
 SEGMENTATION_FORMATS = ("pannuke", "dsb2018")
 
-ARCH_DISPLAY = {"unet": "U-Net", "deeplabv3plus": "DeepLabV3+", "resunet": "Residual U-Net", "classic_unet": "Classic U-Net"}
+ARCH_DISPLAY = {
+    "unet": "U-Net",
+    "deeplabv3plus": "DeepLabV3+",
+    "resunet": "Residual U-Net",
+    "classic_unet": "Classic U-Net",
+}
 ENCODER_DISPLAY = {
-    "resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50", "efficientnet-b0": "EfficientNet-B0",
-    "efficientnet-b4": "EfficientNet-B4", "mobilenet_v2": "MobileNetV2", "none": "-",
+    "resnet18": "ResNet-18",
+    "resnet34": "ResNet-34",
+    "resnet50": "ResNet-50",
+    "efficientnet-b0": "EfficientNet-B0",
+    "efficientnet-b4": "EfficientNet-B4",
+    "mobilenet_v2": "MobileNetV2",
+    "none": "-",
 }
 
 

@@ -12,10 +12,23 @@ from pathlib import Path
 from nucleiflow.catalog import ARCH_ENCODERS, CLASSIFIER_NAMES, SEGMENTATION_FORMATS
 from nucleiflow.errors import ConfigError, choices_error
 
-
 # Per-image metrics a comparison may show (evaluation's per-image columns).
-COMPARABLE_METRICS = ("loss", "acc", "dice", "sensitivity", "iou", "precision", "f1", "specificity", "mcc",
-                      "aji", "pq", "dq", "sq", "map")
+COMPARABLE_METRICS = (
+    "loss",
+    "acc",
+    "dice",
+    "sensitivity",
+    "iou",
+    "precision",
+    "f1",
+    "specificity",
+    "mcc",
+    "aji",
+    "pq",
+    "dq",
+    "sq",
+    "map",
+)
 
 
 @dataclass(frozen=True)
@@ -34,8 +47,13 @@ class ModelCell:
 
     @property
     def wildcards(self) -> dict:
-        return {"dataset": self.dataset, "experiment": self.experiment,
-                "arch": self.arch, "encoder": self.encoder, "reg": self.reg}
+        return {
+            "dataset": self.dataset,
+            "experiment": self.experiment,
+            "arch": self.arch,
+            "encoder": self.encoder,
+            "reg": self.reg,
+        }
 
 
 def schema_error_message(error) -> str:
@@ -73,8 +91,10 @@ def check_config(config: dict) -> None:
             raise choices_error(f"{key}.dataset", exp["dataset"], datasets)
         dataset = datasets[exp["dataset"]]
         if dataset["format"] not in SEGMENTATION_FORMATS:
-            raise ConfigError(f"{key}.dataset: {exp['dataset']!r} has format {dataset['format']!r}, "
-                              f"segmentation needs one of: {', '.join(SEGMENTATION_FORMATS)}")
+            raise ConfigError(
+                f"{key}.dataset: {exp['dataset']!r} has format {dataset['format']!r}, "
+                f"segmentation needs one of: {', '.join(SEGMENTATION_FORMATS)}"
+            )
         splits = dataset.get("splits", {})
         if exp["split"] not in splits:
             raise choices_error(f"{key}.split", exp["split"], splits)
@@ -92,8 +112,10 @@ def check_config(config: dict) -> None:
                 if reg not in valid_cells:
                     raise choices_error(f"{key}.models[{i}].regularization", reg, valid_cells)
                 if regularization_cell(config, reg)["decoder_dropout"] and ARCH_ENCODERS[arch] == ("none",):
-                    raise ConfigError(f"{key}.models[{i}]: regularization cell {reg!r} sets decoder_dropout, "
-                                      f"which only unet and deeplabv3plus support (not {arch})")
+                    raise ConfigError(
+                        f"{key}.models[{i}]: regularization cell {reg!r} sets decoder_dropout, "
+                        f"which only unet and deeplabv3plus support (not {arch})"
+                    )
         labels = [c.label for c in segmentation_cells(config, name)]
         if len(labels) != len(set(labels)):
             raise ConfigError(f"{key}.models: a model x regularization cell is listed twice")
@@ -104,8 +126,10 @@ def check_config(config: dict) -> None:
             if experiment not in segmentation:
                 raise choices_error(f"{key}.experiments", experiment, segmentation)
             if comparison["split"] not in segmentation[experiment]["evaluate_splits"]:
-                raise ConfigError(f"{key}.split: {comparison['split']!r} is not evaluated by experiment {experiment!r} "
-                                  f"(its evaluate_splits: {segmentation[experiment]['evaluate_splits']})")
+                raise ConfigError(
+                    f"{key}.split: {comparison['split']!r} is not evaluated by experiment {experiment!r} "
+                    f"(its evaluate_splits: {segmentation[experiment]['evaluate_splits']})"
+                )
         for metric in comparison["metrics"]:
             if metric not in COMPARABLE_METRICS:
                 raise choices_error(f"{key}.metrics", metric, COMPARABLE_METRICS)
@@ -123,14 +147,20 @@ def _check_classification_source(key: str, exp: dict, dataset_format: str) -> No
     """A class_folders release, or `crops` cut from a segmentation store (five_class needs PanNuke's classes)."""
     crops = exp.get("crops")
     if crops is None and dataset_format != "class_folders":
-        raise ConfigError(f"{key}.dataset: {exp['dataset']!r} has format {dataset_format!r}; use a class_folders "
-                          "dataset, or add crops: {task: binary|five_class} to cut nuclei from its store")
+        raise ConfigError(
+            f"{key}.dataset: {exp['dataset']!r} has format {dataset_format!r}; use a class_folders "
+            "dataset, or add crops: {task: binary|five_class} to cut nuclei from its store"
+        )
     if crops is not None and dataset_format not in SEGMENTATION_FORMATS:
-        raise ConfigError(f"{key}.crops: {exp['dataset']!r} has format {dataset_format!r}; crops are cut from a "
-                          f"store of format {' or '.join(SEGMENTATION_FORMATS)}")
+        raise ConfigError(
+            f"{key}.crops: {exp['dataset']!r} has format {dataset_format!r}; crops are cut from a "
+            f"store of format {' or '.join(SEGMENTATION_FORMATS)}"
+        )
     if crops is not None and crops["task"] == "five_class" and dataset_format != "pannuke":
-        raise ConfigError(f"{key}.crops.task: five_class needs PanNuke's nucleus classes, {exp['dataset']!r} has "
-                          f"format {dataset_format!r}; use binary")
+        raise ConfigError(
+            f"{key}.crops.task: five_class needs PanNuke's nucleus classes, {exp['dataset']!r} has "
+            f"format {dataset_format!r}; use binary"
+        )
 
 
 def check_local_sources(config: dict, produced_under: str | None = None) -> None:

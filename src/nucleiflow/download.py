@@ -75,7 +75,9 @@ def resolve_local(url: str | os.PathLike) -> Path | None:
         return Path(unquote(parts.netloc + parts.path))
     if scheme in HTTP_SCHEMES:
         return None
-    raise ConfigError(f"{text}: unsupported URL scheme {parts.scheme!r}; use one of: {', '.join(VALID_SCHEMES)} (or a plain path)")
+    raise ConfigError(
+        f"{text}: unsupported URL scheme {parts.scheme!r}; use one of: {', '.join(VALID_SCHEMES)} (or a plain path)"
+    )
 
 
 def fetch(
@@ -143,7 +145,9 @@ def _verify(path: Path, expected: str | None, label: str) -> None:
         raise ChecksumError(f"{label}: SHA-256 mismatch: expected {expected.strip()}, got {actual}")
 
 
-def _download(url: str, dest: Path, sha256: str | None, *, retries: int, backoff: float, timeout: float, progress: bool) -> None:
+def _download(
+    url: str, dest: Path, sha256: str | None, *, retries: int, backoff: float, timeout: float, progress: bool
+) -> None:
     """Download to `<dest>.part` with resume and retries, verify, rename."""
     part = dest.with_name(dest.name + ".part")
     attempts = retries + 1
@@ -252,8 +256,17 @@ def _range_total(content_range: str | None) -> int | None:
 def _stream_body(response, part: Path, offset: int, total: int | None, progress: bool) -> None:
     """Write the body to `part` (appending at `offset`), with a progress bar on stderr."""
     mode = "ab" if offset else "wb"
-    bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-               desc=part.name.removesuffix(".part"), file=sys.stderr, disable=not progress, leave=False)
+    bar = tqdm(
+        total=total,
+        initial=offset,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=part.name.removesuffix(".part"),
+        file=sys.stderr,
+        disable=not progress,
+        leave=False,
+    )
     with bar, open(part, mode) as out:
         while chunk := response.read(CHUNK_SIZE):
             out.write(chunk)

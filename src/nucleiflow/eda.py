@@ -33,8 +33,18 @@ ALL = "all"  # the summary row over every modality
 SIDE_GREYS = {"height": "0.25", "width": "0.65"}  # neutral, so they do not read as modalities
 TOUCHING_FOOTPRINT = np.ones((3, 3), bool)  # a 1-pixel dilation reaches the 8 neighbours
 PER_IMAGE_COLUMNS = (
-    "image_id", "modality", "height", "width", "n_nuclei", "mean_area", "mean_circularity",
-    "n_touching", "touching_share", "n_overlap_pixels", "mean_intensity", "contrast",
+    "image_id",
+    "modality",
+    "height",
+    "width",
+    "n_nuclei",
+    "mean_area",
+    "mean_circularity",
+    "n_touching",
+    "touching_share",
+    "n_overlap_pixels",
+    "mean_intensity",
+    "contrast",
 )
 NUCLEUS_COLUMNS = ("image_id", "modality", "label", "area", "perimeter", "circularity", "touching")
 
@@ -59,7 +69,9 @@ def touching_labels(instances: np.ndarray) -> np.ndarray:
     # (background-free) min label differs from its own.
     beyond = np.iinfo(instances.dtype).max  # stands for background (and outside) in the min filter
     highest = ndimage.maximum_filter(instances, footprint=TOUCHING_FOOTPRINT, mode="constant", cval=0)
-    lowest = ndimage.minimum_filter(np.where(foreground, instances, beyond), footprint=TOUCHING_FOOTPRINT, mode="constant", cval=beyond)
+    lowest = ndimage.minimum_filter(
+        np.where(foreground, instances, beyond), footprint=TOUCHING_FOOTPRINT, mode="constant", cval=beyond
+    )
     meets_other = foreground & ((highest != instances) | (lowest != instances))
     return np.unique(instances[meets_other])
 
@@ -188,10 +200,14 @@ def eda_figure(per_image: pd.DataFrame, nuclei: pd.DataFrame) -> Figure:
     sizes = per_image.melt(value_vars=["height", "width"], var_name="side", value_name="pixels")
     fig = Figure(figsize=(11, 6.4), layout="constrained")
     axes = fig.subplots(2, 3).ravel()
-    _histogram(axes[0], sizes, "pixels", "Image size", "Pixels", hue="side", palette=SIDE_GREYS, multiple="dodge", shrink=0.8)
+    _histogram(
+        axes[0], sizes, "pixels", "Image size", "Pixels", hue="side", palette=SIDE_GREYS, multiple="dodge", shrink=0.8
+    )
     _histogram(axes[1], per_image, "n_nuclei", "Nuclei per image", "Nuclei", **stacked)
     _histogram(axes[2], nuclei, "area", "Nucleus area", "Area (pixels)", log_scale=True, **stacked)
-    _histogram(axes[3], nuclei.dropna(subset=["circularity"]), "circularity", "Circularity", r"$4\pi A / P^2$", **stacked)
+    _histogram(
+        axes[3], nuclei.dropna(subset=["circularity"]), "circularity", "Circularity", r"$4\pi A / P^2$", **stacked
+    )
     _histogram(axes[4], per_image, "mean_intensity", "Mean intensity by modality", "Grey mean (0-255)", **by_modality)
     _histogram(axes[5], per_image, "contrast", "Contrast by modality", "Grey std", **by_modality)
     for ax in axes[2:]:  # the modality legend of panel 2 serves every panel

@@ -11,8 +11,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 
@@ -98,7 +98,9 @@ def write_csv(path: str | os.PathLike, df: pd.DataFrame, **kwargs) -> None:
 TABLE_SUFFIXES = (".csv", ".md", ".tex")
 
 
-def write_table(stem: str | os.PathLike, df: pd.DataFrame, caption: str = "", float_format: str = "{:.4f}") -> list[Path]:
+def write_table(
+    stem: str | os.PathLike, df: pd.DataFrame, caption: str = "", float_format: str = "{:.4f}"
+) -> list[Path]:
     """Write `df` as `<stem>.csv` (full precision), `<stem>.md` and `<stem>.tex`.
 
     `stem` may carry one of the three suffixes; it is replaced. Returns the paths.

@@ -41,8 +41,9 @@ CNN_ARCH = "cnn"  # the marker "arch" of the classification study's CNNs
 PRETRAINED_CNN_MODELS = ("inception_resnet_v2",)
 CNN_WEIGHTS = "imagenet"  # timm's default pretrained tag of those models is an ImageNet-1k one
 NO_ENCODER = "none"
-CACHE_HINT = ("run `snakemake cache_weights --cores 1` on a machine with internet (a login node) first, "
-              "with the same HF_HOME")
+CACHE_HINT = (
+    "run `snakemake cache_weights --cores 1` on a machine with internet (a login node) first, with the same HF_HOME"
+)
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,11 @@ def _cnn_models(config: dict) -> list[PretrainedModel]:
     for exp in config.get("classification", {}).values():
         cnn = exp.get("cnn", {})
         if cnn.get("pretrained"):
-            found += [PretrainedModel(CNN_ARCH, name, CNN_WEIGHTS) for name in cnn.get("models", [])
-                      if name in PRETRAINED_CNN_MODELS]
+            found += [
+                PretrainedModel(CNN_ARCH, name, CNN_WEIGHTS)
+                for name in cnn.get("models", [])
+                if name in PRETRAINED_CNN_MODELS
+            ]
     return found
 
 
@@ -220,8 +224,10 @@ def cached_weight_files(arch: str, encoder: str, weights: str) -> list[Path]:
     source = weights_source(arch, encoder, weights)
     files = cached_files(source)
     if files is None:
-        raise ConfigError(f"encoder weights {weights} for {arch}/{encoder} are not in the cache "
-                          f"({repo_cache_dir(source)}); {CACHE_HINT}")
+        raise ConfigError(
+            f"encoder weights {weights} for {arch}/{encoder} are not in the cache "
+            f"({repo_cache_dir(source)}); {CACHE_HINT}"
+        )
     return files
 
 
@@ -257,12 +263,16 @@ def cache_encoder_weights(arch: str, encoder: str, weights: str = "imagenet") ->
         _build_with_weights(arch, encoder, weights)
     except OSError as err:  # huggingface_hub's HTTP and offline errors are OSErrors
         reason = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
-        raise DownloadError(f"could not fetch {weights} weights for {arch}/{encoder} from {source.url}: {reason}; "
-                            "run this on a machine with internet and HF_HUB_OFFLINE unset") from None
+        raise DownloadError(
+            f"could not fetch {weights} weights for {arch}/{encoder} from {source.url}: {reason}; "
+            "run this on a machine with internet and HF_HUB_OFFLINE unset"
+        ) from None
     files = cached_files(source)
     if files is None:
-        raise ConfigError(f"{weights} weights for {arch}/{encoder} loaded but are not under {repo_cache_dir(source)}; "
-                          "was HF_HUB_CACHE changed while running?")
+        raise ConfigError(
+            f"{weights} weights for {arch}/{encoder} loaded but are not under {repo_cache_dir(source)}; "
+            "was HF_HUB_CACHE changed while running?"
+        )
     return files
 
 
@@ -270,8 +280,12 @@ def write_weights_marker(path: str | Path, model: PretrainedModel, files: list[P
     """Write the marker JSON (source, cache folder, files with SHA-256 and size); returns its content."""
     source = weights_source(model.arch, model.encoder, model.weights)
     marker = {
-        "arch": model.arch, "encoder": model.encoder, "weights": model.weights,
-        "repo_id": source.repo_id, "revision": source.revision, "url": source.url,
+        "arch": model.arch,
+        "encoder": model.encoder,
+        "weights": model.weights,
+        "repo_id": source.repo_id,
+        "revision": source.revision,
+        "url": source.url,
         "cache_dir": str(hub_cache_dir()),
         "files": [{"path": str(f), "sha256": sha256sum(f), "bytes": f.stat().st_size} for f in files],
     }

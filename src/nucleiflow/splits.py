@@ -87,7 +87,9 @@ def modality_clusters(features: pd.DataFrame, n_clusters: int, seed: int) -> np.
             best_inertia, best = inertia, labels
     # Name clusters by brightness so labels do not depend on the k-means start.
     grey_col = list(features.columns).index("grey_mean") if "grey_mean" in features.columns else 0
-    order = np.argsort([x[best == c, grey_col].mean() if (best == c).any() else np.inf for c in range(k)], kind="stable")
+    order = np.argsort(
+        [x[best == c, grey_col].mean() if (best == c).any() else np.inf for c in range(k)], kind="stable"
+    )
     return np.argsort(order)[best]
 
 
@@ -114,12 +116,16 @@ def add_strata_columns(
     """Copy of `metadata` with `modality_cluster` and `density_bin` columns (existing columns kept)."""
     missing = [c for c in (*MODALITY_FEATURES, "n_nuclei") if c not in metadata.columns]
     if missing:
-        raise DataFormatError(f"store metadata lacks {missing[0]!r}, needed for {', '.join(DERIVED_STRATA)}; re-run the convert rule")
+        raise DataFormatError(
+            f"store metadata lacks {missing[0]!r}, needed for {', '.join(DERIVED_STRATA)}; re-run the convert rule"
+        )
     if not isinstance(n_modality_clusters, int) or n_modality_clusters < 1:
         raise ConfigError(f"split.modality_clusters: {n_modality_clusters!r} must be a whole number of at least 1")
     gaps = metadata[list(MODALITY_FEATURES)].isna().any(axis=1)
     if gaps.any():
-        raise DataFormatError(f"store metadata: image {metadata.loc[gaps, 'image_id'].iloc[0]!r} lacks colour statistics; re-run the convert rule")
+        raise DataFormatError(
+            f"store metadata: image {metadata.loc[gaps, 'image_id'].iloc[0]!r} lacks colour statistics; re-run the convert rule"
+        )
     out = metadata.copy()
     out["modality_cluster"] = modality_clusters(out[list(MODALITY_FEATURES)], n_modality_clusters, seed)
     out["density_bin"] = density_bins(out["n_nuclei"], n_density_bins)
@@ -167,7 +173,9 @@ def stratified_split(
     frame = pd.DataFrame({"image_id": ids, "stratum": strata, "group": groups})
     group_strata = frame.drop_duplicates("group").set_index("group")["stratum"]
     stratum_names = sorted(group_strata.unique(), key=str)
-    members_of = {s: np.array(sorted(group_strata.index[group_strata == s], key=str), dtype=object) for s in stratum_names}
+    members_of = {
+        s: np.array(sorted(group_strata.index[group_strata == s], key=str), dtype=object) for s in stratum_names
+    }
     sizes = np.array([len(members_of[s]) for s in stratum_names], dtype=int)
     counts = _allocate(sizes, shares) if exact_totals else [_largest_remainder(n, shares) for n in sizes]
     rng = np.random.default_rng(seed)
@@ -187,7 +195,9 @@ def stratified_split(
 def fold_split(metadata: pd.DataFrame, train, val, test, fold_col: str = "fold") -> pd.DataFrame:
     """PanNuke's official protocol: whole folds per split (e.g. train 1, val 2, test 3)."""
     if fold_col not in metadata.columns:
-        raise DataFormatError(f"store metadata has no {fold_col!r} column; the folds scheme needs a fold per image (PanNuke)")
+        raise DataFormatError(
+            f"store metadata has no {fold_col!r} column; the folds scheme needs a fold per image (PanNuke)"
+        )
     assignment = {}
     for name, folds in zip(SPLIT_NAMES, (train, val, test)):
         for fold in _as_list(folds):
@@ -235,7 +245,10 @@ def _proportions_split(metadata: pd.DataFrame, spec: dict, seed: int) -> pd.Data
     stratify_by = list(spec.get("stratify_by") or [])
     if any(c in DERIVED_STRATA and c not in pool.columns for c in stratify_by):
         pool = add_strata_columns(
-            pool, seed, spec.get("modality_clusters", DEFAULT_MODALITY_CLUSTERS), spec.get("density_bins", DEFAULT_DENSITY_BINS)
+            pool,
+            seed,
+            spec.get("modality_clusters", DEFAULT_MODALITY_CLUSTERS),
+            spec.get("density_bins", DEFAULT_DENSITY_BINS),
         )
     for col in stratify_by:
         if col not in pool.columns:

@@ -48,7 +48,7 @@ class StoreWriter:
         self._atomic = None
         self._file: h5py.File | None = None
 
-    def __enter__(self) -> "StoreWriter":
+    def __enter__(self) -> StoreWriter:
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
         self._file = h5py.File(tmp, "w")
@@ -58,12 +58,16 @@ class StoreWriter:
         self._samples = self._file.create_group("samples")
         return self
 
-    def add(self, image_id: str, image: np.ndarray, instances: np.ndarray, classes: np.ndarray | None = None, **meta) -> None:
+    def add(
+        self, image_id: str, image: np.ndarray, instances: np.ndarray, classes: np.ndarray | None = None, **meta
+    ) -> None:
         """Add one image; validates dtypes and shapes so errors name the image."""
         if image_id in self._samples:
             raise DataFormatError(f"{self.dataset}: duplicate image id {image_id!r}")
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise DataFormatError(f"{self.dataset}/{image_id}: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+            raise DataFormatError(
+                f"{self.dataset}/{image_id}: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}"
+            )
         if instances.shape != image.shape[:2]:
             raise DataFormatError(
                 f"{self.dataset}/{image_id}: mask size {instances.shape} differs from image size {image.shape[:2]}"
@@ -74,7 +78,12 @@ class StoreWriter:
         _write(group, "instances", instances.astype(np.int32, copy=False), (h, w))
         if classes is not None:
             _write(group, "classes", classes.astype(np.uint8, copy=False), (h, w))
-        record = {"image_id": image_id, "height": int(h), "width": int(w), "n_nuclei": int(len(np.unique(instances)) - (instances.min() == 0))}
+        record = {
+            "image_id": image_id,
+            "height": int(h),
+            "width": int(w),
+            "n_nuclei": int(len(np.unique(instances)) - (instances.min() == 0)),
+        }
         record.update(meta)
         self._records.append(record)
 
@@ -115,7 +124,9 @@ class Store:
         self._pid: int | None = None
         with h5py.File(self.path, "r") as f:
             if f.attrs.get("format_version") != FORMAT_VERSION:
-                raise DataFormatError(f"{self.path}: store format {f.attrs.get('format_version')!r}, expected {FORMAT_VERSION}")
+                raise DataFormatError(
+                    f"{self.path}: store format {f.attrs.get('format_version')!r}, expected {FORMAT_VERSION}"
+                )
             self.dataset = str(f.attrs["dataset"])
             self.class_names = json.loads(f.attrs["class_names"])
             self.metadata = pd.DataFrame(json.loads(f["metadata"][()]))

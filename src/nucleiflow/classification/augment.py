@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from nucleiflow.classification.dataset import CLASS_NAMES, label_index, load_image
 from nucleiflow.errors import ConfigError
 from nucleiflow.io import atomic_dir
-from nucleiflow.classification.dataset import CLASS_NAMES, label_index, load_image
 
 # albumentations checks PyPI for a newer release on import; workflow jobs run
 # offline (HPC nodes) and must not stall or leak requests.
@@ -79,14 +79,9 @@ def augment_training_set(
     ``label``, ``label_index``, ``source_image_id``.
     """
     if n_total < len(manifest_train):
-        raise ConfigError(
-            f"augment n_total: {n_total} is less than the {len(manifest_train)} original training images"
-        )
+        raise ConfigError(f"augment n_total: {n_total} is less than the {len(manifest_train)} original training images")
     out_dir = Path(out_dir)
-    originals = {
-        name: sorted(manifest_train.loc[manifest_train["label"] == name, "image_id"])
-        for name in class_names
-    }
+    originals = {name: sorted(manifest_train.loc[manifest_train["label"] == name, "image_id"]) for name in class_names}
     n_generated = _balanced_extra_counts({n: len(ids) for n, ids in originals.items()}, n_total)
     augmenter = build_offline_augmenter(seed)
     rng = np.random.default_rng(seed)
@@ -102,8 +97,7 @@ def augment_training_set(
                 rows.append((image_id, str(out_dir / image_id), name, source_id))
     manifest = pd.DataFrame(rows, columns=["image_id", "path", "label", "source_image_id"])
     manifest.insert(3, "label_index", label_index(manifest["label"], class_names))
-    log.info("augmented training set: %s", ", ".join(
-        f"{n}={len(originals[n])}+{n_generated[n]}" for n in class_names))
+    log.info("augmented training set: %s", ", ".join(f"{n}={len(originals[n])}+{n_generated[n]}" for n in class_names))
     return manifest[AUGMENTED_COLUMNS]
 
 

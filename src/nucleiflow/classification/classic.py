@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -138,9 +138,7 @@ def build_classifier(name: str, seed: int = 0) -> Pipeline:
     return CLASSIFIERS[name](seed)
 
 
-def evaluate_classifiers(
-    X_train, y_train, X_test, y_test, names=None, n_jobs: int = 1, seed: int = 0
-) -> pd.DataFrame:
+def evaluate_classifiers(X_train, y_train, X_test, y_test, names=None, n_jobs: int = 1, seed: int = 0) -> pd.DataFrame:
     """Fit each classifier on the training set and score it on the test set.
 
     Returns one row per classifier (in `names` order, default all eleven) with

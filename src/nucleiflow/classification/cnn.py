@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -35,9 +35,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from nucleiflow.classification.dataset import load_image
 from nucleiflow.errors import ConfigError, choices_error
 from nucleiflow.pretrained import CNN_ARCH, CNN_WEIGHTS, PRETRAINED_CNN_MODELS, cached_weight_files
-from nucleiflow.classification.dataset import load_image
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,9 @@ def _inception_resnet_v2(num_classes: int, pretrained: bool) -> nn.Module:
     # A local file: timm loads it without touching the network, and drops the
     # 1000-class ImageNet head because num_classes differs.
     weights = pretrained_weights_file("inception_resnet_v2")
-    return timm.create_model("inception_resnet_v2", pretrained=True, num_classes=num_classes,
-                             pretrained_cfg_overlay={"file": str(weights)})
+    return timm.create_model(
+        "inception_resnet_v2", pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(weights)}
+    )
 
 
 def pretrained_weights_file(name: str) -> Path:
@@ -169,7 +170,7 @@ class TransferPolicy:
             raise ConfigError(f"cnn.transfer.fine_tune_lr_factor: {self.fine_tune_lr_factor!r} must be in (0, 1]")
 
     @classmethod
-    def from_config(cls, options: dict | None) -> "TransferPolicy":
+    def from_config(cls, options: dict | None) -> TransferPolicy:
         """From the config's ``cnn.transfer`` mapping; missing keys take the defaults above."""
         options = options or {}
         unknown = sorted(set(options) - {"head_epochs", "fine_tune_lr_factor"})
@@ -278,8 +279,11 @@ def train_classifier(
         num_workers=num_workers,
     )
     val_loader = (
-        DataLoader(ClassificationDataset(val_manifest, image_size, None, mean, std), batch_size=batch_size,
-                   num_workers=num_workers)
+        DataLoader(
+            ClassificationDataset(val_manifest, image_size, None, mean, std),
+            batch_size=batch_size,
+            num_workers=num_workers,
+        )
         if val_manifest is not None
         else None
     )
@@ -304,8 +308,13 @@ def _apply_transfer_phase(model, optimizer, transfer: TransferPolicy | None, epo
     frozen = transfer.backbone_frozen(epoch)
     if epoch == 1 or frozen != transfer.backbone_frozen(epoch - 1):
         set_backbone_trainable(model, not frozen)
-        log.info("epoch %d: %s", epoch, "training the head only (backbone frozen)" if frozen
-                 else f"fine-tuning all layers at lr {transfer.lr(epoch, lr):g}")
+        log.info(
+            "epoch %d: %s",
+            epoch,
+            "training the head only (backbone frozen)"
+            if frozen
+            else f"fine-tuning all layers at lr {transfer.lr(epoch, lr):g}",
+        )
     epoch_lr = transfer.lr(epoch, lr)
     for group in optimizer.param_groups:
         group["lr"] = epoch_lr

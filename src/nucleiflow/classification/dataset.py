@@ -121,23 +121,21 @@ def _check_class_folders(root: Path, class_names) -> None:
     for name in class_names:
         if not (root / name).is_dir():
             raise DataFormatError(
-                f"{root / name}: class folder {name!r} is missing; expected class folders: "
-                f"{', '.join(class_names)}"
+                f"{root / name}: class folder {name!r} is missing; expected class folders: {', '.join(class_names)}"
             )
 
 
 def _class_files(folder: Path) -> list[Path]:
     """Image files under `folder` (recursive, sorted); stray non-image files are an error."""
     files = [
-        p for p in sorted(folder.rglob("*"))
+        p
+        for p in sorted(folder.rglob("*"))
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     ]
     stray = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
     if stray:
         shown = ", ".join(str(p) for p in stray[:5]) + (" ..." if len(stray) > 5 else "")
-        raise DataFormatError(
-            f"{folder}: {len(stray)} file(s) are not images ({', '.join(IMAGE_SUFFIXES)}): {shown}"
-        )
+        raise DataFormatError(f"{folder}: {len(stray)} file(s) are not images ({', '.join(IMAGE_SUFFIXES)}): {shown}")
     return files
 
 

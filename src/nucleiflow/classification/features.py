@@ -8,8 +8,8 @@ across the varied crop sizes and the vector length is fixed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -138,17 +138,19 @@ def _shape(work: WorkImage) -> np.ndarray:
     areas = np.array([r.area for r in regions], dtype=np.float64)
     largest = regions[0] if regions else None
     satellites = areas[1:][areas[1:] < SATELLITE_MAX_RATIO * areas[0]] if regions else areas
-    return np.array([
-        len(regions),
-        len(satellites),
-        satellites.sum() / image_area,
-        areas[0] / image_area if len(areas) > 0 else 0.0,
-        areas[1] / image_area if len(areas) > 1 else 0.0,
-        areas.sum() / image_area,
-        largest.eccentricity if largest is not None else 0.0,
-        largest.solidity if largest is not None else 0.0,
-        largest.perimeter / WORK_SIZE if largest is not None else 0.0,
-    ])
+    return np.array(
+        [
+            len(regions),
+            len(satellites),
+            satellites.sum() / image_area,
+            areas[0] / image_area if len(areas) > 0 else 0.0,
+            areas[1] / image_area if len(areas) > 1 else 0.0,
+            areas.sum() / image_area,
+            largest.eccentricity if largest is not None else 0.0,
+            largest.solidity if largest is not None else 0.0,
+            largest.perimeter / WORK_SIZE if largest is not None else 0.0,
+        ]
+    )
 
 
 def _intensity_names() -> tuple[str, ...]:

@@ -77,8 +77,10 @@ def write_crops(
     nuclei = nucleus_table(store, need_classes=task == "five_class")
     labelled = label_nuclei(nuclei, task, small_quantile)
     chosen = sample_per_class(labelled, class_names, max_per_class, seed)
-    chosen["file"] = [f"{label}/{image_id}_{k}.png" for label, image_id, k in
-                      zip(chosen["label"], chosen["image_id"], chosen["nucleus"])]
+    chosen["file"] = [
+        f"{label}/{image_id}_{k}.png"
+        for label, image_id, k in zip(chosen["label"], chosen["image_id"], chosen["nucleus"])
+    ]
     with atomic_dir(out_dir) as tmp:
         for name in class_names:
             (tmp / name).mkdir()  # also for a class with no crops, so the reader names it
@@ -141,8 +143,9 @@ def _image_nuclei(image_id: str, instances: np.ndarray, classes, class_names) ->
         area = int(pixels.sum())
         if area < MIN_NUCLEUS_PIXELS:
             continue
-        rows.append((image_id, k, _majority_class(classes, box, pixels, class_names), area,
-                     y.start, x.start, y.stop, x.stop))
+        rows.append(
+            (image_id, k, _majority_class(classes, box, pixels, class_names), area, y.start, x.start, y.stop, x.stop)
+        )
     return pd.DataFrame(rows, columns=NUCLEUS_COLUMNS)
 
 
@@ -201,7 +204,7 @@ def square_patch(image: np.ndarray, box: tuple[int, int, int, int], margin: int)
     height, width = image.shape[:2]
     pad = max(0, -top, -left, top + side - height, left + side - width)
     padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge") if pad else image
-    return padded[top + pad: top + pad + side, left + pad: left + pad + side]
+    return padded[top + pad : top + pad + side, left + pad : left + pad + side]
 
 
 def _write_patches(store: Store, chosen: pd.DataFrame, out_dir: Path, margin: int) -> None:

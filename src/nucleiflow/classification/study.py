@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from nucleiflow.errors import ConfigError, DataFormatError
 from nucleiflow.classification.dataset import CLASS_NAMES, load_image, read_class_folders, split_classes
 from nucleiflow.classification.pannuke_crops import task_class_names
+from nucleiflow.errors import ConfigError, DataFormatError
 
 VARIANTS = ("base", "augmented")
 PUBLISHED_STUDY = "classification"

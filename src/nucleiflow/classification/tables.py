@@ -18,22 +18,33 @@ from pathlib import Path
 
 import pandas as pd
 
+from nucleiflow.classification.study import CNN_TABLES, PUBLISHED_STUDY
 from nucleiflow.errors import ConfigError, DataFormatError
 from nucleiflow.reporting.published import beside_published
-from nucleiflow.classification.study import CNN_TABLES, PUBLISHED_STUDY
 
 CLASSIC_COLUMNS = {
-    "classifier": "Classifier", "accuracy": "Accuracy", "precision": "Precision", "recall": "Recall",
-    "f1": "F1 score", "mcc": "MCC", "kappa": "Kappa",
+    "classifier": "Classifier",
+    "accuracy": "Accuracy",
+    "precision": "Precision",
+    "recall": "Recall",
+    "f1": "F1 score",
+    "mcc": "MCC",
+    "kappa": "Kappa",
 }
 ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
 # Keras order, as the paper's per-epoch tables: training metrics, then validation.
 CNN_COLUMNS = {
     "epoch": "Epoch",
-    "train_accuracy": "Accuracy", "train_loss": "Loss", "train_precision": "Precision", "train_recall": "Recall",
+    "train_accuracy": "Accuracy",
+    "train_loss": "Loss",
+    "train_precision": "Precision",
+    "train_recall": "Recall",
     "train_auc": "AUC",
-    "val_accuracy": "Val accuracy", "val_loss": "Val loss", "val_precision": "Val precision",
-    "val_recall": "Val recall", "val_auc": "Val AUC",
+    "val_accuracy": "Val accuracy",
+    "val_loss": "Val loss",
+    "val_precision": "Val precision",
+    "val_recall": "Val recall",
+    "val_auc": "Val AUC",
 }
 MODEL_NAMES = {"small_cnn": "Small CNN", "inception_resnet_v2": "InceptionResNetV2"}
 NO_PUBLISHED_SOURCE = "no published values for this dataset"
@@ -79,8 +90,7 @@ def classic_vs_paper(results: pd.DataFrame, variant: str, study: str | None = PU
 
 def classic_caption(variant: str) -> str:
     number = 1 if variant == "base" else 2  # study.CLASSIC_TABLES: table1_classic_base, table2_classic_augmented
-    return (f"Table {ROMAN[number]}: classic machine learning trained on {variant} data, "
-            "scored on the test split")
+    return f"Table {ROMAN[number]}: classic machine learning trained on {variant} data, scored on the test split"
 
 
 # ---------------------------------------------------------------- Tables III-VI
@@ -102,8 +112,9 @@ def cnn_run_table(history: pd.DataFrame, epochs) -> pd.DataFrame:
     return select_report_epochs(history, epochs)[list(CNN_COLUMNS)].rename(columns=CNN_COLUMNS)
 
 
-def cnn_vs_paper(history: pd.DataFrame, model: str, variant: str, epochs,
-                 study: str | None = PUBLISHED_STUDY) -> pd.DataFrame:
+def cnn_vs_paper(
+    history: pd.DataFrame, model: str, variant: str, epochs, study: str | None = PUBLISHED_STUDY
+) -> pd.DataFrame:
     """Validation accuracy at the last reported epoch beside the published value."""
     last = select_report_epochs(history, epochs).iloc[[-1]]
     ours = last.assign(model=model, variant=variant)
@@ -119,8 +130,7 @@ def run_label(model: str, variant: str) -> str:
 
 def cnn_caption(model: str, variant: str) -> str:
     number = CNN_TABLES[(model, variant)]
-    return (f"Table {ROMAN[number]}: {run_label(model, variant)}, training and validation metrics at the "
-            "reported epochs")
+    return f"Table {ROMAN[number]}: {run_label(model, variant)}, training and validation metrics at the reported epochs"
 
 
 def runs_history(histories: dict[tuple[str, str], pd.DataFrame]) -> pd.DataFrame:

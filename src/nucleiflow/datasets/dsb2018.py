@@ -107,14 +107,18 @@ def mask_band(path: Path, shape: tuple[int, int], image_path: Path) -> Image.Ima
     """The first band of a mask PNG, checked to be the image's size."""
     im = open_png(path)
     if (im.height, im.width) != shape:
-        raise DataFormatError(f"{path}: mask size {(im.height, im.width)} differs from image size {shape} ({image_path.name})")
+        raise DataFormatError(
+            f"{path}: mask size {(im.height, im.width)} differs from image size {shape} ({image_path.name})"
+        )
     return im.getchannel(0) if len(im.getbands()) > 1 else im
 
 
 # ---------------------------------------------------------------- merging masks
 
 
-def nucleus_crop(path: Path, shape: tuple[int, int], image_path: Path) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+def nucleus_crop(
+    path: Path, shape: tuple[int, int], image_path: Path
+) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
     """((top, bottom, left, right), boolean crop) of one nucleus mask; None for an empty mask.
 
     The merge below then touches only the nucleus's box, not the whole image, per mask.
@@ -186,7 +190,9 @@ def _layout_root(root: Path) -> Path:
 def sample_dirs(root: Path) -> list[Path]:
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not dirs:
-        raise DataFormatError(f"{root}: no image folders (expected <id>/images/<id>.png and <id>/masks/*.png, or images/ + masks/)")
+        raise DataFormatError(
+            f"{root}: no image folders (expected <id>/images/<id>.png and <id>/masks/*.png, or images/ + masks/)"
+        )
     return dirs
 
 
@@ -232,7 +238,9 @@ def _flat_samples(root: Path) -> list[SampleFiles]:
             raise DataFormatError(f"{mask_dir / (image_id + '.png')}: missing merged mask of image {image_id}")
     orphans = sorted(set(masks) - set(images))
     if orphans:
-        raise DataFormatError(f"{masks[orphans[0]]}: mask without an image (no {root / 'images' / (orphans[0] + '.png')})")
+        raise DataFormatError(
+            f"{masks[orphans[0]]}: mask without an image (no {root / 'images' / (orphans[0] + '.png')})"
+        )
     return [SampleFiles(i, images[i], (masks[i],), True) for i in sorted(images)]
 
 
@@ -266,8 +274,14 @@ def convert_dsb2018(roots: list[str | Path], out_path: str | Path, progress: boo
     written atomically: on any error no store (and no temporary) is left.
     """
     samples = [s for root in roots for s in find_samples(root)]
-    summary = {"images": len(samples), "nuclei": 0, "images_with_overlaps": 0, "overlap_pixels": 0,
-               "layouts": {}, "modalities": {}}
+    summary = {
+        "images": len(samples),
+        "nuclei": 0,
+        "images_with_overlaps": 0,
+        "overlap_pixels": 0,
+        "layouts": {},
+        "modalities": {},
+    }
     with StoreWriter(out_path, "dsb2018", BINARY_CLASS_NAMES) as writer, _thread_pool(workers) as pool:
         for files in tqdm(samples, desc="DSB2018", unit="img", disable=not progress):
             image, instances, meta = read_sample(files, pool)
@@ -275,7 +289,10 @@ def convert_dsb2018(roots: list[str | Path], out_path: str | Path, progress: boo
             _count(summary, instances, meta)
     log.info(
         "DSB2018: %d images, %d nuclei, %d images with overlapping nuclei (%d pixels)",
-        summary["images"], summary["nuclei"], summary["images_with_overlaps"], summary["overlap_pixels"],
+        summary["images"],
+        summary["nuclei"],
+        summary["images_with_overlaps"],
+        summary["overlap_pixels"],
     )
     return summary
 

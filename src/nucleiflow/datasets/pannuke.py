@@ -38,7 +38,9 @@ def fold_files(root: str | Path, fold: int) -> dict[str, Path]:
     }
     for path in files.values():
         if not path.is_file():
-            raise DataFormatError(f"{path}: missing from the unpacked PanNuke fold {fold} (expected the fold_{fold}.zip layout)")
+            raise DataFormatError(
+                f"{path}: missing from the unpacked PanNuke fold {fold} (expected the fold_{fold}.zip layout)"
+            )
     return files
 
 
@@ -80,7 +82,7 @@ class NpyRows:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "NpyRows":
+    def __enter__(self) -> NpyRows:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -184,7 +186,9 @@ def find_folds(roots: list[str | Path]) -> dict[int, Path]:
     for root in map(Path, roots):
         found = [p for p in root.glob("Fold *") if p.is_dir() and p.name.split()[-1].isdigit()]
         if not found:
-            raise DataFormatError(f"{root}: no 'Fold N' folder (expected the layout of the PanNuke fold_N.zip releases)")
+            raise DataFormatError(
+                f"{root}: no 'Fold N' folder (expected the layout of the PanNuke fold_N.zip releases)"
+            )
         for path in found:
             fold = int(path.name.split()[-1])
             if fold in folds:
@@ -202,9 +206,16 @@ def convert_fold(writer: StoreWriter, root: Path, fold: int, progress: bool = Tr
             image = image_to_uint8(images[index], f"{images.path}: fold {fold} image {index}")
             instances, classes, overlap = merge_instances(masks[index], f"{masks.path}: fold {fold} image {index}")
             writer.add(
-                f"fold{fold}_{index:04d}", image, instances, classes,
-                tissue=str(types[index]), fold=int(fold), source_index=int(index),
-                content_hash=content_hash(image), n_overlap_pixels=overlap, **modality_features(image),
+                f"fold{fold}_{index:04d}",
+                image,
+                instances,
+                classes,
+                tissue=str(types[index]),
+                fold=int(fold),
+                source_index=int(index),
+                content_hash=content_hash(image),
+                n_overlap_pixels=overlap,
+                **modality_features(image),
             )
             n = int(np.count_nonzero(np.unique(instances)))
             counts["nuclei"] += n

@@ -17,17 +17,18 @@ are conv kernels only (no biases, no BatchNorm):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
+from nucleiflow.catalog import SMP_ENCODERS
 from nucleiflow.errors import ConfigError, choices_error
 from nucleiflow.models.classic_unet import build_classic_unet
 from nucleiflow.models.resunet import build_resunet
-from nucleiflow.models.smp_models import SMP_ENCODERS, build_deeplabv3plus, build_unet
+from nucleiflow.models.smp_models import build_deeplabv3plus, build_unet
 
 NO_ENCODER = "none"
 BN_STATISTICS = ("running_mean", "running_var")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import segmentation_models_pytorch as smp
 from torch import nn
 
-from nucleiflow.catalog import SMP_ENCODERS  # curated, torch-free: config checks read it too
 from nucleiflow.errors import ConfigError
 from nucleiflow.models.blocks import RegularisedHead
 

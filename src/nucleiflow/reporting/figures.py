@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -102,7 +102,9 @@ def _split_columns(history: pd.DataFrame, metric: str) -> dict[str, str]:
     if not columns and metric in history:
         columns = {"train": metric}
     if not columns:
-        raise DataFormatError(f"history has no column train_{metric}, val_{metric} or {metric}; have {list(history.columns)}")
+        raise DataFormatError(
+            f"history has no column train_{metric}, val_{metric} or {metric}; have {list(history.columns)}"
+        )
     return columns
 
 
@@ -121,7 +123,9 @@ def _draw_split_curves(ax, history: pd.DataFrame, metric: str, group_col: str, p
 def _curve_legend(fig: Figure, palette: dict[str, str], groups: Iterable) -> None:
     """Figure legend: a colour entry per group, then a line-style entry per split."""
     handles = [Line2D([], [], color=palette[str(g)], label=str(g)) for g in dict.fromkeys(groups)]
-    handles += [Line2D([], [], color="0.3", linestyle=style, label=split.capitalize()) for split, style in SPLIT_STYLES.items()]
+    handles += [
+        Line2D([], [], color="0.3", linestyle=style, label=split.capitalize()) for split, style in SPLIT_STYLES.items()
+    ]
     fig.legend(handles=handles, loc="outside right upper", frameon=False)
 
 
@@ -145,7 +149,9 @@ def metric_curves(
     return fig
 
 
-def epoch_curves(history: pd.DataFrame, metric: str, run_col: str = "run", palette: dict[str, str] | None = None) -> Figure:
+def epoch_curves(
+    history: pd.DataFrame, metric: str, run_col: str = "run", palette: dict[str, str] | None = None
+) -> Figure:
     """Per-epoch `metric` of the classification CNN runs, one colour per run.
 
     Uses `train_<metric>` / `val_<metric>` columns, or a bare `<metric>` column.
@@ -331,8 +337,9 @@ def augmentation_preview(samples: Sequence[Sequence[tuple[object, object]]]) -> 
     return fig
 
 
-def overlay_matrix(examples: Sequence[tuple[str, object, object]], predictions: dict[str, Sequence[object]],
-                   alpha: float = 0.5) -> Figure:
+def overlay_matrix(
+    examples: Sequence[tuple[str, object, object]], predictions: dict[str, Sequence[object]], alpha: float = 0.5
+) -> Figure:
     """Figure 11 layout: one row per example (image, ground truth), one overlay column per model.
 
     `examples` holds (title, image, target); `predictions[model][i]` is the
@@ -350,21 +357,39 @@ def overlay_matrix(examples: Sequence[tuple[str, object, object]], predictions: 
         for ax, model in zip(row_axes[2:], models):
             _show_image(ax, overlay_rgb(image, predictions[model][row], target, alpha), model if row == 0 else "")
             ax.title.set_fontsize("x-small")
-        row_axes[0].text(-0.05, 0.5, str(title), transform=row_axes[0].transAxes, rotation=90, ha="right",
-                         va="center", fontsize="x-small")
+        row_axes[0].text(
+            -0.05,
+            0.5,
+            str(title),
+            transform=row_axes[0].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize="x-small",
+        )
     _overlay_legend(axes[n_cols - 1])
     return fig
 
 
-def distribution_by_model(frame: pd.DataFrame, value: str, label: str, model_col: str = "model",
-                          palette: dict[str, str] | None = None) -> Figure:
+def distribution_by_model(
+    frame: pd.DataFrame, value: str, label: str, model_col: str = "model", palette: dict[str, str] | None = None
+) -> Figure:
     """One box per model with the individual values on top (e.g. inference seconds per image)."""
     _require_columns(frame, [model_col, value], "distribution data")
     palette = palette or model_palette(frame[model_col])
     order = list(dict.fromkeys(frame[model_col]))
     fig, (ax,) = _new_figure(1, ncols=1, panel_size=(max(4.0, 0.9 * len(order) + 2), 3.2))
-    sns.boxplot(data=frame, x=model_col, y=value, hue=model_col, order=order, palette=palette, ax=ax,
-                showfliers=False, legend=False)
+    sns.boxplot(
+        data=frame,
+        x=model_col,
+        y=value,
+        hue=model_col,
+        order=order,
+        palette=palette,
+        ax=ax,
+        showfliers=False,
+        legend=False,
+    )
     sns.stripplot(data=frame, x=model_col, y=value, order=order, color="0.25", size=3, ax=ax)
     ax.set_xlabel("")
     ax.set_ylabel(label)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Sequence
 from importlib import resources
 from numbers import Real
-from typing import Sequence
 
 import pandas as pd
 import yaml
@@ -49,7 +49,9 @@ def _check_row(row, keys: list[str], metrics: list[str], where: str) -> None:
     _require_fields(row, [*keys, *metrics], where)
     unknown = sorted(set(row) - {*keys, *metrics, *ROW_TEXT_FIELDS})
     if unknown:
-        raise DataFormatError(f"{DATA_FILE}: {where} has unknown field(s) {unknown}; declare them in the table's keys or metrics")
+        raise DataFormatError(
+            f"{DATA_FILE}: {where} has unknown field(s) {unknown}; declare them in the table's keys or metrics"
+        )
     for metric in metrics:
         value = row[metric]
         if value is not None and not _is_number(value):
@@ -133,8 +135,13 @@ def published_table(study: str, table: str) -> pd.DataFrame:
 # ---------------------------------------------------------------- comparison
 
 
-def beside_published(ours: pd.DataFrame, study: str, table: str, keys: str | Sequence[str] | None = None,
-                     metrics: Sequence[str] | None = None) -> pd.DataFrame:
+def beside_published(
+    ours: pd.DataFrame,
+    study: str,
+    table: str,
+    keys: str | Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Our values beside the paper's: key columns, `<m>_ours`, `<m>_paper`, `<m>_diff` (ours - paper), `source`.
 
     `keys` and `metrics` default to the published table's; `ours` needs the

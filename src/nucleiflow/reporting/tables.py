@@ -5,7 +5,7 @@ Builders return DataFrames; writing (CSV + Markdown + LaTeX) is `io.write_table`
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -95,7 +95,9 @@ def _metric_values(df: pd.DataFrame, keys: list[str], metrics: Sequence[str], wh
     return values
 
 
-def comparison_table(ours: pd.DataFrame, published: pd.DataFrame, keys: str | Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+def comparison_table(
+    ours: pd.DataFrame, published: pd.DataFrame, keys: str | Sequence[str], metrics: Sequence[str]
+) -> pd.DataFrame:
     """Our values beside the published ones: `<m>_ours`, `<m>_paper`, `<m>_diff` (ours - paper).
 
     Rows are matched on `keys`; a row present on one side only is kept with
@@ -123,5 +125,7 @@ def model_size_table(records: Sequence[Mapping]) -> pd.DataFrame:
         missing = [key for key in MODEL_SIZE_COLUMNS if key not in record]
         if missing:
             raise DataFormatError(f"model-size record {i} lacks key(s) {missing}; have {sorted(record)}")
-    table = pd.DataFrame([{key: record[key] for key in MODEL_SIZE_COLUMNS} for record in records], columns=list(MODEL_SIZE_COLUMNS))
+    table = pd.DataFrame(
+        [{key: record[key] for key in MODEL_SIZE_COLUMNS} for record in records], columns=list(MODEL_SIZE_COLUMNS)
+    )
     return table.rename(columns=MODEL_SIZE_COLUMNS)

@@ -77,8 +77,18 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 class SegmentationDataset(Dataset):
     """(image, mask, index) triples from a store; masks are binary float (1, H, W)."""
 
-    def __init__(self, store: Store, ids: list[str], size: int, *, policy: str = "resize",
-                 transform=None, seed: int = 0, prefilter_sigma: float = 0.0, random_tiles: bool = False):
+    def __init__(
+        self,
+        store: Store,
+        ids: list[str],
+        size: int,
+        *,
+        policy: str = "resize",
+        transform=None,
+        seed: int = 0,
+        prefilter_sigma: float = 0.0,
+        random_tiles: bool = False,
+    ):
         if policy not in SIZE_POLICIES:
             raise choices_error("training.size_policy", policy, SIZE_POLICIES)
         self.store, self.ids, self.size, self.policy = store, list(ids), size, policy
@@ -107,13 +117,21 @@ class SegmentationDataset(Dataset):
         return to_tensor(image), torch.from_numpy(mask[None].astype(np.float32)), index
 
 
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int, pin_memory: bool) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int, pin_memory: bool
+) -> DataLoader:
     generator = torch.Generator()
     generator.manual_seed(seed)
     # A trailing batch of one breaks batch norm (DeepLabV3+'s image pooling): drop it when training.
     drop_last = shuffle and len(dataset) > batch_size
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-        num_workers=workers, pin_memory=pin_memory, persistent_workers=False,
-        prefetch_factor=4 if workers else None, drop_last=drop_last,
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+        drop_last=drop_last,
     )

@@ -18,11 +18,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from nucleiflow.segmentation.data import SIZE_POLICIES, pad_to, resize_pair, to_tensor
 from nucleiflow.device import DeviceSetup
 from nucleiflow.errors import DataFormatError, choices_error
-from nucleiflow.segmentation.instances import object_metrics
 from nucleiflow.io import atomic_path
+from nucleiflow.segmentation.data import SIZE_POLICIES, pad_to, resize_pair, to_tensor
+from nucleiflow.segmentation.instances import object_metrics
 from nucleiflow.segmentation.metrics import confusion_counts, metrics_from_counts
 from nucleiflow.segmentation.predictions import write_probability
 from nucleiflow.store import Store
@@ -64,8 +64,9 @@ def tile_origins(length: int, size: int) -> list[int]:
     return starts
 
 
-def predict_tiled(model: torch.nn.Module, image: np.ndarray, size: int, setup: DeviceSetup,
-                  batch_size: int) -> np.ndarray:
+def predict_tiled(
+    model: torch.nn.Module, image: np.ndarray, size: int, setup: DeviceSetup, batch_size: int
+) -> np.ndarray:
     """Native-scale probability of one image from overlapping tiles, averaged where they overlap."""
     h, w = image.shape[:2]
     padded = pad_to(image, size)
@@ -81,18 +82,34 @@ def predict_tiled(model: torch.nn.Module, image: np.ndarray, size: int, setup: D
     return (total / hits)[:h, :w]
 
 
-def predict_resized(model: torch.nn.Module, images: list[np.ndarray], size: int, setup: DeviceSetup) -> list[np.ndarray]:
+def predict_resized(
+    model: torch.nn.Module, images: list[np.ndarray], size: int, setup: DeviceSetup
+) -> list[np.ndarray]:
     """Probabilities of a batch of images resized to the training size, resized back to each native size."""
     batch = torch.stack([to_tensor(resize_pair(image, image[..., 0], size)[0]) for image in images])
     probs = forward_probability(model, batch, setup)
-    return [prob if prob.shape == image.shape[:2] else
-            cv2.resize(prob, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
-            for prob, image in zip(probs, images)]
+    return [
+        prob
+        if prob.shape == image.shape[:2]
+        else cv2.resize(prob, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+        for prob, image in zip(probs, images)
+    ]
 
 
-def evaluate_split(model: torch.nn.Module, store: Store, ids: list[str], *, size: int, threshold: float,
-                   setup: DeviceSetup, predictions_path: str | Path | None = None, progress: bool = True,
-                   postprocess: dict | None = None, policy: str = "resize", batch_size: int = 8) -> pd.DataFrame:
+def evaluate_split(
+    model: torch.nn.Module,
+    store: Store,
+    ids: list[str],
+    *,
+    size: int,
+    threshold: float,
+    setup: DeviceSetup,
+    predictions_path: str | Path | None = None,
+    progress: bool = True,
+    postprocess: dict | None = None,
+    policy: str = "resize",
+    batch_size: int = 8,
+) -> pd.DataFrame:
     """Per-image pixel and object metrics (and counts, seconds) for `ids`.
 
     Images go through the model in batches (`resize`: several images per
@@ -135,17 +152,28 @@ def _predict_batches(model, store, ids, size, setup, policy, batch_size):
 def _evaluate(model, store, ids, h5, size, threshold, setup, postprocess, progress, policy, batch_size) -> pd.DataFrame:
     rows = []
     predictions = _predict_batches(model, store, ids, size, setup, policy, batch_size)
-    for sample, prob, seconds, batch_index in tqdm(predictions, total=len(ids), desc="evaluate", unit="img",
-                                                   disable=not progress):
+    for sample, prob, seconds, batch_index in tqdm(
+        predictions, total=len(ids), desc="evaluate", unit="img", disable=not progress
+    ):
         truth = sample.mask.astype(bool)
         if prob.shape != truth.shape:
             raise DataFormatError(f"{sample.image_id}: prediction {prob.shape} and mask {truth.shape} differ in size")
         pred = prob > threshold
         counts = confusion_counts(pred, truth)
-        rows.append({"image_id": sample.image_id, "loss": soft_dice_loss(prob, truth), **metrics_from_counts(*counts),
-                     "tp": counts[0], "fp": counts[1], "fn": counts[2], "tn": counts[3],
-                     **object_metrics(sample.instances, pred, **postprocess),
-                     "seconds": seconds, "warmup": batch_index < WARMUP_BATCHES})
+        rows.append(
+            {
+                "image_id": sample.image_id,
+                "loss": soft_dice_loss(prob, truth),
+                **metrics_from_counts(*counts),
+                "tp": counts[0],
+                "fp": counts[1],
+                "fn": counts[2],
+                "tn": counts[3],
+                **object_metrics(sample.instances, pred, **postprocess),
+                "seconds": seconds,
+                "warmup": batch_index < WARMUP_BATCHES,
+            }
+        )
         if h5 is not None:
             write_probability(h5, sample.image_id, prob)
     return pd.DataFrame(rows)
@@ -156,6 +184,11 @@ def timing_summary(per_image: pd.DataFrame, device: str) -> dict:
     seconds = per_image.loc[~per_image["warmup"], "seconds"]
     if seconds.empty:
         seconds = per_image["seconds"]
-    return {"device": device, "images": int(len(seconds)), "median_s": float(seconds.median()),
-            "p25_s": float(seconds.quantile(0.25)), "p75_s": float(seconds.quantile(0.75)),
-            "mean_s": float(seconds.mean())}
+    return {
+        "device": device,
+        "images": int(len(seconds)),
+        "median_s": float(seconds.median()),
+        "p25_s": float(seconds.quantile(0.25)),
+        "p75_s": float(seconds.quantile(0.75)),
+        "mean_s": float(seconds.mean()),
+    }

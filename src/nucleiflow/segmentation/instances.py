@@ -286,8 +286,9 @@ def _is_binary(array: np.ndarray) -> bool:
     return array.dtype == bool or (array.size > 0 and array.min() >= 0 and array.max() <= 1)
 
 
-def object_metrics(true_labels, pred_binary_or_labels, *, iou_threshold: float = 0.5,
-                   thresholds=DSB_THRESHOLDS, **instance_options) -> dict:
+def object_metrics(
+    true_labels, pred_binary_or_labels, *, iou_threshold: float = 0.5, thresholds=DSB_THRESHOLDS, **instance_options
+) -> dict:
     """One image's object metrics: aji, pq, dq, sq, map plus n_true, n_pred and the PQ counts.
 
     A boolean or 0/1 prediction is a binary mask and is first turned into

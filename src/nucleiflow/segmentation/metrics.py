@@ -13,7 +13,7 @@ scikit-learn) unless the prediction is perfect, then 1.0.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -109,7 +109,9 @@ def _pooled_metrics(counts: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFram
     return pooled[[m for m in metrics if m in METRIC_NAMES]].add_suffix("_pooled")
 
 
-def summarize(per_image: pd.DataFrame, group_cols: str | Sequence[str] = (), metrics: Sequence[str] | None = None) -> pd.DataFrame:
+def summarize(
+    per_image: pd.DataFrame, group_cols: str | Sequence[str] = (), metrics: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Summarise per-image metrics per group.
 
     Returns one row per group (in order of first appearance) with the group
@@ -135,6 +137,8 @@ def summarize(per_image: pd.DataFrame, group_cols: str | Sequence[str] = (), met
         _pooled_metrics(counts, metrics),
     ]
     summary = pd.concat(parts, axis=1)
-    ordered = ["n_images", *COUNT_NAMES] + [f"{m}_{s}" for m in metrics for s in ("mean", "std", "pooled") if f"{m}_{s}" in summary]
+    ordered = ["n_images", *COUNT_NAMES] + [
+        f"{m}_{s}" for m in metrics for s in ("mean", "std", "pooled") if f"{m}_{s}" in summary
+    ]
     summary = summary[ordered]
     return summary.reset_index() if group_cols else summary.reset_index(drop=True)

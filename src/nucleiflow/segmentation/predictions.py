@@ -12,8 +12,9 @@ import numpy as np
 
 
 def write_probability(h5: h5py.File, image_id: str, prob: np.ndarray) -> None:
-    h5.create_dataset(image_id, data=np.rint(prob * 255).astype(np.uint8),
-                      compression="gzip", compression_opts=4, chunks=prob.shape)
+    h5.create_dataset(
+        image_id, data=np.rint(prob * 255).astype(np.uint8), compression="gzip", compression_opts=4, chunks=prob.shape
+    )
 
 
 def read_probability(predictions_path: str | Path, image_id: str) -> np.ndarray:

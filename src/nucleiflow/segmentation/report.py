@@ -7,18 +7,15 @@ nothing here runs a model.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from nucleiflow.reporting import figures
-from nucleiflow.reporting import tables
 from nucleiflow.catalog import ARCH_DISPLAY, ENCODER_DISPLAY, model_label
 from nucleiflow.io import read_json
+from nucleiflow.reporting import figures, tables
+from nucleiflow.reporting.published import beside_published, published_table, published_tables
 from nucleiflow.segmentation.instances import OBJECT_METRIC_NAMES
 from nucleiflow.segmentation.metrics import summarize
-from nucleiflow.reporting.published import beside_published, published_table, published_tables
 from nucleiflow.segmentation.predictions import read_probability
 from nucleiflow.store import Store
 
@@ -37,8 +34,11 @@ def collect(paths: list[str], cells: list[dict], subsets: list[str], reader) -> 
     for cell in cells:
         for subset in subsets:
             frame = reader(next(expected))
-            frames.append(frame.assign(model=_label(cell), arch=cell["arch"], encoder=cell["encoder"],
-                                       reg=cell["reg"], subset=subset))
+            frames.append(
+                frame.assign(
+                    model=_label(cell), arch=cell["arch"], encoder=cell["encoder"], reg=cell["reg"], subset=subset
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -48,13 +48,17 @@ def model_sizes(infos: list[str], cells: list[dict]) -> pd.DataFrame:
     for path, cell in zip(infos, cells):
         info = read_json(path)
         reg = info["spec"]["regularization"]
-        records.append({
-            "method": ARCH_DISPLAY.get(cell["arch"], cell["arch"]) + f" ({cell['reg']})",
-            "backbone": ENCODER_DISPLAY.get(cell["encoder"], cell["encoder"]),
-            "dropout": reg["dropout"], "l2": reg["l2"],
-            "kernel": "3x3" if reg["extra_blocks"] else "-",
-            "parameters": info["trainable"], "size_mb": round(info["size_mb"], 2),
-        })
+        records.append(
+            {
+                "method": ARCH_DISPLAY.get(cell["arch"], cell["arch"]) + f" ({cell['reg']})",
+                "backbone": ENCODER_DISPLAY.get(cell["encoder"], cell["encoder"]),
+                "dropout": reg["dropout"],
+                "l2": reg["l2"],
+                "kernel": "3x3" if reg["extra_blocks"] else "-",
+                "parameters": info["trainable"],
+                "size_mb": round(info["size_mb"], 2),
+            }
+        )
     return tables.model_size_table(records)
 
 
@@ -68,8 +72,11 @@ def metrics_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Tables 2-4 of the PanNuke study in one: mean ± std over images per model and split."""
     table = tables.metrics_table(summary, PAPER_METRICS + ("precision", "mcc"), label_cols=["model", "subset"])
     pooled = summary[[f"{m}_pooled" for m in ("dice", "iou")]].rename(
-        columns={"dice_pooled": "DCS (pooled)", "iou_pooled": "IoU (pooled)"})
-    return pd.concat([table.rename(columns={"model": "Model", "subset": "Split"}), pooled.reset_index(drop=True)], axis=1)
+        columns={"dice_pooled": "DCS (pooled)", "iou_pooled": "IoU (pooled)"}
+    )
+    return pd.concat(
+        [table.rename(columns={"model": "Model", "subset": "Split"}), pooled.reset_index(drop=True)], axis=1
+    )
 
 
 def object_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -83,21 +90,36 @@ def per_image_table(per_image: pd.DataFrame, n_rows: int) -> pd.DataFrame:
     last = per_image[per_image["subset"] == per_image["subset"].iloc[-1]]
     chosen = example_ids(per_image, n_rows)
     rows = last[last["image_id"].isin(chosen)]
-    columns = {"model": "Model", "image_id": "Image", "acc": "Accuracy", "f1": "F1", "iou": "Jaccard",
-               "precision": "Precision", "sensitivity": "Recall"}
+    columns = {
+        "model": "Model",
+        "image_id": "Image",
+        "acc": "Accuracy",
+        "f1": "F1",
+        "iou": "Jaccard",
+        "precision": "Precision",
+        "sensitivity": "Recall",
+    }
     return rows[list(columns)].rename(columns=columns).reset_index(drop=True)
 
 
-def comparison_frame(summary: pd.DataFrame, infos: list[str], timings: list[str], cells: list[dict],
-                     subsets: list[str]) -> pd.DataFrame:
+def comparison_frame(
+    summary: pd.DataFrame, infos: list[str], timings: list[str], cells: list[dict], subsets: list[str]
+) -> pd.DataFrame:
     """One row per model and split with every quantity a paper may report, named as in published_values.yaml."""
     frame = summary.rename(columns={"subset": "split"}).copy()
     for metric in PAPER_METRICS + ("precision", "f1", "mcc"):
         frame[metric] = frame[f"{metric}_mean"]
     extras = [
-        {"arch": cell["arch"], "encoder": cell["encoder"], "reg": cell["reg"], "split": subset,
-         "inference_s": timing["median_s"], "training_min": info["train_seconds"] / 60.0,
-         "parameters": info["trainable"], **info["spec"]["regularization"]}
+        {
+            "arch": cell["arch"],
+            "encoder": cell["encoder"],
+            "reg": cell["reg"],
+            "split": subset,
+            "inference_s": timing["median_s"],
+            "training_min": info["train_seconds"] / 60.0,
+            "parameters": info["trainable"],
+            **info["spec"]["regularization"],
+        }
         for cell, subset, info, timing in _model_records(timings, infos, cells, subsets)
     ]
     return frame.merge(pd.DataFrame(extras), on=["arch", "encoder", "reg", "split"], validate="one_to_one")
@@ -118,7 +140,10 @@ def versus_paper(frame: pd.DataFrame, study: str) -> pd.DataFrame:
                 part["reg"] = reg
                 part["metric"] = metric
                 part["ours"], part["paper"], part["difference"] = (
-                    wide[f"{metric}_ours"], wide[f"{metric}_paper"], wide[f"{metric}_diff"])
+                    wide[f"{metric}_ours"],
+                    wide[f"{metric}_paper"],
+                    wide[f"{metric}_diff"],
+                )
                 rows.append(part)
     long = pd.concat(rows, ignore_index=True)
     order = ["table", "arch", "encoder", "reg", "split", "metric", "ours", "paper", "difference", "source"]
@@ -135,13 +160,18 @@ def timing_table(timings: list[str], infos: list[str], cells: list[dict], subset
     for cell, subset, info, timing in _model_records(timings, infos, cells, subsets):
         if subset != "test" and "test" in subsets:
             continue
-        rows.append({
-            "Model": _label(cell), "Device": timing["device"], "Images": timing["images"],
-            "Inference median (s/image)": timing["median_s"],
-            "Inference IQR (s)": timing["p75_s"] - timing["p25_s"],
-            "Training (min)": info["train_seconds"] / 60.0, "Epochs": info["epochs_run"],
-            "Best epoch": info["best_epoch"],
-        })
+        rows.append(
+            {
+                "Model": _label(cell),
+                "Device": timing["device"],
+                "Images": timing["images"],
+                "Inference median (s/image)": timing["median_s"],
+                "Inference IQR (s)": timing["p75_s"] - timing["p25_s"],
+                "Training (min)": info["train_seconds"] / 60.0,
+                "Epochs": info["epochs_run"],
+                "Best epoch": info["best_epoch"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -166,16 +196,23 @@ def example_ids(per_image: pd.DataFrame, n: int) -> list[str]:
     return list(dict.fromkeys(first["image_id"].iloc[picks]))
 
 
-def prediction_examples(store_path: str, prediction_paths: list[str], cells: list[dict], subsets: list[str],
-                        image_ids: list[str], threshold: float) -> tuple[list[tuple], dict[str, list]]:
+def prediction_examples(
+    store_path: str,
+    prediction_paths: list[str],
+    cells: list[dict],
+    subsets: list[str],
+    image_ids: list[str],
+    threshold: float,
+) -> tuple[list[tuple], dict[str, list]]:
     """Examples (title, image, target) and each model's predictions on them (last evaluated split)."""
     store = Store(store_path)
     samples = [store[image_id] for image_id in image_ids]
     examples = [(image_id[:16], s.image, s.mask.astype(bool)) for image_id, s in zip(image_ids, samples)]
     last = len(subsets) - 1
     predictions = {
-        _label(cell): [read_probability(prediction_paths[i * len(subsets) + last], image_id) > threshold
-                       for image_id in image_ids]
+        _label(cell): [
+            read_probability(prediction_paths[i * len(subsets) + last], image_id) > threshold for image_id in image_ids
+        ]
         for i, cell in enumerate(cells)
     }
     return examples, predictions

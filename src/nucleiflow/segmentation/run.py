@@ -16,15 +16,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from nucleiflow.segmentation.augment import load_pipeline
-from nucleiflow.segmentation.data import SegmentationDataset, make_loader, split_ids
 from nucleiflow.device import setup_device
-from nucleiflow.segmentation.inference import evaluate_split, timing_summary
 from nucleiflow.io import atomic_path, write_csv, write_json
 from nucleiflow.models import build_model, count_parameters, model_size_mb
 from nucleiflow.pretrained import check_weights_available
-from nucleiflow.store import Store
+from nucleiflow.segmentation.augment import load_pipeline
+from nucleiflow.segmentation.data import SegmentationDataset, make_loader, split_ids
+from nucleiflow.segmentation.inference import evaluate_split, timing_summary
 from nucleiflow.segmentation.training import Trainer, TrainSettings, load_checkpoint, seed_everything
+from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,19 @@ def checkpoint_identity(spec: dict) -> dict:
 def build_from_spec(spec: dict, encoder_weights: str | None = None) -> torch.nn.Module:
     reg = spec["regularization"]
     extra = {"decoder_dropout": reg["decoder_dropout"]} if reg.get("decoder_dropout") else {}
-    return build_model(spec["arch"], spec["encoder"], dropout=reg["dropout"], extra_blocks=reg["extra_blocks"],
-                       encoder_weights=encoder_weights, **extra)
+    return build_model(
+        spec["arch"],
+        spec["encoder"],
+        dropout=reg["dropout"],
+        extra_blocks=reg["extra_blocks"],
+        encoder_weights=encoder_weights,
+        **extra,
+    )
 
 
-def train_from_spec(spec: dict, store_path, split_path, pipeline_path, model_dir, *, threads: int = 1,
-                    progress: bool = True) -> dict:
+def train_from_spec(
+    spec: dict, store_path, split_path, pipeline_path, model_dir, *, threads: int = 1, progress: bool = True
+) -> dict:
     """Train one cell; writes model.pt, history.csv and train_info.json into `model_dir`."""
     training = spec["training"]
     model_dir = Path(model_dir)
@@ -57,33 +64,64 @@ def train_from_spec(spec: dict, store_path, split_path, pipeline_path, model_dir
     manifest = pd.read_csv(split_path)
     transform = load_pipeline(pipeline_path) if pipeline_path else None
     datasets = {
-        name: SegmentationDataset(store, split_ids(manifest, name), training["input_size"],
-                                  policy=training["size_policy"],
-                                  transform=transform if name == "train" else None, seed=spec["seed"],
-                                  prefilter_sigma=training["prefilter_sigma"], random_tiles=name == "train")
+        name: SegmentationDataset(
+            store,
+            split_ids(manifest, name),
+            training["input_size"],
+            policy=training["size_policy"],
+            transform=transform if name == "train" else None,
+            seed=spec["seed"],
+            prefilter_sigma=training["prefilter_sigma"],
+            random_tiles=name == "train",
+        )
         for name in ("train", "val")
     }
     loaders = {
-        name: make_loader(ds, training["batch_size"], shuffle=name == "train", seed=spec["seed"],
-                          workers=setup.loader_workers, pin_memory=setup.pin_memory)
+        name: make_loader(
+            ds,
+            training["batch_size"],
+            shuffle=name == "train",
+            seed=spec["seed"],
+            workers=setup.loader_workers,
+            pin_memory=setup.pin_memory,
+        )
         for name, ds in datasets.items()
     }
     settings = TrainSettings(
-        epochs=training["epochs"], batch_size=training["batch_size"], lr=training["lr"], loss=training["loss"],
-        l2=spec["regularization"]["l2"], lr_patience=training["lr_patience"], lr_factor=training["lr_factor"],
-        early_stopping_patience=training["early_stopping_patience"], threshold=training["threshold"],
-        seed=spec["seed"], identity=checkpoint_identity(spec),
+        epochs=training["epochs"],
+        batch_size=training["batch_size"],
+        lr=training["lr"],
+        loss=training["loss"],
+        l2=spec["regularization"]["l2"],
+        lr_patience=training["lr_patience"],
+        lr_factor=training["lr_factor"],
+        early_stopping_patience=training["early_stopping_patience"],
+        threshold=training["threshold"],
+        seed=spec["seed"],
+        identity=checkpoint_identity(spec),
     )
     trainer = Trainer(model, settings, setup, model_dir / "checkpoints", progress=progress)
-    log.info("training %s/%s/%s on %s: %d train, %d val images", spec["arch"], spec["encoder"], spec["reg"],
-             setup.device, len(datasets["train"]), len(datasets["val"]))
+    log.info(
+        "training %s/%s/%s on %s: %d train, %d val images",
+        spec["arch"],
+        spec["encoder"],
+        spec["reg"],
+        setup.device,
+        len(datasets["train"]),
+        len(datasets["val"]),
+    )
     history = trainer.fit(loaders["train"], loaders["val"])
     # Final outputs only now, so Snakemake never sees a finished-looking model mid-training.
     publish_model(trainer.best_path, model_dir / "model.pt")
     write_csv(model_dir / "history.csv", history)
-    info = {**trainer.summary(), "spec": spec, **count_parameters(model.cpu()),
-            "size_mb": model_size_mb(model), "train_images": len(datasets["train"]),
-            "val_images": len(datasets["val"])}
+    info = {
+        **trainer.summary(),
+        "spec": spec,
+        **count_parameters(model.cpu()),
+        "size_mb": model_size_mb(model),
+        "train_images": len(datasets["train"]),
+        "val_images": len(datasets["val"]),
+    }
     write_json(model_dir / "train_info.json", info)
     if not training["keep_last_checkpoint"]:
         trainer.last_path.unlink()  # optimizer state: only needed to resume or extend training
@@ -103,8 +141,18 @@ def publish_model(best: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def evaluate_from_spec(spec: dict, model_path, store_path, split_path, subset: str, *, predictions_path,
-                       threads: int = 1, progress: bool = True, postprocess: dict | None = None) -> tuple[pd.DataFrame, dict]:
+def evaluate_from_spec(
+    spec: dict,
+    model_path,
+    store_path,
+    split_path,
+    subset: str,
+    *,
+    predictions_path,
+    threads: int = 1,
+    progress: bool = True,
+    postprocess: dict | None = None,
+) -> tuple[pd.DataFrame, dict]:
     """Per-image metrics and timing of the best checkpoint on one split."""
     training = spec["training"]
     setup = setup_device(training["device"], threads, training["amp"])
@@ -116,10 +164,19 @@ def evaluate_from_spec(spec: dict, model_path, store_path, split_path, subset: s
     store = Store(store_path)
     ids = split_ids(pd.read_csv(split_path), subset)
     started = time.perf_counter()
-    per_image = evaluate_split(model, store, ids, size=training["input_size"], threshold=training["threshold"],
-                               setup=setup, predictions_path=predictions_path, progress=progress,
-                               postprocess=postprocess, policy=training["size_policy"],
-                               batch_size=training["batch_size"])
+    per_image = evaluate_split(
+        model,
+        store,
+        ids,
+        size=training["input_size"],
+        threshold=training["threshold"],
+        setup=setup,
+        predictions_path=predictions_path,
+        progress=progress,
+        postprocess=postprocess,
+        policy=training["size_policy"],
+        batch_size=training["batch_size"],
+    )
     timing = timing_summary(per_image, str(setup.device))
     timing["total_s"] = time.perf_counter() - started
     timing["best_epoch"] = state["best"]["epoch"]

@@ -27,9 +27,9 @@ from tqdm import tqdm
 from nucleiflow.device import DeviceSetup
 from nucleiflow.errors import NucleiflowError
 from nucleiflow.io import atomic_path, write_csv
+from nucleiflow.models import l2_penalty
 from nucleiflow.segmentation.losses import build_loss
 from nucleiflow.segmentation.metrics import metrics_from_counts
-from nucleiflow.models import l2_penalty
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,12 @@ class EpochMeter:
 
 
 def _rng_state() -> dict:
-    state = {"python": list(random.getstate()[1]), "python_version": random.getstate()[0],
-             "python_gauss": random.getstate()[2], "torch": torch.get_rng_state()}
+    state = {
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -134,8 +138,14 @@ def load_checkpoint(path: Path, identity: dict | None = None, map_location="cpu"
 
 
 class Trainer:
-    def __init__(self, model: torch.nn.Module, settings: TrainSettings, setup: DeviceSetup, out_dir: str | Path,
-                 progress: bool = True):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        settings: TrainSettings,
+        setup: DeviceSetup,
+        out_dir: str | Path,
+        progress: bool = True,
+    ):
         self.settings, self.setup, self.progress = settings, setup, progress
         self.out_dir = Path(out_dir)
         self.device = setup.device
@@ -145,7 +155,8 @@ class Trainer:
         self.loss_fn = build_loss(settings.loss)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=settings.lr_factor, patience=settings.lr_patience)
+            self.optimizer, mode="min", factor=settings.lr_factor, patience=settings.lr_patience
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=setup.needs_grad_scaler)
         self.history: list[dict] = []
         self.start_epoch = 1
@@ -164,16 +175,24 @@ class Trainer:
 
     def _weights_payload(self, epoch: int) -> dict:
         """What inference needs: weights, identity and where they came from."""
-        return {"identity": self.settings.identity, "epoch": epoch, "model": self.model.state_dict(),
-                "best": self.best, "history": self.history}
+        return {
+            "identity": self.settings.identity,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "best": self.best,
+            "history": self.history,
+        }
 
     def _payload(self, epoch: int) -> dict:
         """Everything a resume needs (optimizer, scheduler, RNG states...)."""
         return {
-            **self._weights_payload(epoch), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            **self._weights_payload(epoch),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "stale_epochs": self.stale_epochs,
-            "train_seconds": self.train_seconds, "rng": _rng_state(),
+            "train_seconds": self.train_seconds,
+            "rng": _rng_state(),
         }
 
     def resume(self) -> bool:
@@ -196,8 +215,9 @@ class Trainer:
     def _forward(self, images: torch.Tensor, masks: torch.Tensor):
         images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
         masks = masks.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.setup.amp_dtype or torch.float32,
-                            enabled=self.setup.amp_dtype is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.setup.amp_dtype or torch.float32, enabled=self.setup.amp_dtype is not None
+        ):
             logits = self.model(images)
         loss = self.loss_fn(logits.float(), masks)
         return logits, masks, loss
@@ -205,8 +225,13 @@ class Trainer:
     def train_epoch(self, loader, epoch: int) -> dict:
         self.model.train()
         meter = EpochMeter()
-        bar = tqdm(loader, desc=f"epoch {epoch}/{self.settings.epochs} train", unit="batch",
-                   leave=False, disable=not self.progress)
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch}/{self.settings.epochs} train",
+            unit="batch",
+            leave=False,
+            disable=not self.progress,
+        )
         totals: list[torch.Tensor] = []
         for batch_index, (images, masks, _) in enumerate(bar, start=1):
             logits, masks, loss = self._forward(images, masks)
@@ -233,7 +258,8 @@ class Trainer:
             batch = first + int((~finite).nonzero()[0])
             raise TrainingDiverged(
                 f"loss became non-finite at epoch {epoch}, batch {batch}; "
-                f"{self.last_path} keeps the last good state (lower the learning rate?)")
+                f"{self.last_path} keeps the last good state (lower the learning rate?)"
+            )
 
     @torch.no_grad()
     def evaluate(self, loader) -> dict:
@@ -265,8 +291,14 @@ class Trainer:
             row["seconds"] = self.train_seconds
             self.history.append(row)
             self._after_epoch(epoch, val)
-            log.info("epoch %d: train loss %.4f dice %.4f | val loss %.4f dice %.4f",
-                     epoch, train["loss"], train["dice"], val["loss"], val["dice"])
+            log.info(
+                "epoch %d: train loss %.4f dice %.4f | val loss %.4f dice %.4f",
+                epoch,
+                train["loss"],
+                train["dice"],
+                val["loss"],
+                val["dice"],
+            )
         return pd.DataFrame(self.history)
 
     def _after_epoch(self, epoch: int, val: dict) -> None:
@@ -290,7 +322,12 @@ class Trainer:
         return False
 
     def summary(self) -> dict:
-        return {"settings": asdict(self.settings), "device": str(self.device),
-                "amp_dtype": str(self.setup.amp_dtype), "epochs_run": len(self.history),
-                "best_epoch": self.best["epoch"], "best_val_dice": self.best["val_dice"],
-                "train_seconds": self.train_seconds}
+        return {
+            "settings": asdict(self.settings),
+            "device": str(self.device),
+            "amp_dtype": str(self.setup.amp_dtype),
+            "epochs_run": len(self.history),
+            "best_epoch": self.best["epoch"],
+            "best_val_dice": self.best["val_dice"],
+            "train_seconds": self.train_seconds,
+        }

@@ -32,7 +32,9 @@ def write_demo_archives(
     out_dir = Path(out_dir)
     archives = {}
     for fold in PANNUKE_FOLDS:
-        archives[f"pannuke/fold_{fold}.zip"] = write_fold_zip(out_dir / "pannuke" / f"fold_{fold}.zip", fold, pannuke_images_per_fold, seed)
+        archives[f"pannuke/fold_{fold}.zip"] = write_fold_zip(
+            out_dir / "pannuke" / f"fold_{fold}.zip", fold, pannuke_images_per_fold, seed
+        )
     archives["dsb2018/stage1_train.zip"] = write_stage1_zip(out_dir / "dsb2018" / "stage1_train.zip", dsb_images, seed)
     archives["nucrec/nucrec.zip"] = write_nucrec_zip(out_dir / "nucrec" / "nucrec.zip", nucrec_images_per_class, seed)
     return archives

@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from nucleiflow.synthetic import png_bytes, write_zip
-from nucleiflow.synthetic.shapes import dilate, layout_nuclei, random_nucleus, render_brightfield, render_fluorescence, render_he, touching_pairs
+from nucleiflow.synthetic.shapes import (
+    dilate,
+    layout_nuclei,
+    random_nucleus,
+    render_brightfield,
+    render_fluorescence,
+    render_he,
+    touching_pairs,
+)
 
 # Repeating pattern of modalities: fluorescence dominates, as in the release,
 # and any three consecutive images cover all three modalities.
@@ -62,7 +70,9 @@ def _label_map(rng: np.random.Generator, shape: tuple[int, int], modality: str) 
     count = max(2, round(density * shape[0] * shape[1] / 10_000 * rng.uniform(0.5, 1.5)))
     labels = np.zeros(shape, np.int32)
     while labels.max() == 0:
-        labels, _ = layout_nuclei(rng, shape, count, lambda r: random_nucleus(r, radius, elongation, irregularity), touching=0.4)
+        labels, _ = layout_nuclei(
+            rng, shape, count, lambda r: random_nucleus(r, radius, elongation, irregularity), touching=0.4
+        )
     return labels
 
 

@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from nucleiflow.synthetic import png_bytes, write_zip
-from nucleiflow.synthetic.shapes import Nucleus, paint, random_nucleus, render_brightfield, render_fluorescence, render_he
+from nucleiflow.synthetic.shapes import (
+    Nucleus,
+    paint,
+    random_nucleus,
+    render_brightfield,
+    render_fluorescence,
+    render_he,
+)
 
 CLASSES = ("micronucleus", "nucleus")
 CROP_SIDE = (48, 96)
@@ -62,7 +69,9 @@ def _satellites(rng: np.random.Generator, main: Nucleus, shape: tuple[int, int])
         candidates = []
         for direction in rng.uniform(0, 2 * math.pi, SATELLITE_TRIES):
             distance = main.boundary_distance(direction) + body.extent + gap
-            candidates.append(body.at(main.cy + distance * math.sin(direction), main.cx + distance * math.cos(direction)))
+            candidates.append(
+                body.at(main.cy + distance * math.sin(direction), main.cx + distance * math.cos(direction))
+            )
         # The first candidate wholly inside the crop, else the one that shows most.
         bodies.append(max(candidates, key=lambda b: min(_margin(b, shape), 1.0)))
     return bodies

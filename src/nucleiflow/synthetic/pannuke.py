@@ -22,8 +22,25 @@ from nucleiflow.synthetic.shapes import layout_nuclei, random_nucleus, render_he
 
 IMAGE_SIZE = 256
 TISSUES = (
-    "Adrenal_gland", "Bile-duct", "Bladder", "Breast", "Cervix", "Colon", "Esophagus", "HeadNeck", "Kidney",
-    "Liver", "Lung", "Ovarian", "Pancreatic", "Prostate", "Skin", "Stomach", "Testis", "Thyroid", "Uterus",
+    "Adrenal_gland",
+    "Bile-duct",
+    "Bladder",
+    "Breast",
+    "Cervix",
+    "Colon",
+    "Esophagus",
+    "HeadNeck",
+    "Kidney",
+    "Liver",
+    "Lung",
+    "Ovarian",
+    "Pancreatic",
+    "Prostate",
+    "Skin",
+    "Stomach",
+    "Testis",
+    "Thyroid",
+    "Uterus",
 )
 CLASS_NAMES = ("neoplastic", "inflammatory", "connective", "dead", "epithelial")
 BACKGROUND_CHANNEL = len(CLASS_NAMES)
@@ -99,4 +116,6 @@ def write_fold_zip(path: str | os.PathLike, fold: int, n_images: int, seed: int)
     # The fold number enters the seed so that the folds of one seed differ.
     images, masks, types = make_fold(n_images, np.random.default_rng([seed, fold]))
     names = member_names(fold)
-    return write_zip(path, {names["images"]: npy_bytes(images), names["types"]: npy_bytes(types), names["masks"]: npy_bytes(masks)})
+    return write_zip(
+        path, {names["images"]: npy_bytes(images), names["types"]: npy_bytes(types), names["masks"]: npy_bytes(masks)}
+    )

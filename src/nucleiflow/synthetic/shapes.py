@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -47,7 +47,7 @@ class Nucleus:
         """Radius of a circle that surely contains the nucleus."""
         return max(self.ry, self.rx) * (1.0 + sum(abs(a) for _, a, _ in self.harmonics))
 
-    def at(self, cy: float, cx: float) -> "Nucleus":
+    def at(self, cy: float, cx: float) -> Nucleus:
         return dataclasses.replace(self, cy=cy, cx=cx)
 
     def boundary_distance(self, direction: float) -> float:
@@ -82,7 +82,7 @@ def rasterize(nucleus: Nucleus, shape: tuple[int, int]) -> tuple[tuple[slice, sl
     y0, y1 = max(math.floor(nucleus.cy - r), 0), min(math.ceil(nucleus.cy + r) + 1, shape[0])
     x0, x1 = max(math.floor(nucleus.cx - r), 0), min(math.ceil(nucleus.cx + r) + 1, shape[1])
     box = (slice(y0, max(y1, y0)), slice(x0, max(x1, x0)))
-    dy, dx = np.ogrid[y0:max(y1, y0), x0:max(x1, x0)]
+    dy, dx = np.ogrid[y0 : max(y1, y0), x0 : max(x1, x0)]
     dy, dx = dy - nucleus.cy, dx - nucleus.cx
     cos, sin = math.cos(nucleus.angle), math.sin(nucleus.angle)
     u, v = dx * cos + dy * sin, dy * cos - dx * sin  # coordinates along the nucleus' own axes
@@ -122,7 +122,9 @@ def layout_nuclei(
     return labels, placed
 
 
-def _position(rng: np.random.Generator, nucleus: Nucleus, placed: list[Nucleus], shape: tuple[int, int], touching: float) -> Nucleus:
+def _position(
+    rng: np.random.Generator, nucleus: Nucleus, placed: list[Nucleus], shape: tuple[int, int], touching: float
+) -> Nucleus:
     """Move `nucleus` to a random spot, or against a random placed neighbour."""
     if placed and rng.random() < touching:
         anchor = placed[rng.integers(len(placed))]
@@ -189,8 +191,14 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float)
     return (field - field.mean()) / (field.std() + 1e-6)
 
 
-def per_label(rng: np.random.Generator, labels: np.ndarray, low: float, high: float, background: float = 0.0,
-              strength: np.ndarray | None = None) -> np.ndarray:
+def per_label(
+    rng: np.random.Generator,
+    labels: np.ndarray,
+    low: float,
+    high: float,
+    background: float = 0.0,
+    strength: np.ndarray | None = None,
+) -> np.ndarray:
     """Map each nucleus to its own value drawn from [low, high) (times `strength[label]`).
 
     `strength`, when given, has one entry per label (index 0 unused), painted or not.
