@@ -23,7 +23,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Style and static checks: ruff (lint + format), snakefmt, Snakemake's own linter.
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint
 
 # Re-resolve the pinned set after editing requirements.in.
