@@ -5,6 +5,11 @@ documented at its top): study -> table -> rows of key columns and metric
 values, each with a source note. `beside_published` turns any of our result
 frames into an "ours / paper / difference" companion via
 `tables.comparison_table`.
+
+A table with `compare: false` is reference only: numbers the paper states
+that no result of ours sits beside (dataset sizes, EDA statistics, per-epoch
+logs). `published_tables()` lists only the comparable tables unless asked
+for all; `published_table` and `load_published` read every table.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ DATA_FILE = "published_values.yaml"
 FORMAT_VERSION = 1
 
 TABLE_FIELDS = ("source", "keys", "metrics", "rows")
-OPTIONAL_TABLE_FIELDS = ("note",)
+OPTIONAL_TABLE_FIELDS = ("note", "compare")
 ROW_TEXT_FIELDS = ("source", "note")
+# metric -> the value exactly as the paper prints it, where that is not a plain number ("99.37ms")
+ROW_PRINTED_FIELD = "printed"
 
 
 # ---------------------------------------------------------------- validation
@@ -47,15 +54,28 @@ def _is_number(value) -> bool:
 
 def _check_row(row, keys: list[str], metrics: list[str], where: str) -> None:
     _require_fields(row, [*keys, *metrics], where)
-    unknown = sorted(set(row) - {*keys, *metrics, *ROW_TEXT_FIELDS})
+    unknown = sorted(set(row) - {*keys, *metrics, *ROW_TEXT_FIELDS, ROW_PRINTED_FIELD})
     if unknown:
         raise DataFormatError(
             f"{DATA_FILE}: {where} has unknown field(s) {unknown}; declare them in the table's keys or metrics"
         )
+    for field in ROW_TEXT_FIELDS:
+        if field in row and (not isinstance(row[field], str) or not row[field].strip()):
+            raise DataFormatError(f"{DATA_FILE}: {where} field {field!r} must be non-empty text")
     for metric in metrics:
         value = row[metric]
         if value is not None and not _is_number(value):
             raise DataFormatError(f"{DATA_FILE}: {where} metric {metric!r} is {value!r}, not a number or null")
+        if value is None and "note" not in row:
+            raise DataFormatError(
+                f"{DATA_FILE}: {where} metric {metric!r} is null without a row note saying why the paper gives none"
+            )
+    printed = row.get(ROW_PRINTED_FIELD, {})
+    if not isinstance(printed, dict) or not all(isinstance(text, str) and text for text in printed.values()):
+        raise DataFormatError(f"{DATA_FILE}: {where} field 'printed' must map metrics to the text the paper prints")
+    stray = sorted(set(printed) - set(metrics))
+    if stray:
+        raise DataFormatError(f"{DATA_FILE}: {where} field 'printed' names unknown metric(s) {stray}")
 
 
 def _check_table(table, where: str) -> None:
@@ -66,6 +86,11 @@ def _check_table(table, where: str) -> None:
     for field in ("keys", "metrics", "rows"):
         if not isinstance(table[field], list) or not table[field]:
             raise DataFormatError(f"{DATA_FILE}: {where} field {field!r} must be a non-empty list")
+    if not isinstance(table.get("compare", True), bool):
+        raise DataFormatError(f"{DATA_FILE}: {where} field 'compare' is {table['compare']!r}, not true or false")
+    clash = sorted(set(table["keys"]) & {*table["metrics"], *ROW_TEXT_FIELDS, ROW_PRINTED_FIELD})
+    if clash or len(set(table["keys"])) < len(table["keys"]) or len(set(table["metrics"])) < len(table["metrics"]):
+        raise DataFormatError(f"{DATA_FILE}: {where} repeats a column name in keys and metrics {clash}")
     for i, row in enumerate(table["rows"]):
         _check_row(row, table["keys"], table["metrics"], f"{where} row {i}")
 
@@ -96,13 +121,21 @@ def _parsed() -> dict:
 
 
 def load_published() -> dict:
-    """study -> {title, tables: {table -> {source, note?, keys, metrics, rows}}} (a private copy)."""
+    """study -> {title, tables: {table -> {source, note?, compare?, keys, metrics, rows}}} (a private copy)."""
     return copy.deepcopy(_parsed()["studies"])
 
 
-def published_tables() -> dict[str, list[str]]:
-    """study -> names of its tables."""
-    return {study: list(spec["tables"]) for study, spec in _parsed()["studies"].items()}
+def is_compared(spec: dict) -> bool:
+    """Whether a table's numbers are meant to sit beside ours (`compare`, default true)."""
+    return spec.get("compare", True)
+
+
+def published_tables(include_reference: bool = False) -> dict[str, list[str]]:
+    """study -> names of its tables our results are compared with; with `include_reference`, every table."""
+    return {
+        study: [name for name, table in spec["tables"].items() if include_reference or is_compared(table)]
+        for study, spec in _parsed()["studies"].items()
+    }
 
 
 def _table_spec(study: str, table: str) -> dict:
