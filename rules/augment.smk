@@ -3,11 +3,11 @@
 
 rule augment_pipeline:
     input:
-        "results/{dataset}/store.h5",
+        STORE,
     output:
-        pipeline="results/{dataset}/augment/{pipeline}.json",
+        pipeline=PIPELINE,
         preview=report(
-            "results/{dataset}/augment/{pipeline}_preview.png",
+            PIPELINE_PREVIEW,
             caption="../report/augment_preview.rst",
             category="Data",
             subcategory="{dataset}",

@@ -20,13 +20,13 @@ CLASSIC_TABLE_FILES = [
 
 rule pannuke_crops:
     input:
-        store="results/{dataset}/store.h5",
+        store=STORE,
     output:
         directory(f"{CLS_DIR}/crops"),
     log:
-        f"{CLS_DIR}/logs/pannuke_crops.log",
+        log_path("pannuke_crops", CLS_DIR),
     benchmark:
-        f"{CLS_DIR}/benchmarks/pannuke_crops.tsv"
+        bench_path("pannuke_crops", CLS_DIR)
     conda:
         "../envs/classify.yaml"
     threads: 1
@@ -46,9 +46,9 @@ rule classification_split:
     output:
         f"{CLS_DIR}/split.csv",
     log:
-        f"{CLS_DIR}/logs/split.log",
+        log_path("split", CLS_DIR),
     benchmark:
-        f"{CLS_DIR}/benchmarks/split.tsv"
+        bench_path("split", CLS_DIR)
     conda:
         "../envs/classify.yaml"
     threads: 1
@@ -71,9 +71,9 @@ rule classification_augment:
         manifest=f"{CLS_DIR}/augmented/manifest.csv",
         images=directory(f"{CLS_DIR}/augmented/images"),
     log:
-        f"{CLS_DIR}/logs/augment.log",
+        log_path("augment", CLS_DIR),
     benchmark:
-        f"{CLS_DIR}/benchmarks/augment.tsv"
+        bench_path("augment", CLS_DIR)
     conda:
         "../envs/classify.yaml"
     threads: 1
@@ -99,9 +99,9 @@ rule classic_ml:
     output:
         f"{CLS_DIR}/classic_ml/{{variant}}.csv",
     log:
-        f"{CLS_DIR}/logs/classic_ml_{{variant}}.log",
+        log_path("classic_ml_{variant}", CLS_DIR),
     benchmark:
-        f"{CLS_DIR}/benchmarks/classic_ml_{{variant}}.tsv"
+        bench_path("classic_ml_{variant}", CLS_DIR)
     conda:
         "../envs/classify.yaml"
     threads: 8
@@ -125,11 +125,11 @@ rule train_cnn:
         # pretrained models: the marker of `snakemake cache_weights` (the weights are in the local cache)
         weights=lambda wc: cnn_weights_inputs(config, wc.experiment, wc.model),
     output:
-        f"{CLS_DIR}/cnn/{{model}}_{{variant}}_history.csv",
+        CNN_HISTORY,
     log:
-        f"{CLS_DIR}/logs/cnn_{{model}}_{{variant}}.log",
+        log_path("cnn_{model}_{variant}", CLS_DIR),
     benchmark:
-        f"{CLS_DIR}/benchmarks/cnn_{{model}}_{{variant}}.tsv"
+        bench_path("cnn_{model}_{variant}", CLS_DIR)
     conda:
         "../envs/classify.yaml"
     threads: 2
@@ -170,9 +170,9 @@ rule classification_tables:
         counts=cls_report(f"{CLS_DIR}/tables/{COUNTS_TABLE}.csv", COUNTS_TABLE, "table"),
         extra=CLASSIC_TABLE_FILES,
     log:
-        f"{CLS_DIR}/logs/tables.log",
+        log_path("tables", CLS_DIR),
     benchmark:
-        f"{CLS_DIR}/benchmarks/tables.tsv"
+        bench_path("tables", CLS_DIR)
     conda:
         "../envs/report.yaml"
     threads: 1
@@ -196,9 +196,9 @@ rule cnn_epoch_table:
         vs_paper=cls_report(f"{CNN_TABLE}_vs_paper.csv", "cnn_epoch_table_vs_paper", "table"),
         extra=multiext(CNN_TABLE, ".md", ".tex") + multiext(f"{CNN_TABLE}_vs_paper", ".md", ".tex"),
     log:
-        f"{CLS_DIR}/logs/table{{number}}_{{model}}_{{variant}}.log",
+        log_path("table{number}_{model}_{variant}", CLS_DIR),
     benchmark:
-        f"{CLS_DIR}/benchmarks/table{{number}}_{{model}}_{{variant}}.tsv"
+        bench_path("table{number}_{model}_{variant}", CLS_DIR)
     wildcard_constraints:
         number="[3-6]",
     conda:
@@ -225,9 +225,9 @@ rule classification_figures:
         figure4=cls_report(f"{CLS_DIR}/figures/{FIGURE4}.png", FIGURE4, "figure"),
         pdfs=[f"{CLS_DIR}/figures/{name}.pdf" for name in (CLASSIFIER_FIGURE, FIGURE4)],
     log:
-        f"{CLS_DIR}/logs/figures.log",
+        log_path("figures", CLS_DIR),
     benchmark:
-        f"{CLS_DIR}/benchmarks/figures.tsv"
+        bench_path("figures", CLS_DIR)
     conda:
         "../envs/report.yaml"
     threads: 1

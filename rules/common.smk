@@ -16,15 +16,38 @@ from nucleiflow.classification.study import report_targets as classification_tar
 from nucleiflow.config import (
     check_config,
     check_local_sources,
-    regularization_cell,
+    model_spec as cell_spec,
     schema_error_message,
     segmentation_cells,
 )
 from nucleiflow.errors import ConfigError
+from nucleiflow.paths import (
+    CLS_DIR,
+    CNN_HISTORY,
+    COMPARISON_DIR,
+    COMPARISONS_DIR,
+    DEMO_DIR,
+    DOWNLOAD,
+    DOWNLOAD_DIR,
+    EDA_DIR,
+    EVAL_DIR,
+    FIGURE,
+    MODEL_DIR,
+    PIPELINE,
+    PIPELINE_PREVIEW,
+    SEG_DIR,
+    SPLIT,
+    STORE,
+    STORE_SUMMARY,
+    TABLE,
+    UNPACKED,
+    WEIGHTS_DIR,
+    WEIGHTS_MARKER,
+    bench_path,
+    log_path,
+)
 from nucleiflow.pretrained import cnn_weights_inputs, segmentation_weights_inputs
 from nucleiflow.download import resolve_local
-
-DEMO_DIR = "resources/demo"
 
 try:
     validate(config, "../schemas/config.schema.yaml")
@@ -62,21 +85,6 @@ wildcard_constraints:
     comparison=r"[A-Za-z0-9_]+",
 
 
-# --- paths -------------------------------------------------------------------
-def log_path(name):
-    return f"results/{{dataset}}/logs/{name}.log"
-
-
-def bench_path(name):
-    return f"results/{{dataset}}/benchmarks/{name}.tsv"
-
-
-MODEL_DIR = "results/{dataset}/{experiment}/models/{arch}/{encoder}/{reg}"
-EVAL_DIR = "results/{dataset}/{experiment}/evaluation/{arch}/{encoder}/{reg}"
-SEG_DIR = "results/{dataset}/{experiment}"
-CLS_DIR = "results/{dataset}/classification/{experiment}"
-
-
 # --- input functions ---------------------------------------------------------
 def file_entry(wildcards):
     return DATASETS[wildcards.dataset]["files"][wildcards.filename]
@@ -91,7 +99,7 @@ def download_source(wildcards):
 
 def unpacked_dirs(wildcards):
     files = DATASETS[wildcards.dataset]["files"]
-    return [f"resources/{wildcards.dataset}/unpacked/{Path(name).stem}" for name in files]
+    return [UNPACKED.format(dataset=wildcards.dataset, archive=Path(name).stem) for name in files]
 
 
 def split_spec(wildcards):
@@ -103,29 +111,18 @@ def experiment(wildcards):
 
 
 def experiment_split(wildcards):
-    return f"results/{wildcards.dataset}/splits/{experiment(wildcards)['split']}.csv"
+    return SPLIT.format(dataset=wildcards.dataset, split=experiment(wildcards)["split"])
 
 
 def experiment_pipeline(wildcards):
     name = experiment(wildcards).get("augmentation")
-    return [f"results/{wildcards.dataset}/augment/{name}.json"] if name else []
+    return [PIPELINE.format(dataset=wildcards.dataset, pipeline=name)] if name else []
 
 
 def model_spec(wildcards):
-    """Everything that defines a trained model: also the identity its checkpoints must match."""
-    exp = experiment(wildcards)
-    return {
-        "dataset": wildcards.dataset,
-        "experiment": wildcards.experiment,
-        "split": exp["split"],
-        "augmentation": exp.get("augmentation"),
-        "arch": wildcards.arch,
-        "encoder": wildcards.encoder,
-        "reg": wildcards.reg,
-        "regularization": regularization_cell(config, wildcards.reg),
-        "training": exp["training"],
-        "seed": config["seed"],
-    }
+    """Everything that defines a trained model (a plain dict, as Snakemake compares params for re-runs)."""
+    cell = {key: getattr(wildcards, key) for key in ("dataset", "experiment", "arch", "encoder", "reg")}
+    return cell_spec(config, **cell).to_dict()
 
 
 def cells_of(wildcards):
@@ -167,7 +164,7 @@ def classification(wildcards):
 def class_root(wildcards):
     """The class folders: nuclei cropped from the dataset's store (`crops`), else the unpacked release."""
     if "crops" in classification(wildcards):
-        return "{}/crops".format(CLS_DIR.format(**wildcards))
+        return f"{CLS_DIR}/crops".format(**wildcards)
     (root,) = unpacked_dirs(wildcards)
     return root
 
@@ -175,15 +172,14 @@ def class_root(wildcards):
 def augmented_manifest(wildcards):
     """The augmented training set for the "augmented" variant, nothing for "base"."""
     if wildcards.variant == "augmented":
-        return ["{}/augmented/manifest.csv".format(CLS_DIR.format(**wildcards))]
+        return [f"{CLS_DIR}/augmented/manifest.csv".format(**wildcards)]
     return []
 
 
 def cnn_histories(wildcards):
     cnn = classification(wildcards)["cnn"]
-    base = CLS_DIR.format(**wildcards)
     return [
-        "{}/cnn/{}_{}_history.csv".format(base, model, variant)
+        CNN_HISTORY.format(**wildcards, model=model, variant=variant)
         for model in cnn["models"]
         for variant in ("base", "augmented")
     ]
@@ -240,15 +236,15 @@ def all_targets():
     targets = []
     for name, dataset in DATASETS.items():
         if dataset["format"] in SEGMENTATION_FORMATS:
-            targets += [f"results/{name}/eda/{f}" for f in EDA_OUTPUTS]
+            targets += [f"{EDA_DIR}/{f}".format(dataset=name) for f in EDA_OUTPUTS]
     for name, exp in SEGMENTATION.items():
         base = SEG_DIR.format(dataset=exp["dataset"], experiment=name)
-        targets += [f"{base}/tables/{t}.csv" for t in SEG_TABLES]
-        targets += [f"{base}/figures/{f}.png" for f in SEG_FIGURES]
+        targets += [f"{base}/{TABLE.format(name=t)}" for t in SEG_TABLES]
+        targets += [f"{base}/{FIGURE.format(name=f)}" for f in SEG_FIGURES]
         if exp["published"]:
-            targets.append(f"{base}/tables/vs_paper.csv")
+            targets.append(f"{base}/{TABLE.format(name='vs_paper')}")
     for name in config.get("comparisons", {}):
-        targets.append(f"results/comparisons/{name}/table.csv")
+        targets.append(f"{COMPARISON_DIR}/table.csv".format(comparison=name))
     for name, exp in CLASSIFICATION.items():
         base = CLS_DIR.format(dataset=exp["dataset"], experiment=name)
         # Tables I-II, one Table III-VI per configured CNN run, class counts, classifier comparison, Figure 4

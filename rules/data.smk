@@ -3,15 +3,15 @@
 
 rule demo_data:
     output:
-        "resources/demo/pannuke/fold_1.zip",
-        "resources/demo/pannuke/fold_2.zip",
-        "resources/demo/pannuke/fold_3.zip",
-        "resources/demo/dsb2018/stage1_train.zip",
-        "resources/demo/nucrec/nucrec.zip",
+        f"{DEMO_DIR}/pannuke/fold_1.zip",
+        f"{DEMO_DIR}/pannuke/fold_2.zip",
+        f"{DEMO_DIR}/pannuke/fold_3.zip",
+        f"{DEMO_DIR}/dsb2018/stage1_train.zip",
+        f"{DEMO_DIR}/nucrec/nucrec.zip",
     log:
-        "resources/demo/logs/demo_data.log",
+        log_path("demo_data", DEMO_DIR),
     benchmark:
-        "resources/demo/benchmarks/demo_data.tsv"
+        bench_path("demo_data", DEMO_DIR)
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -28,7 +28,7 @@ rule download:
     input:
         download_source,
     output:
-        "resources/{dataset}/download/{filename}",
+        DOWNLOAD,
     log:
         log_path("download_{filename}"),
     benchmark:
@@ -50,9 +50,9 @@ rule download:
 
 rule unpack:
     input:
-        "resources/{dataset}/download/{archive}.zip",
+        f"{DOWNLOAD_DIR}/{{archive}}.zip",
     output:
-        directory("resources/{dataset}/unpacked/{archive}"),
+        directory(UNPACKED),
     log:
         log_path("unpack_{archive}"),
     benchmark:
@@ -71,8 +71,8 @@ rule convert:
     input:
         unpacked_dirs,
     output:
-        store="results/{dataset}/store.h5",
-        summary="results/{dataset}/store_summary.json",
+        store=STORE,
+        summary=STORE_SUMMARY,
     log:
         log_path("convert"),
     benchmark:

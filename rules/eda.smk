@@ -3,17 +3,17 @@
 
 rule eda:
     input:
-        "results/{dataset}/store.h5",
+        STORE,
     output:
-        per_image="results/{dataset}/eda/per_image.csv",
-        summary=multiext("results/{dataset}/eda/summary", ".csv", ".md", ".tex"),
+        per_image=f"{EDA_DIR}/per_image.csv",
+        summary=multiext(f"{EDA_DIR}/summary", ".csv", ".md", ".tex"),
         figure=report(
-            "results/{dataset}/eda/eda.png",
+            f"{EDA_DIR}/eda.png",
             caption="../report/eda.rst",
             category="Data",
             subcategory="{dataset}",
         ),
-        pdf="results/{dataset}/eda/eda.pdf",
+        pdf=f"{EDA_DIR}/eda.pdf",
     log:
         log_path("eda"),
     benchmark:

@@ -4,16 +4,16 @@
 rule evaluate_segmentation:
     input:
         model=f"{MODEL_DIR}/model.pt",
-        store="results/{dataset}/store.h5",
+        store=STORE,
         split=experiment_split,
     output:
         per_image=f"{EVAL_DIR}/{{subset}}_per_image.csv",
         predictions=f"{EVAL_DIR}/{{subset}}_predictions.h5",
         timing=f"{EVAL_DIR}/{{subset}}_timing.json",
     log:
-        f"{SEG_DIR}/logs/evaluate_{{arch}}_{{encoder}}_{{reg}}_{{subset}}.log",
+        log_path("evaluate_{arch}_{encoder}_{reg}_{subset}", SEG_DIR),
     benchmark:
-        f"{SEG_DIR}/benchmarks/evaluate_{{arch}}_{{encoder}}_{{reg}}_{{subset}}.tsv"
+        bench_path("evaluate_{arch}_{encoder}_{reg}_{subset}", SEG_DIR)
     conda:
         "../envs/train.yaml"
     threads: 2

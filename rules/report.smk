@@ -14,9 +14,9 @@ rule segmentation_tables:
         timing=seg_table("timing", "timing"),
         extra=[f"{SEG_DIR}/tables/{name}{ext}" for name in SEG_TABLES for ext in (".md", ".tex")],
     log:
-        f"{SEG_DIR}/logs/segmentation_tables.log",
+        log_path("segmentation_tables", SEG_DIR),
     benchmark:
-        f"{SEG_DIR}/benchmarks/segmentation_tables.tsv"
+        bench_path("segmentation_tables", SEG_DIR)
     conda:
         "../envs/report.yaml"
     threads: 1
@@ -36,7 +36,7 @@ rule segmentation_figures:
         histories=lambda wc: expand_cells(f"{MODEL_DIR}/history.csv", wc),
         per_image=lambda wc: evaluation_files(wc, "per_image.csv"),
         predictions=lambda wc: evaluation_files(wc, "predictions.h5"),
-        store="results/{dataset}/store.h5",
+        store=STORE,
     output:
         curves=seg_figure("metric_curves"),
         bars_dice=seg_figure("bars_dice"),
@@ -47,9 +47,9 @@ rule segmentation_figures:
         inference=seg_figure("inference_time"),
         pdfs=[f"{SEG_DIR}/figures/{name}.pdf" for name in SEG_FIGURES],
     log:
-        f"{SEG_DIR}/logs/segmentation_figures.log",
+        log_path("segmentation_figures", SEG_DIR),
     benchmark:
-        f"{SEG_DIR}/benchmarks/segmentation_figures.tsv"
+        bench_path("segmentation_figures", SEG_DIR)
     conda:
         "../envs/report.yaml"
     threads: 1
@@ -74,9 +74,9 @@ rule segmentation_vs_paper:
         table=seg_table("vs_paper", "vs_paper"),
         extra=multiext(f"{SEG_DIR}/tables/vs_paper", ".md", ".tex"),
     log:
-        f"{SEG_DIR}/logs/segmentation_vs_paper.log",
+        log_path("segmentation_vs_paper", SEG_DIR),
     benchmark:
-        f"{SEG_DIR}/benchmarks/segmentation_vs_paper.tsv"
+        bench_path("segmentation_vs_paper", SEG_DIR)
     conda:
         "../envs/report.yaml"
     threads: 1
@@ -96,23 +96,23 @@ rule compare_experiments:
         comparison_inputs,
     output:
         table=report(
-            "results/comparisons/{comparison}/table.csv",
+            f"{COMPARISON_DIR}/table.csv",
             caption="../report/comparison.rst",
             category="Comparisons",
             labels={"comparison": "{comparison}", "item": "table"},
         ),
-        extra=multiext("results/comparisons/{comparison}/table", ".md", ".tex"),
+        extra=multiext(f"{COMPARISON_DIR}/table", ".md", ".tex"),
         figure=report(
-            "results/comparisons/{comparison}/bars.png",
+            f"{COMPARISON_DIR}/bars.png",
             caption="../report/comparison.rst",
             category="Comparisons",
             labels={"comparison": "{comparison}", "item": "figure"},
         ),
-        pdf="results/comparisons/{comparison}/bars.pdf",
+        pdf=f"{COMPARISON_DIR}/bars.pdf",
     log:
-        "results/comparisons/logs/{comparison}.log",
+        log_path("{comparison}", COMPARISONS_DIR),
     benchmark:
-        "results/comparisons/benchmarks/{comparison}.tsv"
+        bench_path("{comparison}", COMPARISONS_DIR)
     conda:
         "../envs/report.yaml"
     threads: 1

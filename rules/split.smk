@@ -3,10 +3,10 @@
 
 rule split:
     input:
-        "results/{dataset}/store.h5",
+        STORE,
     output:
         report(
-            "results/{dataset}/splits/{split}.csv",
+            SPLIT,
             caption="../report/split.rst",
             category="Data",
             subcategory="{dataset}",

@@ -5,7 +5,7 @@
 
 rule train_segmentation:
     input:
-        store="results/{dataset}/store.h5",
+        store=STORE,
         split=experiment_split,
         pipeline=experiment_pipeline,
         weights=lambda wc: segmentation_weights_inputs(config, wc.experiment, wc.arch, wc.encoder),
@@ -14,9 +14,9 @@ rule train_segmentation:
         history=f"{MODEL_DIR}/history.csv",
         info=f"{MODEL_DIR}/train_info.json",
     log:
-        f"{SEG_DIR}/logs/train_{{arch}}_{{encoder}}_{{reg}}.log",
+        log_path("train_{arch}_{encoder}_{reg}", SEG_DIR),
     benchmark:
-        f"{SEG_DIR}/benchmarks/train_{{arch}}_{{encoder}}_{{reg}}.tsv"
+        bench_path("train_{arch}_{encoder}_{reg}", SEG_DIR)
     conda:
         "../envs/train.yaml"
     threads: 2

@@ -9,8 +9,6 @@
 # markers (their newer mtime would make finished training jobs re-run).
 from nucleiflow.pretrained import weights_for, weights_targets
 
-WEIGHTS_DIR = "resources/weights"
-
 
 rule cache_weights:
     input:
@@ -18,9 +16,9 @@ rule cache_weights:
     output:
         index=f"{WEIGHTS_DIR}/index.json",
     log:
-        f"{WEIGHTS_DIR}/logs/cache_weights.log",
+        log_path("cache_weights", WEIGHTS_DIR),
     benchmark:
-        f"{WEIGHTS_DIR}/benchmarks/cache_weights.tsv"
+        bench_path("cache_weights", WEIGHTS_DIR)
     localrule: True
     conda:
         "../envs/train.yaml"
@@ -34,11 +32,11 @@ rule cache_weights:
 
 rule cache_encoder_weights:
     output:
-        marker=f"{WEIGHTS_DIR}/{{arch}}/{{encoder}}.json",
+        marker=WEIGHTS_MARKER,
     log:
-        f"{WEIGHTS_DIR}/logs/{{arch}}_{{encoder}}.log",
+        log_path("{arch}_{encoder}", WEIGHTS_DIR),
     benchmark:
-        f"{WEIGHTS_DIR}/benchmarks/{{arch}}_{{encoder}}.tsv"
+        bench_path("{arch}_{encoder}", WEIGHTS_DIR)
     localrule: True
     conda:
         "../envs/train.yaml"

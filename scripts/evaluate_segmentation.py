@@ -1,12 +1,13 @@
 """Snakemake adapter: evaluate one trained model on one split."""
 
+from nucleiflow.config import ModelSpec
 from nucleiflow.io import write_csv, write_json
 from nucleiflow.log import setup_logging
 from nucleiflow.segmentation.run import evaluate_from_spec
 
 log = setup_logging(snakemake.log[0])
 per_image, timing = evaluate_from_spec(
-    snakemake.params.spec,
+    ModelSpec.from_dict(snakemake.params.spec),
     snakemake.input.model,
     snakemake.input.store,
     snakemake.input.split,

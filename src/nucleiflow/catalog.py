@@ -1,18 +1,26 @@
-"""Names of the model zoo, importable without torch.
+"""Every name list of the workflow, defined once and importable without torch.
 
-The config is checked against this at workflow start-up (parsing the DAG must
-stay fast); `models.registry` builds exactly these.
+The config is checked against these at workflow start-up (parsing the DAG must
+stay fast), and each registry is keyed by them: `models.registry` builds exactly
+`ARCH_ENCODERS`, `datasets.CONVERTERS` converts exactly `SEGMENTATION_FORMATS`,
+`classification.classic.CLASSIFIERS` holds exactly `CLASSIFIER_NAMES` and the
+classification CNN builders exactly `CNN_MODELS`. workflow_tests/test_catalog.py
+checks those registries and the enums of schemas/config.schema.yaml against
+these lists.
 """
+
+NO_ENCODER = "none"  # the encoder of the self-contained U-Nets
 
 SMP_ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet-b0", "efficientnet-b4", "mobilenet_v2")
 
-# architecture -> valid encoders ("none" for the self-contained U-Nets)
+# architecture -> valid encoders
 ARCH_ENCODERS: dict[str, tuple[str, ...]] = {
     "unet": SMP_ENCODERS,
     "deeplabv3plus": SMP_ENCODERS,
-    "resunet": ("none",),
-    "classic_unet": ("none",),
+    "resunet": (NO_ENCODER,),
+    "classic_unet": (NO_ENCODER,),
 }
+ARCH_NAMES = tuple(ARCH_ENCODERS)
 
 CLASSIFIER_NAMES = (
     "Decision Tree",
@@ -28,6 +36,11 @@ CLASSIFIER_NAMES = (
     "Histogram Gradient Boosting",
 )
 
+# The classification study's CNNs, and those with pretrained (timm, ImageNet) weights.
+CNN_MODELS = ("small_cnn", "inception_resnet_v2")
+PRETRAINED_CNN_MODELS = ("inception_resnet_v2",)
+
+# Every dataset `format`; the segmentation ones are converted to the common store.
 DATASET_FORMATS = ("pannuke", "dsb2018", "class_folders")
 SEGMENTATION_FORMATS = ("pannuke", "dsb2018")
 
@@ -44,13 +57,13 @@ ENCODER_DISPLAY = {
     "efficientnet-b0": "EfficientNet-B0",
     "efficientnet-b4": "EfficientNet-B4",
     "mobilenet_v2": "MobileNetV2",
-    "none": "-",
+    NO_ENCODER: "-",
 }
 
 
 def model_label(arch: str, encoder: str, reg: str) -> str:
     """Human-readable model name used in every table and figure, e.g. 'U-Net / ResNet-50 (paper)'."""
     name = ARCH_DISPLAY.get(arch, arch)
-    if encoder != "none":
+    if encoder != NO_ENCODER:
         name += f" / {ENCODER_DISPLAY.get(encoder, encoder)}"
     return f"{name} ({reg})"

@@ -1,4 +1,4 @@
-"""Config checks beyond the JSON schema, and expansion of the experiment grid.
+"""Config checks beyond the JSON schema, expansion of the experiment grid, and the spec of one model.
 
 Used by rules/common.smk at start-up and tested directly. Everything here is
 torch-free so that building the DAG stays fast.
@@ -6,11 +6,14 @@ torch-free so that building the DAG stays fast.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from nucleiflow.catalog import ARCH_ENCODERS, CLASSIFIER_NAMES, SEGMENTATION_FORMATS
+from nucleiflow.catalog import ARCH_ENCODERS, CLASSIFIER_NAMES, NO_ENCODER, SEGMENTATION_FORMATS
 from nucleiflow.errors import ConfigError, choices_error
+
+NO_REGULARIZATION = "none"  # the built-in regularization cell
 
 # Per-image metrics a comparison may show (evaluation's per-image columns).
 COMPARABLE_METRICS = (
@@ -56,6 +59,66 @@ class ModelCell:
         }
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that defines one trained model; also the identity its checkpoints must match.
+
+    The workflow passes it to jobs as a plain dict (`to_dict`: Snakemake compares
+    params to decide re-runs); the package takes it back with `from_dict`.
+    `regularization` is a cell as `regularization_cell` returns it, `training`
+    the experiment's `training` section.
+    """
+
+    dataset: str
+    experiment: str
+    split: str
+    augmentation: str | None
+    arch: str
+    encoder: str
+    reg: str
+    regularization: dict
+    training: dict
+    seed: int
+
+    def to_dict(self) -> dict:
+        """The plain dict, keys in field order (copies of the nested dicts)."""
+        return {f.name: _copied(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, spec: Mapping | ModelSpec) -> ModelSpec:
+        """The spec from its dict (a ModelSpec is returned as it is); ConfigError naming missing or unknown keys."""
+        if isinstance(spec, cls):
+            return spec
+        names = [f.name for f in fields(cls)]
+        missing = [name for name in names if name not in spec]
+        unknown = [key for key in spec if key not in names]
+        if missing or unknown:
+            problem = f"missing key(s) {missing}" if missing else f"unknown key(s) {unknown}"
+            raise ConfigError(f"model spec: {problem}; expected keys: {', '.join(names)}")
+        return cls(**{name: _copied(spec[name]) for name in names})
+
+
+def _copied(value):
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def model_spec(config: dict, dataset: str, experiment: str, arch: str, encoder: str, reg: str) -> ModelSpec:
+    """The spec of one model cell of a segmentation experiment."""
+    exp = config["segmentation"][experiment]
+    return ModelSpec(
+        dataset=dataset,
+        experiment=experiment,
+        split=exp["split"],
+        augmentation=exp.get("augmentation"),
+        arch=arch,
+        encoder=encoder,
+        reg=reg,
+        regularization=regularization_cell(config, reg),
+        training=exp["training"],
+        seed=config["seed"],
+    )
+
+
 def schema_error_message(error) -> str:
     """One line from a jsonschema ValidationError: the key path, the bad value, what is valid."""
     path = ".".join(str(p) for p in error.absolute_path) or "<top level>"
@@ -69,15 +132,15 @@ def segmentation_cells(config: dict, experiment: str | None = None) -> list[Mode
         if experiment is not None and name != experiment:
             continue
         for model in exp["models"]:
-            for reg in model.get("regularization") or exp.get("regularization", ["none"]):
-                cells.append(ModelCell(name, exp["dataset"], model["arch"], model.get("encoder", "none"), reg))
+            for reg in model.get("regularization") or exp.get("regularization", [NO_REGULARIZATION]):
+                cells.append(ModelCell(name, exp["dataset"], model["arch"], model.get("encoder", NO_ENCODER), reg))
     return cells
 
 
 def regularization_cell(config: dict, name: str) -> dict:
     """The named cell; "none" is built in (no extra blocks, no dropout, no L2)."""
     cell = {"extra_blocks": 0, "dropout": 0.0, "l2": 0.0, "decoder_dropout": 0.0}
-    if name != "none":
+    if name != NO_REGULARIZATION:
         cell.update(config["regularization"][name])
     return cell
 
@@ -101,17 +164,17 @@ def check_config(config: dict) -> None:
         augmentation = exp.get("augmentation")
         if augmentation is not None and augmentation not in config.get("augmentation", {}):
             raise choices_error(f"{key}.augmentation", augmentation, config.get("augmentation", {}))
-        valid_cells = ["none", *config.get("regularization", {})]
+        valid_cells = [NO_REGULARIZATION, *config.get("regularization", {})]
         for i, model in enumerate(exp["models"]):
-            arch, encoder = model["arch"], model.get("encoder", "none")
+            arch, encoder = model["arch"], model.get("encoder", NO_ENCODER)
             if arch not in ARCH_ENCODERS:
                 raise choices_error(f"{key}.models[{i}].arch", arch, ARCH_ENCODERS)
             if encoder not in ARCH_ENCODERS[arch]:
                 raise choices_error(f"{key}.models[{i}].encoder (for {arch})", encoder, ARCH_ENCODERS[arch])
-            for reg in model.get("regularization") or exp.get("regularization", ["none"]):
+            for reg in model.get("regularization") or exp.get("regularization", [NO_REGULARIZATION]):
                 if reg not in valid_cells:
                     raise choices_error(f"{key}.models[{i}].regularization", reg, valid_cells)
-                if regularization_cell(config, reg)["decoder_dropout"] and ARCH_ENCODERS[arch] == ("none",):
+                if regularization_cell(config, reg)["decoder_dropout"] and ARCH_ENCODERS[arch] == (NO_ENCODER,):
                     raise ConfigError(
                         f"{key}.models[{i}]: regularization cell {reg!r} sets decoder_dropout, "
                         f"which only unet and deeplabv3plus support (not {arch})"

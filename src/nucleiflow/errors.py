@@ -25,3 +25,10 @@ def choices_error(key: str, value, valid) -> ConfigError:
     """ConfigError for `value` at `key` not being one of `valid`."""
     valid = sorted(valid)
     return ConfigError(f"{key}: {value!r} is not valid; choose one of: {', '.join(map(str, valid))}")
+
+
+def require_columns(frame, columns, what: str) -> None:
+    """DataFormatError naming the first missing columns of table `frame` (`what` names the table), if any."""
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise DataFormatError(f"{what} lacks column(s) {missing}; have {list(frame.columns)}")

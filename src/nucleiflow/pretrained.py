@@ -31,16 +31,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from nucleiflow.catalog import NO_ENCODER, PRETRAINED_CNN_MODELS
 from nucleiflow.download import DownloadError, sha256sum
 from nucleiflow.errors import ConfigError, choices_error
 from nucleiflow.io import write_json
+from nucleiflow.paths import WEIGHTS_DIR, WEIGHTS_MARKER
 
-MARKER_ROOT = "resources/weights"
 CNN_ARCH = "cnn"  # the marker "arch" of the classification study's CNNs
-# Classification CNNs with pretrained weights (timm models); small_cnn has none.
-PRETRAINED_CNN_MODELS = ("inception_resnet_v2",)
-CNN_WEIGHTS = "imagenet"  # timm's default pretrained tag of those models is an ImageNet-1k one
-NO_ENCODER = "none"
+CNN_WEIGHTS = "imagenet"  # timm's default pretrained tag of PRETRAINED_CNN_MODELS is an ImageNet-1k one
 CACHE_HINT = (
     "run `snakemake cache_weights --cores 1` on a machine with internet (a login node) first, with the same HF_HOME"
 )
@@ -142,9 +140,10 @@ def cnn_weights_inputs(config: dict, experiment: str, model: str) -> list[str]:
     return [weights_marker_path(CNN_ARCH, model).as_posix()]
 
 
-def weights_marker_path(arch: str, encoder: str, root: str | Path = MARKER_ROOT) -> Path:
-    """`resources/weights/<arch>/<encoder>.json`: written once the weights are in the cache."""
-    return Path(root) / arch / f"{encoder}.json"
+def weights_marker_path(arch: str, encoder: str, root: str | Path = WEIGHTS_DIR) -> Path:
+    """`resources/weights/<arch>/<encoder>.json` (`paths.WEIGHTS_MARKER`): written once the weights are cached."""
+    marker = Path(WEIGHTS_MARKER.format(arch=arch, encoder=encoder))
+    return Path(root) / marker.relative_to(WEIGHTS_DIR)
 
 
 # --- where the library looks --------------------------------------------------

@@ -116,6 +116,7 @@ def _voting(seed: int) -> Pipeline:
     return _scaled(VotingClassifier(members, voting="soft"))
 
 
+# One builder per catalog.CLASSIFIER_NAMES, in its order (workflow_tests/test_catalog.py checks).
 CLASSIFIERS: dict[str, Callable[[int], Pipeline]] = {
     "Decision Tree": lambda seed: _scaled(DecisionTreeClassifier(random_state=seed)),
     "SVM": _svm,

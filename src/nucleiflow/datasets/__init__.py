@@ -1,7 +1,8 @@
 """Converters from each dataset's release layout to the common store.
 
-`CONVERTERS` maps the config's `format` key to a converter; adding a dataset
-means adding one module and one entry here.
+`CONVERTERS` maps the config's `format` key to a converter, one per
+`catalog.SEGMENTATION_FORMATS`; adding a dataset means adding one module, its
+format name in the catalog and one entry here.
 """
 
 from nucleiflow.datasets.dsb2018 import convert_dsb2018

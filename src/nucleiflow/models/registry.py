@@ -1,7 +1,8 @@
 """Model zoo registry: architecture name -> builder, plus size and L2 helpers.
 
 `build_model(arch, encoder, ...)` validates the names against `ARCHITECTURES`
-and calls the registered builder. Every model returns logits.
+and calls the registered builder. Every model returns logits. The names and
+their encoders are `catalog.ARCH_ENCODERS`; this module only adds the builders.
 
 L2 regularisation is implemented as Keras's `kernel_regularizer=l2(weight)`: a
 penalty `weight * sum(w ** 2)` that the training loop adds to the loss, not
@@ -24,13 +25,12 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from nucleiflow.catalog import SMP_ENCODERS
+from nucleiflow.catalog import ARCH_ENCODERS, NO_ENCODER
 from nucleiflow.errors import ConfigError, choices_error
 from nucleiflow.models.classic_unet import build_classic_unet
 from nucleiflow.models.resunet import build_resunet
 from nucleiflow.models.smp_models import build_deeplabv3plus, build_unet
 
-NO_ENCODER = "none"
 BN_STATISTICS = ("running_mean", "running_var")
 CONV_LAYERS = (nn.Conv2d, nn.ConvTranspose2d)
 
@@ -44,11 +44,16 @@ class ArchSpec:
     encoders: tuple[str, ...]
 
 
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "unet": build_unet,
+    "deeplabv3plus": build_deeplabv3plus,
+    "resunet": build_resunet,
+    "classic_unet": build_classic_unet,
+}
+# Keyed by the catalog, so a name without a builder fails at import; smp models are those with encoders.
 ARCHITECTURES: dict[str, ArchSpec] = {
-    "unet": ArchSpec(build_unet, uses_smp_encoder=True, encoders=SMP_ENCODERS),
-    "deeplabv3plus": ArchSpec(build_deeplabv3plus, uses_smp_encoder=True, encoders=SMP_ENCODERS),
-    "resunet": ArchSpec(build_resunet, uses_smp_encoder=False, encoders=(NO_ENCODER,)),
-    "classic_unet": ArchSpec(build_classic_unet, uses_smp_encoder=False, encoders=(NO_ENCODER,)),
+    arch: ArchSpec(_BUILDERS[arch], uses_smp_encoder=encoders != (NO_ENCODER,), encoders=encoders)
+    for arch, encoders in ARCH_ENCODERS.items()
 }
 
 

@@ -26,7 +26,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from skimage.measure import find_contours
 
-from nucleiflow.errors import DataFormatError
+from nucleiflow.errors import DataFormatError, require_columns
 from nucleiflow.io import atomic_path
 from nucleiflow.segmentation.metrics import DISPLAY_NAMES
 
@@ -74,12 +74,6 @@ def save_figure(fig: Figure, png_path: str | os.PathLike) -> list[Path]:
 def metric_label(metric: str) -> str:
     """The papers' label for a metric column name."""
     return DISPLAY_NAMES.get(metric, metric.replace("_", " ").capitalize())
-
-
-def _require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataFormatError(f"{what} lacks column(s) {missing}; have {list(df.columns)}")
 
 
 def _new_figure(n_panels: int, ncols: int, panel_size=(3.6, 2.8)) -> tuple[Figure, list]:
@@ -139,7 +133,7 @@ def metric_curves(
 
     `history` has columns `<model_col>, epoch, train_<m>, val_<m>` (Figures 6-10 of the PanNuke paper).
     """
-    _require_columns(history, [model_col, "epoch"], "history")
+    require_columns(history, [model_col, "epoch"], "history")
     palette = palette or model_palette(history[model_col])
     fig, axes = _new_figure(len(metrics), ncols=3)
     for ax, metric in zip(axes, metrics):
@@ -156,7 +150,7 @@ def epoch_curves(
 
     Uses `train_<metric>` / `val_<metric>` columns, or a bare `<metric>` column.
     """
-    _require_columns(history, [run_col, "epoch"], "history")
+    require_columns(history, [run_col, "epoch"], "history")
     palette = palette or model_palette(history[run_col])
     fig, (ax,) = _new_figure(1, ncols=1, panel_size=(4.8, 3.2))
     _draw_split_curves(ax, history, metric, run_col, palette)
@@ -200,7 +194,7 @@ def metric_bars(
 
     Error bars show `<metric>_std` when that column exists.
     """
-    _require_columns(summary, [model_col, split_col], "summary")
+    require_columns(summary, [model_col, split_col], "summary")
     value_col = _value_column(summary, metric)
     std_col = f"{metric}_std" if f"{metric}_std" in summary else None
     palette = palette or model_palette(summary[model_col])
@@ -229,7 +223,7 @@ def classifier_bars(
 
     Several rows per classifier and variant (folds, seeds) give a mean with a ±1 sd bar.
     """
-    _require_columns(results, [classifier_col, variant_col, metric], "results")
+    require_columns(results, [classifier_col, variant_col, metric], "results")
     n_classifiers = results[classifier_col].nunique()
     fig, (ax,) = _new_figure(1, ncols=1, panel_size=(5.0, 0.6 + 0.35 * n_classifiers))
     sns.barplot(data=results, y=classifier_col, x=metric, hue=variant_col, errorbar="sd", palette=PALETTE_NAME, ax=ax)
@@ -375,7 +369,7 @@ def distribution_by_model(
     frame: pd.DataFrame, value: str, label: str, model_col: str = "model", palette: dict[str, str] | None = None
 ) -> Figure:
     """One box per model with the individual values on top (e.g. inference seconds per image)."""
-    _require_columns(frame, [model_col, value], "distribution data")
+    require_columns(frame, [model_col, value], "distribution data")
     palette = palette or model_palette(frame[model_col])
     order = list(dict.fromkeys(frame[model_col]))
     fig, (ax,) = _new_figure(1, ncols=1, panel_size=(max(4.0, 0.9 * len(order) + 2), 3.2))

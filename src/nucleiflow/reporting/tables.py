@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from nucleiflow.errors import DataFormatError
+from nucleiflow.errors import DataFormatError, require_columns
 from nucleiflow.segmentation.metrics import DISPLAY_NAMES
 
 # Record key -> column header of the model-size table, in display order.
@@ -41,12 +41,6 @@ def mean_std_column(mean, std, digits: int = 4) -> pd.Series:
     return pd.Series([_format_mean_std(m, s, digits) for m, s in zip(means, stds)], index=index, dtype=object)
 
 
-def _require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataFormatError(f"{what} lacks column(s) {missing}; have {list(df.columns)}")
-
-
 def _metric_label(metric: str) -> str:
     return DISPLAY_NAMES.get(metric, metric.replace("_", " ").capitalize())
 
@@ -72,7 +66,7 @@ def metrics_table(
     Filter `summary` to one split first, or include the split in `label_cols`.
     """
     label_cols = [label_cols] if isinstance(label_cols, str) else list(label_cols)
-    _require_columns(summary, label_cols, "summary")
+    require_columns(summary, label_cols, "summary")
     table = summary[label_cols].reset_index(drop=True)
     for metric in metrics:
         table[_metric_label(metric)] = _mean_std_cell_column(summary, metric, digits).to_numpy()
@@ -88,7 +82,7 @@ def _value_column(df: pd.DataFrame, metric: str, what: str) -> pd.Series:
 
 
 def _metric_values(df: pd.DataFrame, keys: list[str], metrics: Sequence[str], what: str) -> pd.DataFrame:
-    _require_columns(df, keys, what)
+    require_columns(df, keys, what)
     values = df[keys].copy()
     for metric in metrics:
         values[metric] = _value_column(df, metric, what).to_numpy()

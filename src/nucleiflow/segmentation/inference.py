@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -29,6 +30,19 @@ from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
 WARMUP_BATCHES = 1  # the first batch pays for lazy initialisation (cuDNN autotuning, allocations)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How `evaluate_split` runs: input size, threshold, device, batching, post-processing, progress bar."""
+
+    size: int
+    threshold: float
+    setup: DeviceSetup
+    policy: str = "resize"
+    batch_size: int = 8
+    postprocess: dict = field(default_factory=dict)  # options of instance_metrics.instances_from_binary
+    progress: bool = True
 
 
 def _sync(device: torch.device) -> None:
@@ -124,16 +138,17 @@ def evaluate_split(
     if policy not in SIZE_POLICIES:
         raise choices_error("training.size_policy", policy, SIZE_POLICIES)
     model.eval().to(setup.device)
-    options = (size, threshold, setup, postprocess or {}, progress, policy, batch_size)
+    options = EvalOptions(size, threshold, setup, policy, batch_size, postprocess=postprocess or {}, progress=progress)
     if predictions_path is None:
-        return _evaluate(model, store, ids, None, *options)
+        return _evaluate(model, store, ids, None, options)
     with atomic_path(predictions_path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["threshold"] = threshold
-        return _evaluate(model, store, ids, h5, *options)
+        return _evaluate(model, store, ids, h5, options)
 
 
-def _predict_batches(model, store, ids, size, setup, policy, batch_size):
+def _predict_batches(model, store, ids, options: EvalOptions):
     """Yield (sample, probability, seconds per image, batch index) in id order."""
+    size, setup, policy, batch_size = options.size, options.setup, options.policy, options.batch_size
     per_batch = 1 if policy == "tile" else batch_size
     for index, start in enumerate(range(0, len(ids), per_batch)):
         samples = [store[image_id] for image_id in ids[start : start + per_batch]]
@@ -149,16 +164,16 @@ def _predict_batches(model, store, ids, size, setup, policy, batch_size):
             yield sample, prob, seconds, index
 
 
-def _evaluate(model, store, ids, h5, size, threshold, setup, postprocess, progress, policy, batch_size) -> pd.DataFrame:
+def _evaluate(model, store, ids, h5, options: EvalOptions) -> pd.DataFrame:
     rows = []
-    predictions = _predict_batches(model, store, ids, size, setup, policy, batch_size)
+    predictions = _predict_batches(model, store, ids, options)
     for sample, prob, seconds, batch_index in tqdm(
-        predictions, total=len(ids), desc="evaluate", unit="img", disable=not progress
+        predictions, total=len(ids), desc="evaluate", unit="img", disable=not options.progress
     ):
         truth = sample.mask.astype(bool)
         if prob.shape != truth.shape:
             raise DataFormatError(f"{sample.image_id}: prediction {prob.shape} and mask {truth.shape} differ in size")
-        pred = prob > threshold
+        pred = prob > options.threshold
         counts = confusion_counts(pred, truth)
         rows.append(
             {
@@ -169,7 +184,7 @@ def _evaluate(model, store, ids, h5, size, threshold, setup, postprocess, progre
                 "fp": counts[1],
                 "fn": counts[2],
                 "tn": counts[3],
-                **object_metrics(sample.instances, pred, **postprocess),
+                **object_metrics(sample.instances, pred, **options.postprocess),
                 "seconds": seconds,
                 "warmup": batch_index < WARMUP_BATCHES,
             }

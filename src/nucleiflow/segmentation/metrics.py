@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from nucleiflow.errors import DataFormatError
+from nucleiflow.errors import require_columns
 
 # Fixed display order for tables and figures.
 METRIC_NAMES = ("acc", "dice", "sensitivity", "iou", "precision", "f1", "specificity", "mcc")
@@ -96,12 +96,6 @@ def pixel_metrics(pred, target) -> dict[str, float]:
     return {**dict(zip(COUNT_NAMES, counts)), **metrics_from_counts(*counts)}
 
 
-def _require_columns(df: pd.DataFrame, columns: Sequence[str]) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataFormatError(f"per-image metrics lack column(s) {missing}; have {list(df.columns)}")
-
-
 def _pooled_metrics(counts: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     """Dataset-level metrics from the summed counts of each group (one row per group)."""
     rows = [metrics_from_counts(*(int(v) for v in row)) for row in counts[list(COUNT_NAMES)].itertuples(index=False)]
@@ -124,7 +118,7 @@ def summarize(
     group_cols = [group_cols] if isinstance(group_cols, str) else list(group_cols)
     if metrics is None:
         metrics = [m for m in METRIC_NAMES if m in per_image.columns]
-    _require_columns(per_image, [*group_cols, *COUNT_NAMES, *metrics])
+    require_columns(per_image, [*group_cols, *COUNT_NAMES, *metrics], "per-image metrics table")
     # A constant key lets the whole-frame case share the grouped code path.
     keys = group_cols or (lambda _: 0)
     grouped = per_image.groupby(keys, sort=False)

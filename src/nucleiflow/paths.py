@@ -1,0 +1,57 @@
+"""Every `results/` and `resources/` path template of the workflow, in one place.
+
+The rules (through rules/common.smk) and the package build their paths from
+these, so a path is spelled once. Templates hold Snakemake wildcards in braces
+(`{dataset}`, `{experiment}`, ...): a rule uses them as they are, code fills
+them with `str.format`. Relative templates (`TABLE`, `FIGURE`,
+`CNN_HISTORY_NAME`) name a file inside an experiment folder. Torch-free and
+stdlib-only: the workflow imports it while it builds the DAG.
+"""
+
+RESULTS = "results"
+RESOURCES = "resources"
+
+# --- resources/: what is fetched, unpacked or cached -------------------------------
+DOWNLOAD_DIR = f"{RESOURCES}/{{dataset}}/download"
+DOWNLOAD = f"{DOWNLOAD_DIR}/{{filename}}"
+UNPACKED = f"{RESOURCES}/{{dataset}}/unpacked/{{archive}}"
+DEMO_DIR = f"{RESOURCES}/demo"
+WEIGHTS_DIR = f"{RESOURCES}/weights"
+WEIGHTS_MARKER = f"{WEIGHTS_DIR}/{{arch}}/{{encoder}}.json"
+
+# --- results/<dataset>/: one dataset --------------------------------------------------
+DATASET_DIR = f"{RESULTS}/{{dataset}}"
+STORE = f"{DATASET_DIR}/store.h5"
+STORE_SUMMARY = f"{DATASET_DIR}/store_summary.json"
+SPLIT = f"{DATASET_DIR}/splits/{{split}}.csv"
+EDA_DIR = f"{DATASET_DIR}/eda"
+PIPELINE = f"{DATASET_DIR}/augment/{{pipeline}}.json"
+PIPELINE_PREVIEW = f"{DATASET_DIR}/augment/{{pipeline}}_preview.png"
+
+# --- one segmentation experiment and its model cells ------------------------------------
+SEG_DIR = f"{DATASET_DIR}/{{experiment}}"
+MODEL_DIR = f"{SEG_DIR}/models/{{arch}}/{{encoder}}/{{reg}}"
+EVAL_DIR = f"{SEG_DIR}/evaluation/{{arch}}/{{encoder}}/{{reg}}"
+
+# --- one classification experiment ---------------------------------------------------
+CLS_DIR = f"{DATASET_DIR}/classification/{{experiment}}"
+CNN_HISTORY_NAME = "cnn/{model}_{variant}_history.csv"  # relative to CLS_DIR
+CNN_HISTORY = f"{CLS_DIR}/{CNN_HISTORY_NAME}"
+
+# --- comparisons across experiments ---------------------------------------------------
+COMPARISONS_DIR = f"{RESULTS}/comparisons"
+COMPARISON_DIR = f"{COMPARISONS_DIR}/{{comparison}}"
+
+# Inside an experiment folder (SEG_DIR or CLS_DIR): its tables and figures.
+TABLE = "tables/{name}.csv"
+FIGURE = "figures/{name}.png"
+
+
+def log_path(name: str, base: str = DATASET_DIR) -> str:
+    """The log of job `name` (may hold wildcards) under `base`: `<base>/logs/<name>.log`."""
+    return f"{base}/logs/{name}.log"
+
+
+def bench_path(name: str, base: str = DATASET_DIR) -> str:
+    """The Snakemake benchmark of job `name` under `base`: `<base>/benchmarks/<name>.tsv`."""
+    return f"{base}/benchmarks/{name}.tsv"
