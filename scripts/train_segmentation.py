@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
+from nucleiflow.config import ModelSpec
 from nucleiflow.log import setup_logging
 from nucleiflow.segmentation.run import train_from_spec
 
 log = setup_logging(snakemake.log[0])
 info = train_from_spec(
-    snakemake.params.spec,
+    ModelSpec.from_dict(snakemake.params.spec),
     snakemake.input.store,
     snakemake.input.split,
     snakemake.input.pipeline[0] if snakemake.input.pipeline else None,

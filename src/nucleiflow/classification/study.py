@@ -28,6 +28,7 @@ import pandas as pd
 from nucleiflow.classification.dataset import CLASS_NAMES, load_image, read_class_folders, split_classes
 from nucleiflow.classification.pannuke_crops import task_class_names
 from nucleiflow.errors import ConfigError, DataFormatError
+from nucleiflow.paths import CNN_HISTORY_NAME, FIGURE, TABLE
 
 VARIANTS = ("base", "augmented")
 PUBLISHED_STUDY = "classification"
@@ -74,13 +75,13 @@ def check_cnn_table_number(number: int | str, model: str, variant: str) -> None:
 def cnn_history_file(number: int | str, model: str, variant: str) -> str:
     """The history behind Table `number` (relative to the experiment folder), after checking the number is the run's."""
     check_cnn_table_number(number, model, variant)
-    return f"cnn/{model}_{variant}_history.csv"
+    return CNN_HISTORY_NAME.format(model=model, variant=variant)
 
 
 def report_targets(cnn_models) -> list[str]:
     """Every table and figure of one experiment, relative to its folder (`rule all`)."""
     tables = [*CLASSIC_TABLES.values(), *(cnn_table_name(m, v) for m in cnn_models for v in VARIANTS), COUNTS_TABLE]
-    return [f"tables/{t}.csv" for t in tables] + [f"figures/{f}.png" for f in (CLASSIFIER_FIGURE, FIGURE4)]
+    return [TABLE.format(name=t) for t in tables] + [FIGURE.format(name=f) for f in (CLASSIFIER_FIGURE, FIGURE4)]
 
 
 # ---------------------------------------------------------------- data

@@ -1,8 +1,9 @@
 """One segmentation experiment cell, end to end: build, train, evaluate.
 
-`spec` is the dictionary the workflow passes for a model cell (see
-rules/common.smk:model_spec); it also serves as the identity a checkpoint must
-match to be resumed (minus the epoch budget, so training can be extended).
+`spec` is the `ModelSpec` of a model cell; the workflow passes it as a plain
+dict (rules/common.smk:model_spec) and the functions here accept either. It
+also serves as the identity a checkpoint must match to be resumed (minus the
+epoch budget, so training can be extended).
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from nucleiflow.config import ModelSpec
 from nucleiflow.device import setup_device
+from nucleiflow.engine import load_checkpoint, seed_everything
 from nucleiflow.io import atomic_path, write_csv, write_json
 from nucleiflow.models import build_model, count_parameters, model_size_mb
 from nucleiflow.pretrained import check_weights_available
 from nucleiflow.segmentation.augment import load_pipeline
 from nucleiflow.segmentation.data import SegmentationDataset, make_loader, split_ids
 from nucleiflow.segmentation.inference import evaluate_split, timing_summary
-from nucleiflow.segmentation.training import Trainer, TrainSettings, load_checkpoint, seed_everything
+from nucleiflow.segmentation.training import SegmentationTrainer, TrainSettings
 from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
@@ -32,17 +35,20 @@ log = logging.getLogger(__name__)
 RESUMABLE_CHANGES = ("epochs", "early_stopping_patience", "device", "amp", "keep_last_checkpoint")
 
 
-def checkpoint_identity(spec: dict) -> dict:
-    training = {k: v for k, v in spec["training"].items() if k not in RESUMABLE_CHANGES}
-    return {**{k: v for k, v in spec.items() if k != "training"}, "training": training}
+def checkpoint_identity(spec: ModelSpec | dict) -> dict:
+    """The spec as a plain dict without RESUMABLE_CHANGES: what a checkpoint stores and must match."""
+    fields = ModelSpec.from_dict(spec).to_dict()
+    training = {k: v for k, v in fields.pop("training").items() if k not in RESUMABLE_CHANGES}
+    return {**fields, "training": training}
 
 
-def build_from_spec(spec: dict, encoder_weights: str | None = None) -> torch.nn.Module:
-    reg = spec["regularization"]
+def build_from_spec(spec: ModelSpec | dict, encoder_weights: str | None = None) -> torch.nn.Module:
+    spec = ModelSpec.from_dict(spec)
+    reg = spec.regularization
     extra = {"decoder_dropout": reg["decoder_dropout"]} if reg.get("decoder_dropout") else {}
     return build_model(
-        spec["arch"],
-        spec["encoder"],
+        spec.arch,
+        spec.encoder,
         dropout=reg["dropout"],
         extra_blocks=reg["extra_blocks"],
         encoder_weights=encoder_weights,
@@ -51,14 +57,15 @@ def build_from_spec(spec: dict, encoder_weights: str | None = None) -> torch.nn.
 
 
 def train_from_spec(
-    spec: dict, store_path, split_path, pipeline_path, model_dir, *, threads: int = 1, progress: bool = True
+    spec: ModelSpec | dict, store_path, split_path, pipeline_path, model_dir, *, threads: int = 1, progress: bool = True
 ) -> dict:
     """Train one cell; writes model.pt, history.csv and train_info.json into `model_dir`."""
-    training = spec["training"]
+    spec = ModelSpec.from_dict(spec)
+    training = spec.training
     model_dir = Path(model_dir)
-    seed_everything(spec["seed"])
+    seed_everything(spec.seed)
     setup = setup_device(training["device"], threads, training["amp"])
-    check_weights_available(spec["arch"], spec["encoder"], training["encoder_weights"])
+    check_weights_available(spec.arch, spec.encoder, training["encoder_weights"])
     model = build_from_spec(spec, training["encoder_weights"])
     store = Store(store_path)
     manifest = pd.read_csv(split_path)
@@ -70,7 +77,7 @@ def train_from_spec(
             training["input_size"],
             policy=training["size_policy"],
             transform=transform if name == "train" else None,
-            seed=spec["seed"],
+            seed=spec.seed,
             prefilter_sigma=training["prefilter_sigma"],
             random_tiles=name == "train",
         )
@@ -81,7 +88,7 @@ def train_from_spec(
             ds,
             training["batch_size"],
             shuffle=name == "train",
-            seed=spec["seed"],
+            seed=spec.seed,
             workers=setup.loader_workers,
             pin_memory=setup.pin_memory,
         )
@@ -92,20 +99,20 @@ def train_from_spec(
         batch_size=training["batch_size"],
         lr=training["lr"],
         loss=training["loss"],
-        l2=spec["regularization"]["l2"],
+        l2=spec.regularization["l2"],
         lr_patience=training["lr_patience"],
         lr_factor=training["lr_factor"],
         early_stopping_patience=training["early_stopping_patience"],
         threshold=training["threshold"],
-        seed=spec["seed"],
+        seed=spec.seed,
         identity=checkpoint_identity(spec),
     )
-    trainer = Trainer(model, settings, setup, model_dir / "checkpoints", progress=progress)
+    trainer = SegmentationTrainer(model, settings, setup, model_dir / "checkpoints", progress=progress)
     log.info(
         "training %s/%s/%s on %s: %d train, %d val images",
-        spec["arch"],
-        spec["encoder"],
-        spec["reg"],
+        spec.arch,
+        spec.encoder,
+        spec.reg,
         setup.device,
         len(datasets["train"]),
         len(datasets["val"]),
@@ -116,7 +123,7 @@ def train_from_spec(
     write_csv(model_dir / "history.csv", history)
     info = {
         **trainer.summary(),
-        "spec": spec,
+        "spec": spec.to_dict(),
         **count_parameters(model.cpu()),
         "size_mb": model_size_mb(model),
         "train_images": len(datasets["train"]),
@@ -142,7 +149,7 @@ def publish_model(best: Path, target: Path) -> None:
 
 
 def evaluate_from_spec(
-    spec: dict,
+    spec: ModelSpec | dict,
     model_path,
     store_path,
     split_path,
@@ -154,7 +161,8 @@ def evaluate_from_spec(
     postprocess: dict | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Per-image metrics and timing of the best checkpoint on one split."""
-    training = spec["training"]
+    spec = ModelSpec.from_dict(spec)
+    training = spec.training
     setup = setup_device(training["device"], threads, training["amp"])
     model = build_from_spec(spec)
     state = load_checkpoint(Path(model_path), checkpoint_identity(spec), map_location="cpu")
