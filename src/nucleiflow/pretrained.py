@@ -247,7 +247,7 @@ def _build_with_weights(arch: str, encoder: str, weights: str) -> None:
     if arch == CNN_ARCH:
         import timm
 
-        # timm itself, not classification.cnn.build_classifier: that one only reads the cache.
+        # timm itself, not classification.models.build_classifier: that one only reads the cache.
         timm.create_model(encoder, pretrained=True)
     else:
         from .models import build_model
