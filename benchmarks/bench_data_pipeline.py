@@ -2,8 +2,11 @@
 
 * data pipeline: `SegmentationDataset` over a store (HDF5 read, resize to
   `--size`, the albumentations pipeline the augment stage builds, normalisation)
-  batched by `make_loader` with N workers, for each N in `--workers`. Startup
-  (worker spawn, first batch) is timed apart from the steady rate.
+  batched by `make_loader` with N workers, for each N in `--workers`, over
+  `--epochs` epochs. Workers persist across epochs (as in training), so the
+  first epoch pays their start-up and the later ones do not; `--respawn` runs
+  the loader as it was before: workers forked again every epoch, OpenCV and
+  torch threads not limited inside them.
 * model: forward + backward + Adam step on in-memory batches of the same shape
   on `--device` (the bare loop of bench_training.py: what the model consumes).
 
@@ -17,6 +20,7 @@ built in a temporary folder with the workflow's own synthetic generator and
 converter. Run from the repository root:
 
     .venv/bin/python benchmarks/bench_data_pipeline.py                            # CPU, 128 px, workers 0,1,2
+    .venv/bin/python benchmarks/bench_data_pipeline.py --respawn                  # the same, workers re-forked
     .venv/bin/python benchmarks/bench_data_pipeline.py --device cuda --encoder resnet50 --size 256 \\
         --batch 16 --workers 0,4,8,15 --amp --store results/pannuke/store.h5
 """
@@ -31,10 +35,11 @@ from pathlib import Path
 
 import torch
 from bench_training import BareLoop, make_batches, timed  # same folder: the model side
+from torch.utils.data import DataLoader
 
 from nucleiflow.archive import safe_extract_zip
 from nucleiflow.datasets.pannuke import convert_pannuke
-from nucleiflow.device import DeviceSetup, setup_device
+from nucleiflow.device import IN_PROCESS, DeviceSetup, loader_kwargs, setup_device
 from nucleiflow.models import build_model
 from nucleiflow.segmentation.augment import build_pipeline
 from nucleiflow.segmentation.data import SegmentationDataset, make_loader
@@ -51,7 +56,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=128, help="training input size")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--workers", default="0,1,2", help="comma-separated DataLoader worker counts")
-    parser.add_argument("--epochs", type=int, default=1, help="passes over the store per worker count")
+    parser.add_argument("--epochs", type=int, default=3, help="passes over the store per worker count")
+    parser.add_argument(
+        "--respawn",
+        action="store_true",
+        help="fork workers again every epoch, without thread limits (the loader before persistent workers)",
+    )
     parser.add_argument("--arch", default="unet")
     parser.add_argument("--encoder", default=None, help="default: resnet18 on CPU, resnet50 on CUDA")
     parser.add_argument("--model-steps", type=int, default=5)
@@ -75,35 +85,48 @@ def synthetic_store(folder: Path, images: int, seed: int = 0) -> Path:
     return out
 
 
-def loader_rate(store_path: Path, size: int, batch: int, workers: int, epochs: int, pin_memory: bool) -> dict:
-    """Images/s of the data pipeline alone, per epoch as training sees it (workers re-spawn every epoch).
+def build_loader(dataset, batch: int, workers: int, pin_memory: bool, respawn: bool) -> DataLoader:
+    """`make_loader` as training uses it, or with `respawn` the loader as it was before persistent workers."""
+    if not respawn:
+        return make_loader(dataset, batch, shuffle=True, seed=0, workers=workers, pin_memory=pin_memory)
+    options = loader_kwargs(IN_PROCESS, workers=workers, pin_memory=pin_memory)
+    options.update(persistent_workers=False, worker_init_fn=None)
+    generator = torch.Generator().manual_seed(0)
+    return DataLoader(dataset, batch, shuffle=True, generator=generator, drop_last=len(dataset) > batch, **options)
 
-    `steady` leaves out each epoch's first batch (worker start-up); with workers
-    it is flattered by the batches prefetched meanwhile, so `epoch` is the figure to compare.
+
+def loader_rate(
+    store_path: Path, size: int, batch: int, workers: int, epochs: int, pin_memory: bool, respawn: bool
+) -> dict:
+    """Images/s of the data pipeline alone, epoch by epoch as training sees it.
+
+    `first_wait_s` is the wait for the first batch of the first epoch (worker
+    start-up), `later_wait_s` the mean such wait of the later epochs (about zero
+    with persistent workers); `first` and `later` are the images/s of the first
+    epoch and the mean of the later ones, waits included.
     """
     store = Store(store_path)
     dataset = SegmentationDataset(store, store.ids, size, transform=build_pipeline(PAPER_AUGMENTATION), seed=0)
-    loader = make_loader(dataset, batch, shuffle=True, seed=0, workers=workers, pin_memory=pin_memory)
-    total = startup = steady_images = 0.0
-    images = 0
+    loader = build_loader(dataset, batch, workers, pin_memory, respawn)
+    rates, startups = [], []
     for epoch in range(1, epochs + 1):
         dataset.set_epoch(epoch)
         started = time.perf_counter()
         first = None
+        images = 0
         for batch_images, _, _ in loader:
             images += len(batch_images)
             if first is None:
                 first = time.perf_counter()  # workers are up and the first batch arrived
-            else:
-                steady_images += len(batch_images)
-        ended = time.perf_counter()
-        total += ended - started
-        startup += first - started
+        rates.append(images / (time.perf_counter() - started))
+        startups.append(first - started)
+    del loader  # persistent workers end here, before the next worker count starts its own
     return {
         "workers": workers,
-        "startup_s": startup / epochs,
-        "epoch_images_per_s": images / total,
-        "steady_images_per_s": steady_images / (total - startup),
+        "first_wait_s": startups[0],
+        "later_wait_s": sum(startups[1:]) / len(startups[1:]) if len(startups) > 1 else float("nan"),
+        "first_images_per_s": rates[0],
+        "later_images_per_s": sum(rates[1:]) / len(rates[1:]) if len(rates) > 1 else float("nan"),
     }
 
 
@@ -125,20 +148,25 @@ def report(args, setup: DeviceSetup, encoder: str, store_path: Path, rates: list
         f"model {args.arch}/{encoder} on {setup.device} (amp {setup.amp_dtype}, torch threads "
         f"{torch.get_num_threads()}): {model:.2f} images/s forward+backward+step"
     )
+    mode = "workers re-forked every epoch, threads not limited" if args.respawn else "persistent workers, 1 thread each"
+    print(f"loader: {mode}; {args.epochs} epochs per worker count")
     print(
-        f"{'workers':>7s} {'startup s':>10s} {'epoch images/s':>15s} {'steady images/s':>16s} "
-        f"{'epoch / model':>14s}  verdict"
+        f"{'workers':>7s} {'wait epoch 1 s':>15s} {'wait later s':>13s} {'epoch 1 images/s':>17s} "
+        f"{'later images/s':>15s} "
+        f"{'later / model':>14s}  verdict"
     )
     for rate in rates:
-        ratio = rate["epoch_images_per_s"] / model
+        steady = rate["later_images_per_s"] if args.epochs > 1 else rate["first_images_per_s"]
+        ratio = steady / model
         verdict = "model waits for data" if ratio < 1 else "loader keeps up"
         print(
-            f"{rate['workers']:7d} {rate['startup_s']:10.2f} {rate['epoch_images_per_s']:15.1f} "
-            f"{rate['steady_images_per_s']:16.1f} {ratio:13.1f}x  {verdict}"
+            f"{rate['workers']:7d} {rate['first_wait_s']:15.3f} {rate['later_wait_s']:13.3f} "
+            f"{rate['first_images_per_s']:17.1f} "
+            f"{rate['later_images_per_s']:15.1f} {ratio:13.1f}x  {verdict}"
         )
     in_process = next((r for r in rates if r["workers"] == 0), None)
     if in_process is not None:
-        serial = 1 / (1 / in_process["epoch_images_per_s"] + 1 / model)
+        serial = 1 / (1 / in_process["first_images_per_s"] + 1 / model)
         print(
             f"serial (0 workers: load then compute each step, as training on CPU does): {serial:.2f} images/s, "
             f"{(1 - serial / model) * 100:.1f} % below the model alone"
@@ -152,7 +180,10 @@ def main(argv=None) -> None:
     workers = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         store_path = args.store or synthetic_store(Path(tmp), args.images)
-        rates = [loader_rate(store_path, args.size, args.batch, w, args.epochs, setup.pin_memory) for w in workers]
+        rates = [
+            loader_rate(store_path, args.size, args.batch, w, args.epochs, setup.pin_memory, args.respawn)
+            for w in workers
+        ]
         model = model_rate(args, setup, encoder)
         report(args, setup, encoder, store_path, rates, model)
 

@@ -1,28 +1,34 @@
-"""Benchmark: training-step overhead of the engine against a bare PyTorch loop.
+"""Benchmark: training-step overhead of the engine against a bare PyTorch loop, and AMP against fp32.
 
 Both variants train the same architecture from the same initial weights on the
-same in-memory batches (random images, binary masks) with the same loss,
-optimiser (Adam), autocast dtype, gradient scaler and memory format, as
+same in-memory batches (random images, binary masks; in pinned memory on CUDA,
+as the training loader delivers them) with the same loss, optimiser (Adam),
+autocast dtype, gradient scaler and memory format, as
 `nucleiflow.device.setup_device` chooses them for the device:
 
 * ``bare``:   zero_grad -> forward -> loss -> backward -> step, nothing else
-* ``engine``: `nucleiflow.segmentation.training.Trainer.train_epoch` over the same batches
+* ``engine``: `SegmentationTrainer.train_epoch` (`nucleiflow.engine.Trainer`) over the same batches
   (finite-loss check, per-batch metrics, `EpochMeter`, progress bar disabled)
+
+On CUDA both run in each precision of `--precision` (default: the mixed
+precision `setup_device` picks for the GPU, and fp32), so one run gives AMP
+against fp32 images/s and the engine's overhead in each.
 
 The variants alternate `--repeats` times after `--warmup` untimed steps each;
 the fastest repeat of each is reported (the least disturbed by other processes:
 on a shared machine the median drifts with its load; the "spread" column shows
-how far the median is from it). CUDA is synchronised around every timing. On
-CPU with one torch thread (the default) the clock is this process's CPU time,
-which leaves out the time other processes hold the core; otherwise wall time.
-To show where any overhead comes from, three more bare loops each add one
-thing the engine does per batch, and `EpochMeter.result()` (once per epoch)
-is timed per image. The goal is an engine at most 5 % slower than bare.
+how far the median is from it). CUDA is synchronised before and after every
+timed region, so queued kernels are counted. On CPU with one torch thread (the
+default) the clock is this process's CPU time, which leaves out the time other
+processes hold the core; otherwise wall time. To show where any overhead comes
+from, three more bare loops each add one thing the engine does per batch, and
+`EpochMeter.result()` (once per epoch) is timed per image. The goal is an
+engine at most 5 % slower than bare.
 
 Run from the repository root:
 
     .venv/bin/python benchmarks/bench_training.py                  # CPU: unet/resnet18, 128 px, batch 4
-    .venv/bin/python benchmarks/bench_training.py --device cuda --encoder resnet50 --size 256 --batch 16 --amp
+    .venv/bin/python benchmarks/bench_training.py --device cuda --encoder resnet50 --size 256 --batch 16 --steps 50
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import torch
 from nucleiflow.device import DeviceSetup, setup_device
 from nucleiflow.models import build_model
 from nucleiflow.segmentation.losses import build_loss
-from nucleiflow.segmentation.training import EpochMeter, Trainer, TrainSettings, batch_counts
+from nucleiflow.segmentation.training import EpochMeter, SegmentationTrainer, TrainSettings, batch_counts
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 # A per-step addition to the bare loop: called with (loss, logits, masks) after optimizer.step().
@@ -47,6 +53,7 @@ StepExtra = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 EPOCH_IMAGES = 5000  # a PanNuke-sized training epoch, to put EpochMeter.result() in scale
 BARE = "bare loop (fwd+bwd+step)"
 ENGINE = "engine Trainer.train_epoch"
+PRECISIONS = ("auto", "amp", "fp32", "both")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,7 +66,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only, as in training)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="amp: the mixed precision setup_device picks (CUDA only); both: amp and fp32; "
+        "auto: both on CUDA, fp32 elsewhere",
+    )
     parser.add_argument("--loss", default="dice")
     parser.add_argument(
         "--threads",
@@ -77,13 +90,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def make_batches(n: int, batch: int, size: int, seed: int = 0) -> list[Batch]:
-    """`n` CPU batches of (normalised images, binary masks, indices), as SegmentationDataset yields them."""
+def make_batches(n: int, batch: int, size: int, seed: int = 0, pin: bool = False) -> list[Batch]:
+    """`n` CPU batches of (normalised images, binary masks, indices), as SegmentationDataset yields them.
+
+    `pin`: in page-locked memory, as a loader with `pin_memory` hands them over (the host-to-GPU copy
+    is then asynchronous, as in training).
+    """
     generator = torch.Generator().manual_seed(seed)
     batches = []
     for step in range(n):
         images = torch.randn(batch, 3, size, size, generator=generator)
         masks = (torch.rand(batch, 1, size, size, generator=generator) > 0.7).float()
+        if pin:
+            images, masks = images.pin_memory(), masks.pin_memory()
         batches.append((images, masks, torch.arange(step * batch, (step + 1) * batch)))
     return batches
 
@@ -148,9 +167,11 @@ class BareLoop:
                 extra(loss, logits, masks)
 
 
-def engine_trainer(model: torch.nn.Module, setup: DeviceSetup, args: argparse.Namespace, out_dir: str) -> Trainer:
+def engine_trainer(
+    model: torch.nn.Module, setup: DeviceSetup, args: argparse.Namespace, out_dir: str
+) -> SegmentationTrainer:
     settings = TrainSettings(epochs=1, batch_size=args.batch, lr=1e-4, loss=args.loss)
-    return Trainer(model, settings, setup, out_dir, progress=False)
+    return SegmentationTrainer(model, settings, setup, out_dir, progress=False)
 
 
 # --- the engine's per-batch costs, one at a time ---------------------------------
@@ -181,13 +202,13 @@ def measure(
 ) -> dict[str, list[float]]:
     """Seconds of every repeat per variant; variants interleave so drifts (load, clock) hit all alike."""
     for run in variants.values():
-        timed(lambda: run(warmup), device)
+        timed(lambda run=run: run(warmup), device)
     samples: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     for repeat in range(repeats):
         # Rotate the order too, so no variant always runs first (or right after the same one).
         for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            samples[name].append(timed(lambda: variants[name](batches), device, clock))
+            samples[name].append(timed(lambda run=variants[name]: run(batches), device, clock))
     return samples
 
 
@@ -209,7 +230,7 @@ def isolated_step_costs_us(setup: DeviceSetup, args: argparse.Namespace, reps: i
     }
     costs = {}
     for name, extra in extras.items():
-        costs[name] = timed(lambda: [extra(loss, logits, masks) for _ in range(reps)], device) / reps * 1e6
+        costs[name] = timed(lambda extra=extra: [extra(loss, logits, masks) for _ in range(reps)], device) / reps * 1e6
     return costs
 
 
@@ -218,15 +239,29 @@ def epoch_meter_result_us_per_image(images: int, size: int, device: torch.device
     meter = EpochMeter()
     logits = torch.randn(images, 1, size, size, device=device)
     masks = (torch.rand(images, 1, size, size, device=device) > 0.7).float()
-    meter.update(torch.tensor(0.5), batch_counts(logits, masks, 0.5))
-    started = time.perf_counter()
-    meter.result()
-    return (time.perf_counter() - started) / images * 1e6
+    meter.update(torch.tensor(0.5, device=device), batch_counts(logits, masks, 0.5))
+    return timed(meter.result, device) / images * 1e6  # the counts are computed before the clock starts
+
+
+def precision_label(setup: DeviceSetup) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(setup.amp_dtype, "fp32")
+
+
+def precision_setups(args: argparse.Namespace) -> list[DeviceSetup]:
+    """One device setup per precision to compare: the first is the one the breakdown uses."""
+    first = setup_device(args.device, args.threads, args.precision != "fp32")
+    if first.device.type != "cuda":
+        if args.precision in ("amp", "both"):
+            print(f"note: no mixed precision on {first.device} (setup_device trains in fp32 there)")
+        return [first]
+    if args.precision in ("auto", "both"):
+        return [first, setup_device(args.device, args.threads, False)]
+    return [first]
 
 
 def report(
     args,
-    setup: DeviceSetup,
+    setups: list[DeviceSetup],
     encoder: str,
     samples: dict[str, list[float]],
     costs: dict[str, float],
@@ -235,22 +270,26 @@ def report(
 ) -> None:
     images = args.steps * args.batch
     seconds = {name: min(times) for name, times in samples.items()}
-    bare = seconds[BARE]
+    labels = [precision_label(setup) for setup in setups]
+    first = setups[0]
+    name = f" ({torch.cuda.get_device_name(first.device)})" if first.device.type == "cuda" else ""
     print(
-        f"device {setup.device}, {args.arch}/{encoder}, {args.size} px, batch {args.batch}, "
+        f"device {first.device}{name}, {args.arch}/{encoder}, {args.size} px, batch {args.batch}, "
         f"{args.steps} steps x {args.repeats} repeats (fastest; {args.warmup} warm-up steps), "
-        f"amp {setup.amp_dtype}, channels_last {setup.channels_last}, torch threads {torch.get_num_threads()}, "
-        f"clock {'process CPU time' if clock is time.process_time else 'wall'}"
+        f"precision {' and '.join(labels)}, channels_last {first.channels_last}, pinned batches {first.pin_memory}, "
+        f"torch threads {torch.get_num_threads()}, clock {'process CPU time' if clock is time.process_time else 'wall'}"
     )
-    print(f"{'variant':42s} {'images/s':>9s} {'ms/step':>9s} {'vs bare':>9s} {'spread':>8s}")
-    for name, sec in seconds.items():
-        delta = "" if name == BARE else f"{(sec / bare - 1) * 100:+8.1f}%"
-        spread = (statistics.median(samples[name]) / sec - 1) * 100
-        print(f"{name:42s} {images / sec:9.2f} {sec / args.steps * 1e3:9.1f} {delta:>9s} {spread:7.1f}%")
+    print(f"{'variant':50s} {'images/s':>9s} {'ms/step':>9s} {'vs bare':>9s} {'spread':>8s}")
+    for variant, sec in seconds.items():
+        label = variant[variant.rindex("[") + 1 : -1]
+        bare = seconds[f"{BARE} [{label}]"]
+        delta = "" if variant == f"{BARE} [{label}]" else f"{(sec / bare - 1) * 100:+8.1f}%"
+        spread = (statistics.median(samples[variant]) / sec - 1) * 100
+        print(f"{variant:50s} {images / sec:9.2f} {sec / args.steps * 1e3:9.1f} {delta:>9s} {spread:7.1f}%")
     if costs:
-        step_us = bare / args.steps * 1e6
+        step_us = seconds[f"{BARE} [{labels[0]}]"] / args.steps * 1e6
         print(
-            "per-batch additions timed alone: "
+            f"per-batch additions timed alone ({labels[0]}): "
             + ", ".join(f"{name} {us:.0f} us ({us / step_us * 100:.3f} % of a bare step)" for name, us in costs.items())
         )
     if result_us is not None:
@@ -258,39 +297,50 @@ def report(
             f"EpochMeter.result(): {result_us:.1f} us/image "
             f"({result_us * EPOCH_IMAGES / 1e6:.2f} s per {EPOCH_IMAGES}-image epoch, once per epoch)"
         )
-    overhead = (seconds[ENGINE] / bare - 1) * 100
-    verdict = "within" if overhead <= 5 else "ABOVE"
-    print(f"engine overhead: {overhead:+.1f} % ({verdict} the 5 % goal)")
+    for label in labels:
+        overhead = (seconds[f"{ENGINE} [{label}]"] / seconds[f"{BARE} [{label}]"] - 1) * 100
+        verdict = "within" if overhead <= 5 else "ABOVE"
+        print(f"engine overhead ({label}): {overhead:+.1f} % ({verdict} the 5 % goal)")
+    if len(labels) > 1:
+        amp, fp32 = labels[0], labels[1]
+        print(
+            f"{amp} against fp32: bare loop {seconds[f'{BARE} [{fp32}]'] / seconds[f'{BARE} [{amp}]']:.2f}x, "
+            f"engine {seconds[f'{ENGINE} [{fp32}]'] / seconds[f'{ENGINE} [{amp}]']:.2f}x the images/s"
+        )
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    setup = setup_device(args.device, args.threads, args.amp)
-    encoder = args.encoder or ("resnet50" if setup.device.type == "cuda" else "resnet18")
+    setups = precision_setups(args)
+    first = setups[0]
+    encoder = args.encoder or ("resnet50" if first.device.type == "cuda" else "resnet18")
     torch.manual_seed(0)
     model = build_model(args.arch, encoder)
-    bare = BareLoop(copy.deepcopy(model), setup, args.loss)
-    batches = make_batches(args.steps, args.batch, args.size)
-    warmup = make_batches(args.warmup, args.batch, args.size, seed=1)
+    batches = make_batches(args.steps, args.batch, args.size, pin=first.pin_memory)
+    warmup = make_batches(args.warmup, args.batch, args.size, seed=1, pin=first.pin_memory)
     with tempfile.TemporaryDirectory() as out_dir:
-        trainer = engine_trainer(model, setup, args, out_dir)
-        variants = {
-            BARE: bare.run,
-            ENGINE: lambda b: trainer.train_epoch(b, epoch=1),
-        }
-        if not args.no_breakdown:
-            variants.update(
-                {
-                    "bare + isfinite(loss) check": lambda b: bare.run(b, finite_check),
-                    "bare + 2x loss.item()": lambda b: bare.run(b, two_items),
-                    "bare + batch_counts + EpochMeter.update": lambda b: bare.run(b, meter_update(EpochMeter())),
-                }
-            )
-        clock = pick_clock(args.clock, setup.device)
-        samples = measure(variants, batches, warmup, args.repeats, setup.device, clock)
-    costs = {} if args.no_breakdown else isolated_step_costs_us(setup, args)
-    result_us = None if args.no_breakdown else epoch_meter_result_us_per_image(512, args.size, setup.device)
-    report(args, setup, encoder, samples, costs, result_us, clock)
+        variants: dict[str, Callable[[list[Batch]], object]] = {}
+        for index, setup in enumerate(setups):
+            tag = f" [{precision_label(setup)}]"
+            bare = BareLoop(copy.deepcopy(model), setup, args.loss)
+            trainer = engine_trainer(copy.deepcopy(model), setup, args, f"{out_dir}/{index}")
+            variants[BARE + tag] = bare.run
+            variants[ENGINE + tag] = lambda b, trainer=trainer: trainer.train_epoch(b, epoch=1)
+            if index == 0 and not args.no_breakdown:
+                variants.update(
+                    {
+                        "bare + isfinite(loss) check" + tag: lambda b, bare=bare: bare.run(b, finite_check),
+                        "bare + 2x loss.item()" + tag: lambda b, bare=bare: bare.run(b, two_items),
+                        "bare + batch_counts + EpochMeter.update" + tag: lambda b, bare=bare: bare.run(
+                            b, meter_update(EpochMeter())
+                        ),
+                    }
+                )
+        clock = pick_clock(args.clock, first.device)
+        samples = measure(variants, batches, warmup, args.repeats, first.device, clock)
+    costs = {} if args.no_breakdown else isolated_step_costs_us(first, args)
+    result_us = None if args.no_breakdown else epoch_meter_result_us_per_image(512, args.size, first.device)
+    report(args, setups, encoder, samples, costs, result_us, clock)
 
 
 if __name__ == "__main__":

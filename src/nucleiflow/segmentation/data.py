@@ -15,6 +15,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch.utils.data import DataLoader, Dataset
 
+from nucleiflow.device import IN_PROCESS, DeviceSetup, loader_kwargs
 from nucleiflow.errors import choices_error
 from nucleiflow.store import Store
 
@@ -94,11 +95,16 @@ class SegmentationDataset(Dataset):
         self.store, self.ids, self.size, self.policy = store, list(ids), size, policy
         self.transform, self.seed, self.prefilter_sigma = transform, seed, prefilter_sigma
         self.random_tiles = random_tiles  # training: a random tile per draw; otherwise the centre tile
-        self.epoch = 0
+        # In shared memory, so that persistent loader workers (which hold copies of this dataset) see set_epoch.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """Augmentations are seeded by (seed, epoch, index): reproducible on resume."""
-        self.epoch = epoch
+        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -118,8 +124,19 @@ class SegmentationDataset(Dataset):
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int, pin_memory: bool
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    setup: DeviceSetup | None = None,
+    workers: int | None = None,
+    pin_memory: bool | None = None,
 ) -> DataLoader:
+    """A seeded loader with `loader_kwargs(setup)`: persistent workers limited to one thread each, pinned on CUDA.
+
+    Without `setup`, data loads in-process; `workers` and `pin_memory` override either.
+    """
     generator = torch.Generator()
     generator.manual_seed(seed)
     # A trailing batch of one breaks batch norm (DeepLabV3+'s image pooling): drop it when training.
@@ -129,9 +146,6 @@ def make_loader(
         batch_size=batch_size,
         shuffle=shuffle,
         generator=generator,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        persistent_workers=False,
-        prefetch_factor=4 if workers else None,
         drop_last=drop_last,
+        **loader_kwargs(setup or IN_PROCESS, workers=workers, pin_memory=pin_memory),
     )
