@@ -10,8 +10,16 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from sklearn.metrics import (
+    accuracy_score,
+    cohen_kappa_score,
+    f1_score,
+    matthews_corrcoef,
+    precision_score,
+    recall_score,
+)
 
-from nucleiflow.classification import augment, classic, cnn, dataset, features
+from nucleiflow.classification import augment, classic, dataset, features, models, training
 from nucleiflow.errors import ConfigError, DataFormatError
 
 N_PER_CLASS = {"nucleus": 12, "micronucleus": 13}
@@ -195,17 +203,61 @@ def test_registry_holds_the_papers_eleven_classifiers():
 
 
 def test_every_classifier_runs_and_metrics_are_in_range(feature_sets):
+    X_train, y_train, X_test, y_test = feature_sets
     start = time.perf_counter()
     results = classic.evaluate_classifiers(*feature_sets, n_jobs=2, seed=0)
     print(f"11-classifier grid: {time.perf_counter() - start:.2f} s")
     assert list(results.columns) == classic.RESULT_COLUMNS
     assert list(results["classifier"]) == list(classic.CLASSIFIERS)
-    for col in ("accuracy", "precision", "recall", "f1"):
-        assert results[col].between(0, 1).all(), col
-    for col in ("mcc", "kappa"):
-        assert results[col].between(-1, 1).all(), col
     assert (results["fit_seconds"] >= 0).all()
     assert results["accuracy"].max() > 0.7  # the satellite features make this task easy
+    # Each row holds scikit-learn's scores of that classifier's own test predictions (seeded: refitting repeats them).
+    for name in ("Decision Tree", "K-Nearest Neighbours", "Gaussian Naive Bayes", "Logistic Regression"):
+        predicted = classic.build_classifier(name, seed=0).fit(X_train, y_train).predict(X_test)
+        row = results.set_index("classifier").loc[name]
+        assert row[["accuracy", "precision", "recall", "f1", "mcc", "kappa"]].to_dict() == pytest.approx(
+            _sklearn_scores(y_test, predicted)
+        ), name
+
+
+def _sklearn_scores(y_true, y_pred) -> dict[str, float]:
+    return {
+        "accuracy": accuracy_score(y_true, y_pred),
+        "precision": precision_score(y_true, y_pred, average="weighted", zero_division=0),
+        "recall": recall_score(y_true, y_pred, average="weighted", zero_division=0),
+        "f1": f1_score(y_true, y_pred, average="weighted", zero_division=0),
+        "mcc": matthews_corrcoef(y_true, y_pred),
+        "kappa": cohen_kappa_score(y_true, y_pred),
+    }
+
+
+# Three classes with supports 4, 3 and 3; every class has its own precision and recall.
+FIXED_TRUE = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+FIXED_PRED = np.array([0, 0, 1, 2, 1, 1, 0, 2, 2, 1])
+
+
+def test_scores_of_fixed_predictions_are_the_weighted_ones_by_hand_and_by_scikit_learn():
+    scores = classic.score_predictions(FIXED_TRUE, FIXED_PRED)
+    assert scores == pytest.approx(_sklearn_scores(FIXED_TRUE, FIXED_PRED))
+    # By hand from the confusion matrix [[2, 1, 1], [1, 2, 0], [0, 1, 2]] (rows: true class):
+    # precision per class 2/3, 2/4, 2/3; recall 2/4, 2/3, 2/3; weights 0.4, 0.3, 0.3.
+    precision, recall = [2 / 3, 2 / 4, 2 / 3], [2 / 4, 2 / 3, 2 / 3]
+    f1 = [2 * p * r / (p + r) for p, r in zip(precision, recall)]
+    weights = [0.4, 0.3, 0.3]
+    observed, chance = 0.6, (4 * 3 + 3 * 4 + 3 * 3) / 100  # accuracy; expected agreement of the marginals
+    cov = 6 * 10 - (3 * 4 + 4 * 3 + 3 * 3)  # Gorodkin's multiclass MCC: c*s - sum(p_k*t_k) ...
+    mcc = cov / np.sqrt((100 - (3**2 + 4**2 + 3**2)) * (100 - (4**2 + 3**2 + 3**2)))  # ... over both spreads
+    assert scores == pytest.approx(
+        {
+            "accuracy": 0.6,
+            "precision": np.dot(weights, precision),
+            "recall": np.dot(weights, recall),
+            "f1": np.dot(weights, f1),
+            "mcc": mcc,
+            "kappa": (observed - chance) / (1 - chance),
+        }
+    )
+    assert scores["precision"] != pytest.approx(np.mean(precision))  # weighted, not the plain mean
 
 
 def test_unknown_classifier_lists_valid_names(feature_sets):
@@ -236,31 +288,31 @@ def test_qda_on_collinear_features_raises_no_warning():
 def test_small_cnn_trains_two_epochs_and_reports_per_epoch_metrics(split_manifest):
     train = split_manifest[split_manifest["split"] == "train"]
     test = split_manifest[split_manifest["split"] == "test"]
-    model = cnn.build_classifier("small_cnn", seed=0)
-    kwargs = dict(epochs=2, batch_size=8, lr=1e-3, image_size=32, device="cpu", seed=0, progress=False)
-    history = cnn.train_classifier(model, train, test, **kwargs)
-    assert list(history.columns) == cnn.HISTORY_COLUMNS
+    model = models.build_classifier("small_cnn", seed=0)
+    kwargs = {"epochs": 2, "batch_size": 8, "lr": 1e-3, "image_size": 32, "seed": 0, "progress": False}
+    history = training.train_classifier(model, train, test, **kwargs)
+    assert list(history.columns) == training.HISTORY_COLUMNS
     assert history["epoch"].tolist() == [1, 2]
     assert np.isfinite(history[["train_loss", "val_loss"]].to_numpy()).all()
     rates = history.drop(columns=["epoch", "train_loss", "val_loss"])
     assert rates.stack().between(0, 1).all()
-    again = cnn.train_classifier(cnn.build_classifier("small_cnn", seed=0), train, test, **kwargs)
+    again = training.train_classifier(models.build_classifier("small_cnn", seed=0), train, test, **kwargs)
     pd.testing.assert_frame_equal(history, again)  # seeded
 
 
 def test_select_epochs_keeps_the_papers_table_epochs():
     history = pd.DataFrame({"epoch": range(1, 26), "val_loss": np.linspace(1, 0, 25)})
-    assert cnn.select_epochs(history)["epoch"].tolist() == [1, 10, 20]
+    assert training.select_epochs(history)["epoch"].tolist() == [1, 10, 20]
 
 
 def test_auc_is_nan_when_only_one_class_is_present():
-    metrics = cnn.epoch_metrics(np.array([1, 1, 1]), np.array([[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]]), 0.5)
+    metrics = training.epoch_metrics(np.array([1, 1, 1]), np.array([[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]]), 0.5)
     assert np.isnan(metrics["auc"]) and metrics["accuracy"] == pytest.approx(2 / 3)
 
 
 def test_inception_resnet_v2_builds_without_weights_and_gives_two_logits():
-    model = cnn.build_classifier("inception_resnet_v2", num_classes=2, pretrained=False).eval()
-    size = cnn.INPUT_SIZES["inception_resnet_v2"]
+    model = models.build_classifier("inception_resnet_v2", num_classes=2, pretrained=False).eval()
+    size = models.INPUT_SIZES["inception_resnet_v2"]
     with torch.no_grad():
         logits = model(torch.zeros(2, 3, size, size))
     assert logits.shape == (2, 2)
@@ -268,6 +320,6 @@ def test_inception_resnet_v2_builds_without_weights_and_gives_two_logits():
 
 def test_unknown_cnn_and_too_small_input_are_config_errors():
     with pytest.raises(ConfigError, match="small_cnn"):
-        cnn.build_classifier("resnet9000")
+        models.build_classifier("resnet9000")
     with pytest.raises(ConfigError, match="at least 75"):
-        cnn.check_input_size("inception_resnet_v2", 64)
+        models.check_input_size("inception_resnet_v2", 64)

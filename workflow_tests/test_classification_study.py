@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nucleiflow.classification import classic, cnn, pannuke_crops, study, tables
+from nucleiflow.classification import classic, models, pannuke_crops, study, tables, training
 from nucleiflow.classification.features import extract_features
+from nucleiflow.engine import Trainer, load_checkpoint
 from nucleiflow.errors import ConfigError, DataFormatError
 from nucleiflow.reporting import figures
 
@@ -150,8 +151,10 @@ def test_crops_feed_the_whole_study_with_five_classes(five_class_crops):
         seed=0,
     )
     assert grid[["accuracy", "precision", "recall", "f1"]].stack().between(0, 1).all()
-    model = cnn.build_classifier("small_cnn", num_classes=len(names), seed=0)
-    history = cnn.train_classifier(model, train, test, epochs=1, batch_size=8, lr=1e-3, image_size=32, progress=False)
+    model = models.build_classifier("small_cnn", num_classes=len(names), seed=0)
+    history = training.train_classifier(
+        model, train, test, epochs=1, batch_size=8, lr=1e-3, image_size=32, progress=False
+    )
     assert history[["val_precision", "val_recall", "val_auc"]].stack().between(0, 1).all()
 
 
@@ -162,13 +165,13 @@ def test_multiclass_metrics_are_weighted_and_auc_is_one_vs_rest_over_present_cla
     labels = np.array([0, 0, 0, 1, 2, 2])  # class 3 never occurs
     probs = np.full((6, 4), 0.05)
     probs[np.arange(6), [0, 0, 1, 1, 2, 0]] = 0.85
-    metrics = cnn.epoch_metrics(labels, probs, 0.4)
+    metrics = training.epoch_metrics(labels, probs, 0.4)
     assert metrics["accuracy"] == pytest.approx(4 / 6)
     # per class precision 2/3, 1/2, 1; supports 3, 1, 2
     assert metrics["precision"] == pytest.approx((3 * 2 / 3 + 1 * 0.5 + 2 * 1.0) / 6)
     assert metrics["recall"] == pytest.approx(metrics["accuracy"])  # weighted recall is accuracy
     assert 0 < metrics["auc"] <= 1
-    binary = cnn.epoch_metrics(np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), 0.3)
+    binary = training.epoch_metrics(np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), 0.3)
     assert binary["recall"] == pytest.approx(0.5) and binary["precision"] == pytest.approx(1.0)
 
 
@@ -182,33 +185,83 @@ def tiny_sets(tmp_path_factory):
 
 
 def _train(model, sets, epochs, transfer):
-    return cnn.train_classifier(
+    return training.train_classifier(
         model, *sets, epochs=epochs, batch_size=4, lr=1e-2, image_size=16, progress=False, transfer=transfer
     )
 
 
 def test_head_epochs_freeze_the_backbone_then_everything_fine_tunes_at_a_lower_rate(tiny_sets):
-    policy = cnn.TransferPolicy(head_epochs=1, fine_tune_lr_factor=0.1)
-    start = cnn.build_classifier("small_cnn", seed=0).state_dict()
-    after_head = cnn.build_classifier("small_cnn", seed=0)
+    policy = models.TransferPolicy(head_epochs=1, fine_tune_lr_factor=0.1)
+    start = models.build_classifier("small_cnn", seed=0).state_dict()
+    after_head = models.build_classifier("small_cnn", seed=0)
     history = _train(after_head, tiny_sets, 1, policy)
     backbone = [k for k in start if not k.startswith("classifier.")]
     assert all(torch.equal(start[k], after_head.state_dict()[k]) for k in backbone)  # BN statistics included
     assert not torch.equal(start["classifier.weight"], after_head.state_dict()["classifier.weight"])
     assert history["lr"].tolist() == [1e-2]
-    fine_tuned = cnn.build_classifier("small_cnn", seed=0)
+    fine_tuned = models.build_classifier("small_cnn", seed=0)
     history = _train(fine_tuned, tiny_sets, 2, policy)
     assert history["lr"].tolist() == pytest.approx([1e-2, 1e-3])
     assert not torch.equal(start["features.0.0.weight"], fine_tuned.state_dict()["features.0.0.weight"])
     assert all(p.requires_grad for p in fine_tuned.parameters())
 
 
+class Killed(Exception):
+    pass
+
+
+def test_killed_cnn_run_resumes_to_the_same_weights_in_its_transfer_phase(tiny_sets, tmp_path, monkeypatch):
+    # Killed during the second head epoch: the resumed run must freeze the backbone again, then fine-tune.
+    policy = models.TransferPolicy(head_epochs=2, fine_tune_lr_factor=0.1)
+    kwargs = {"epochs": 3, "batch_size": 4, "lr": 1e-2, "image_size": 16, "progress": False, "transfer": policy}
+    straight = models.build_classifier("small_cnn", seed=0)
+    full = training.train_classifier(straight, *tiny_sets, checkpoint_dir=tmp_path / "straight", **kwargs)
+    real_train_epoch = Trainer.train_epoch
+
+    def dying_train_epoch(self, loader, epoch):
+        if epoch == 2:
+            raise Killed
+        return real_train_epoch(self, loader, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", dying_train_epoch)
+    with pytest.raises(Killed):
+        training.train_classifier(
+            models.build_classifier("small_cnn", seed=0), *tiny_sets, checkpoint_dir=tmp_path / "killed", **kwargs
+        )
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 1
+
+    # Another initialisation: the weights must come from the checkpoint.
+    resumed = models.build_classifier("small_cnn", seed=1)
+    history = training.train_classifier(resumed, *tiny_sets, checkpoint_dir=tmp_path / "killed", **kwargs)
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
+    pd.testing.assert_frame_equal(full, history)
+    assert history["lr"].tolist() == pytest.approx([1e-2, 1e-2, 1e-3])
+
+
+def test_a_cnn_job_keeps_checkpoints_beside_its_history_and_extends_from_them(tiny_sets, tmp_path):
+    history_path = tmp_path / "cnn" / "small_cnn_base_history.csv"
+    cnn = {"epochs": 1, "batch_size": 4, "lr": 1e-2, "image_size": 16, "pretrained": True}  # small_cnn: none
+    threads = torch.get_num_threads()  # run_cnn sets torch's thread count on CPU
+    first = training.run_cnn("small_cnn", cnn, study.CLASS_NAMES, *tiny_sets, history_path, seed=0, threads=threads)
+    pd.testing.assert_frame_equal(pd.read_csv(history_path), first, check_exact=False, rtol=1e-12)
+    checkpoints = tmp_path / "cnn" / "checkpoints" / "small_cnn_base"
+    assert training.cnn_checkpoint_dir(history_path) == checkpoints
+    assert (checkpoints / "last.pt").exists() and not (checkpoints / "best.pt").exists()
+    longer = training.run_cnn(
+        "small_cnn", {**cnn, "epochs": 2}, study.CLASS_NAMES, *tiny_sets, history_path, seed=0, threads=threads
+    )
+    assert longer["epoch"].tolist() == [1, 2]
+    pd.testing.assert_frame_equal(longer.iloc[:1], first)  # epoch 1 resumed, not retrained
+
+
 def test_transfer_options_are_checked():
-    assert cnn.TransferPolicy.from_config(None) == cnn.TransferPolicy()
+    assert models.TransferPolicy.from_config(None) == models.TransferPolicy()
     with pytest.raises(ConfigError, match="cnn.transfer: unknown key"):
-        cnn.TransferPolicy.from_config({"freeze": 3})
+        models.TransferPolicy.from_config({"freeze": 3})
     with pytest.raises(ConfigError, match="fine_tune_lr_factor"):
-        cnn.TransferPolicy(fine_tune_lr_factor=2.0)
+        models.TransferPolicy(fine_tune_lr_factor=2.0)
 
 
 @pytest.fixture
@@ -223,25 +276,11 @@ def empty_hub_cache(tmp_path, monkeypatch):
 
 def test_missing_pretrained_weights_are_a_one_line_error_naming_the_cache_rule(empty_hub_cache):
     with pytest.raises(ConfigError) as excinfo:
-        cnn.build_classifier("inception_resnet_v2", pretrained=True)
+        models.build_classifier("inception_resnet_v2", pretrained=True)
     message = _one_line_error(excinfo)
     assert "cnn/inception_resnet_v2" in message and str(empty_hub_cache) in message
     assert "snakemake cache_weights" in message
-    assert not cnn.has_pretrained_weights("small_cnn") and cnn.has_pretrained_weights("inception_resnet_v2")
-
-
-def test_cached_weights_are_passed_to_timm_as_a_local_file(empty_hub_cache, monkeypatch):
-    repo = empty_hub_cache / "models--timm--inception_resnet_v2.tf_in1k"
-    (repo / "snapshots" / "abc123").mkdir(parents=True)
-    (repo / "snapshots" / "abc123" / "model.safetensors").write_bytes(b"weights")
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("abc123")
-    weights = repo / "snapshots" / "abc123" / "model.safetensors"
-    assert cnn.pretrained_weights_file("inception_resnet_v2") == weights
-    calls = []
-    monkeypatch.setattr(cnn.timm, "create_model", lambda name, **kwargs: calls.append(kwargs) or torch.nn.Linear(1, 1))
-    cnn.build_classifier("inception_resnet_v2", num_classes=5, pretrained=True)
-    assert calls[0]["pretrained_cfg_overlay"] == {"file": str(weights)} and calls[0]["num_classes"] == 5
+    assert not models.has_pretrained_weights("small_cnn") and models.has_pretrained_weights("inception_resnet_v2")
 
 
 # --- Tables I-VI beside the paper, Figure 4 ---------------------------------------------------------
@@ -266,7 +305,7 @@ def _grid_results():
 def _history(epochs=12):
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"epoch": range(1, epochs + 1)})
-    for column in cnn.HISTORY_COLUMNS[1:]:
+    for column in training.HISTORY_COLUMNS[1:]:
         frame[column] = rng.uniform(0.5, 1.0, epochs)
     return frame
 
@@ -277,9 +316,11 @@ def test_tables_one_and_two_have_the_papers_columns_and_companions():
     base = tables.classic_vs_paper(_grid_results(), "base").set_index("classifier")
     assert base.loc["Random Forest", "accuracy_paper"] == 0.78
     assert base.loc["Random Forest", "accuracy_diff"] == pytest.approx(0.02)
-    assert np.isnan(base.loc["SVM", "accuracy_paper"])
-    augmented = tables.classic_vs_paper(_grid_results(), "augmented")
-    assert set(augmented["variant"]) == {"augmented"} and augmented["accuracy_paper"].isna().all()
+    assert base.loc["SVM", ["accuracy_paper", "kappa_paper"]].tolist() == [0.63, 0.26]  # Table I: every metric
+    assert list(base.index[:2]) == ["Random Forest", "SVM"] and len(base) == 11  # paper-only rows come last
+    assert np.isnan(base.loc["Extra Trees", "accuracy_ours"]) and base.loc["Extra Trees", "accuracy_paper"] == 0.78
+    augmented = tables.classic_vs_paper(_grid_results(), "augmented").set_index("classifier")
+    assert set(augmented["variant"]) == {"augmented"} and augmented.loc["Random Forest", "accuracy_paper"] == 0.71
 
 
 def test_cnn_tables_at_report_epochs_and_beside_the_paper():
@@ -289,7 +330,7 @@ def test_cnn_tables_at_report_epochs_and_beside_the_paper():
     assert list(table.columns)[:3] == ["Epoch", "Accuracy", "Loss"] and table.columns[-1] == "Val AUC"
     companion = tables.cnn_vs_paper(history, "inception_resnet_v2", "augmented", [1, 10, 20])
     assert companion[["model", "variant", "epoch"]].values.tolist() == [["inception_resnet_v2", "augmented", 10]]
-    assert companion["val_accuracy_paper"].iloc[0] == 0.9722
+    assert companion["val_accuracy_paper"].iloc[0] == 0.96  # Table VI at its last reported epoch (100)
     assert companion["val_accuracy_ours"].iloc[0] == history.loc[9, "val_accuracy"]
     small = tables.cnn_vs_paper(history, "small_cnn", "base", [1, 10], study=None)
     assert len(small) == 1 and small["val_accuracy_paper"].isna().all()

@@ -251,7 +251,8 @@ def test_memory_stays_far_below_the_fold(moderate_fold, tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 32 * MIB, f"peak Python allocations {peak / MIB:.0f} MiB for a {size_mib:.0f} MiB fold"
-    if can_measure_rss:
-        growth = (_status_kib("VmHWM") - rss_before) / 1024
-        assert growth < 64, f"peak RSS grew by {growth:.0f} MiB for a {size_mib:.0f} MiB fold"
     assert len(Store(tmp_path / "store.h5")) == 64
+    if not can_measure_rss:
+        pytest.skip("peak RSS not checked: /proc/self/clear_refs cannot reset it here (Python allocations were)")
+    growth = (_status_kib("VmHWM") - rss_before) / 1024
+    assert growth < 64, f"peak RSS grew by {growth:.0f} MiB for a {size_mib:.0f} MiB fold"

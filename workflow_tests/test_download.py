@@ -214,3 +214,28 @@ def test_link_verified_links_a_local_copy_without_copying(tmp_path):
     with pytest.raises(ChecksumError):
         link_verified(source, tmp_path / "other.zip", "0" * 64)
     assert not (tmp_path / "other.zip").exists()
+
+
+def _refused_url() -> str:
+    """A port that was just free: the connection is refused at once, no internet involved."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}/x.zip"
+
+
+def test_retries_back_off_exponentially_and_the_total_wait_is_bounded(tmp_path, monkeypatch):
+    """fetch as scripts/download.py calls it (the default retries and back-off), with the pauses recorded."""
+    waits = []
+    monkeypatch.setattr("nucleiflow.download.time.sleep", waits.append)
+    with pytest.raises(DownloadError, match=r"after 6 attempts"):
+        fetch(_refused_url(), tmp_path / "x.zip", timeout=2, progress=False)
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0]  # a pause after every failed attempt but the last
+    assert sum(waits) <= 60  # a dead server costs at most a minute of waiting
+
+
+def test_a_transient_error_waits_once_before_the_retry(serve, tmp_path, monkeypatch):
+    waits = []
+    monkeypatch.setattr("nucleiflow.download.time.sleep", waits.append)
+    url, server = serve(fail_with=503, fail_times=2)
+    assert fetch(url, tmp_path / "data.zip", PAYLOAD_SHA, backoff=0.5, progress=False).read_bytes() == PAYLOAD
+    assert waits == [0.5, 1.0] and len(server.requests) == 3

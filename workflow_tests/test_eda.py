@@ -130,13 +130,14 @@ def test_real_images(shared_subset_store, tmp_path):
     per_image = tables.per_image.set_index("image_id")
     modalities = set(per_image["modality"])
     assert len(modalities) >= 2
-    # Fluorescence images are dark; brightfield and H&E bright.
-    if "fluorescence" in modalities:
-        dark = per_image.loc[per_image["modality"] == "fluorescence", "mean_intensity"]
-        bright = per_image.loc[per_image["modality"] != "fluorescence", "mean_intensity"]
-        assert dark.max() < bright.min()
     assert 0.5 < tables.nuclei["circularity"].median() < 1.1  # nuclei are roundish
     summary = eda.summary_table(tables.per_image)
     assert summary.iloc[-1]["modality"] == eda.ALL and summary.iloc[-1]["images"] == SHARED_SUBSET
     use_style()
     assert all(p.exists() for p in save_figure(eda.eda_figure(tables.per_image, tables.nuclei), tmp_path / "eda.png"))
+    # Fluorescence images are dark; brightfield and H&E bright.
+    if "fluorescence" not in modalities:
+        pytest.skip(f"dark-vs-bright not checked: the first {SHARED_SUBSET} shared images hold no fluorescence")
+    dark = per_image.loc[per_image["modality"] == "fluorescence", "mean_intensity"]
+    bright = per_image.loc[per_image["modality"] != "fluorescence", "mean_intensity"]
+    assert dark.max() < bright.min()

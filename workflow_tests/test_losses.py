@@ -1,8 +1,9 @@
 """Dice, BCE and BCE+Dice losses on logits."""
 
+import math
+
 import pytest
 import torch
-import torch.nn.functional as F
 
 from nucleiflow.errors import ConfigError
 from nucleiflow.segmentation.losses import LOSSES, BCEDiceLoss, DiceLoss, build_loss
@@ -28,7 +29,8 @@ def test_perfect_prediction_has_zero_dice_loss():
 
 def test_opposite_prediction_has_dice_loss_near_one():
     target = disk_target()
-    assert DiceLoss()(logits_for(1 - target), target).item() == pytest.approx(1.0, abs=1e-2)
+    # no intersection; sum(p) + sum(g) = (n - k) + k = n pixels: 1 - 1 / (n + 1)
+    assert DiceLoss()(logits_for(1 - target), target).item() == pytest.approx(1 - 1 / (32 * 32 + 1), rel=1e-6)
 
 
 def test_empty_target_and_empty_prediction_is_no_loss():
@@ -39,7 +41,50 @@ def test_empty_target_and_empty_prediction_is_no_loss():
 def test_dice_is_averaged_per_image():
     target = disk_target(batch=2)
     logits = torch.stack([logits_for(target[0]), logits_for(1 - target[1])])
-    assert DiceLoss()(logits, target).item() == pytest.approx(0.5, abs=1e-2)
+    # Image 0 is perfect: (2k + 1) / (k + k + 1) = 1, no loss. Image 1 predicts the complement of its k
+    # target pixels: no intersection, sum(p) + sum(g) = (n - k) + k = n, so 1 - 1 / (n + 1).
+    n = 32 * 32
+    assert DiceLoss()(logits, target).item() == pytest.approx((0 + (1 - 1 / (n + 1))) / 2, rel=1e-6)
+
+
+# Four pixels of one image, with sigmoid and log written out by hand (math, not torch).
+PIXEL_LOGITS = [2.0, -1.0, 0.0, 3.0]
+PIXEL_TARGET = [1.0, 0.0, 1.0, 0.0]
+
+
+def _sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def _hand_dice(logits, target, smooth=1.0):
+    p = [_sigmoid(x) for x in logits]
+    intersection = sum(pi * gi for pi, gi in zip(p, target))
+    return 1 - (2 * intersection + smooth) / (sum(p) + sum(target) + smooth)
+
+
+def _hand_bce(logits, target):
+    # -log(p) for a target pixel, -log(1 - p) for a background one
+    return sum(-math.log(_sigmoid(x)) if g else -math.log(1 - _sigmoid(x)) for x, g in zip(logits, target)) / len(
+        target
+    )
+
+
+def _pixels(values):
+    return torch.tensor(values).reshape(1, 1, 2, 2)
+
+
+def test_dice_loss_matches_hand_computed_values():
+    # p = 0.5 everywhere: 1 - (2 * 0.5 * k + 1) / (0.5 * n + k + 1), here n = 16, k = 4 and k = 0.
+    target = torch.zeros(2, 1, 4, 4)
+    target[0, 0, :2, :2] = 1
+    expected = ((1 - 5 / 13) + (1 - 1 / 9)) / 2
+    assert DiceLoss()(torch.zeros_like(target), target).item() == pytest.approx(expected, rel=1e-6)
+    assert _hand_dice(PIXEL_LOGITS, PIXEL_TARGET) == pytest.approx(0.3286, abs=1e-4)  # the hand formula itself
+    actual = DiceLoss()(_pixels(PIXEL_LOGITS), _pixels(PIXEL_TARGET)).item()
+    assert actual == pytest.approx(_hand_dice(PIXEL_LOGITS, PIXEL_TARGET), rel=1e-6)
+    assert DiceLoss(smooth=0.0)(_pixels(PIXEL_LOGITS), _pixels(PIXEL_TARGET)).item() == pytest.approx(
+        _hand_dice(PIXEL_LOGITS, PIXEL_TARGET, smooth=0.0), rel=1e-6
+    )
 
 
 def test_gradient_flows_to_logits():
@@ -54,12 +99,23 @@ def test_gradient_flows_to_logits():
 
 @pytest.mark.parametrize("weights", [(1.0, 1.0), (0.3, 2.0)])
 def test_bce_dice_is_the_weighted_sum(weights):
-    torch.manual_seed(0)
-    target = disk_target()
-    logits = torch.randn_like(target)
-    expected = weights[0] * F.binary_cross_entropy_with_logits(logits, target) + weights[1] * DiceLoss()(logits, target)
-    actual = BCEDiceLoss(bce_weight=weights[0], dice_weight=weights[1])(logits, target)
-    assert actual.item() == pytest.approx(expected.item(), rel=1e-6)
+    bce, dice = _hand_bce(PIXEL_LOGITS, PIXEL_TARGET), _hand_dice(PIXEL_LOGITS, PIXEL_TARGET)
+    assert bce == pytest.approx(1.0455, abs=1e-4)  # the hand formula itself
+    loss = BCEDiceLoss(bce_weight=weights[0], dice_weight=weights[1])
+    assert loss(_pixels(PIXEL_LOGITS), _pixels(PIXEL_TARGET)).item() == pytest.approx(
+        weights[0] * bce + weights[1] * dice, rel=1e-6
+    )
+    # Logits 0: BCE is ln 2 at every pixel; Dice as in test_dice_loss_matches_hand_computed_values.
+    target = torch.zeros(2, 1, 4, 4)
+    target[0, 0, :2, :2] = 1
+    expected = weights[0] * math.log(2) + weights[1] * ((1 - 5 / 13) + (1 - 1 / 9)) / 2
+    assert loss(torch.zeros_like(target), target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_bce_loss_matches_hand_computed_values():
+    assert build_loss("bce")(_pixels(PIXEL_LOGITS), _pixels(PIXEL_TARGET)).item() == pytest.approx(
+        _hand_bce(PIXEL_LOGITS, PIXEL_TARGET), rel=1e-6
+    )
 
 
 def test_half_precision_logits_give_a_finite_float32_loss():

@@ -267,3 +267,34 @@ def test_rule_writes_markers_and_index_from_a_filled_cache(hub_cache, tmp_path):
     files = index["resources/weights/unet/resnet18.json"]["files"]
     assert [os.path.basename(f["path"]) for f in files] == ["config.json", "model.safetensors"]
     assert all(f["path"].startswith(str(hub_cache)) and f["sha256"] == sha256sum(f["path"]) for f in files)
+
+
+def test_cached_weights_are_passed_to_timm_as_a_local_file(hub_cache):
+    """InceptionResNetV2 starts from the weights file in the cache: its tensors, a new head of the asked size."""
+    import timm
+    from timm.models._hub import hf_split
+
+    try:
+        from nucleiflow.classification.models import build_classifier, pretrained_weights_file
+    except ImportError:  # before the CNN models moved out of classification.cnn
+        from nucleiflow.classification.cnn import build_classifier, pretrained_weights_file
+
+    # "Downloaded" ImageNet weights: a seeded random net saved where timm's hub download would put them.
+    torch.manual_seed(7)
+    imagenet = timm.create_model("inception_resnet_v2", pretrained=False).state_dict()
+    repo_id, revision = hf_split(timm.models.get_pretrained_cfg("inception_resnet_v2").hf_hub_id)
+    snapshot = _snapshot(hub_cache, repo_id, FAKE_COMMIT)
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / (revision or "main")).write_text(FAKE_COMMIT)
+    save_file({k: v.contiguous() for k, v in imagenet.items()}, snapshot / "model.safetensors")
+    assert pretrained_weights_file("inception_resnet_v2") == snapshot / "model.safetensors"
+
+    model = build_classifier("inception_resnet_v2", num_classes=5, pretrained=True, seed=0)
+    loaded = model.state_dict()
+    for name in ("conv2d_1a.conv.weight", "conv2d_7b.conv.weight", "conv2d_7b.bn.running_mean"):
+        assert torch.equal(loaded[name], imagenet[name]), name  # loaded from the file, not random
+    head = model.get_classifier()
+    assert head.out_features == 5 and imagenet["classif.weight"].shape[0] == 1000  # ImageNet's head dropped
+    scratch = build_classifier("inception_resnet_v2", num_classes=5, pretrained=False, seed=0).state_dict()
+    assert not torch.equal(scratch["conv2d_1a.conv.weight"], imagenet["conv2d_1a.conv.weight"])

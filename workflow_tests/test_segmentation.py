@@ -2,6 +2,7 @@
 
 import json
 
+import cv2
 import h5py
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import torch
 from nucleiflow.device import setup_device
 from nucleiflow.errors import DataFormatError
 from nucleiflow.io import write_csv
+from nucleiflow.models import build_model
 from nucleiflow.segmentation import report as sr
 from nucleiflow.segmentation.augment import build_pipeline, save_pipeline
 from nucleiflow.segmentation.data import to_tensor
@@ -22,6 +24,8 @@ from nucleiflow.segmentation.inference import (
     tile_origins,
     timing_summary,
 )
+from nucleiflow.segmentation.instances import object_metrics
+from nucleiflow.segmentation.predictions import read_probability
 from nucleiflow.segmentation.run import evaluate_from_spec, train_from_spec
 from nucleiflow.splits import make_split
 from nucleiflow.store import Store
@@ -96,13 +100,47 @@ def test_evaluation_metrics_predictions_and_timing(trained, pannuke_store):
         predictions_path=base / "test.h5",
         progress=False,
     )
+    store = Store(pannuke_store)
     assert list(per_image["image_id"]) == [f"fold3_{i:04d}" for i in range(4)]
-    for metric in ("acc", "dice", "sensitivity", "iou", "precision", "f1", "mcc", "loss"):
-        assert per_image[metric].between(-1, 1).all(), metric
-    assert (per_image[["tp", "fp", "fn", "tn"]].sum(axis=1) == 256 * 256).all()  # native PanNuke size
     with h5py.File(base / "test.h5") as f:
-        assert set(f) == set(per_image["image_id"]) and f["fold3_0000"].shape == (256, 256)
-    assert timing["device"] == "cpu" and timing["median_s"] > 0
+        assert set(f) == set(per_image["image_id"]) and f.attrs["threshold"] == 0.5
+    for row in per_image.itertuples():
+        # The stored probabilities (uint8 steps of 1/255) are what the row scores, against the store's mask
+        # at native size; only a probability within half a step of the threshold may round across it.
+        prob = read_probability(base / "test.h5", row.image_id)
+        truth = store.mask(row.image_id).astype(bool)
+        assert prob.shape == truth.shape == (256, 256)
+        pred, unsure = prob > 0.5, np.abs(prob - 0.5) < 1 / 255
+        tp, fp = int((pred & truth).sum()), int((pred & ~truth).sum())
+        fn, tn = int((~pred & truth).sum()), int((~pred & ~truth).sum())
+        assert abs(row.tp - tp) + abs(row.fp - fp) <= unsure.sum() and row.tp + row.fn == truth.sum()
+        assert abs(row.fn - fn) + abs(row.tn - tn) <= unsure.sum() and row.fp + row.tn == (~truth).sum()
+        # Every metric is its formula of the row's counts.
+        n = 256 * 256
+        assert row.acc == pytest.approx((row.tp + row.tn) / n)
+        assert row.dice == pytest.approx(2 * row.tp / (2 * row.tp + row.fp + row.fn) if row.tp + row.fp + row.fn else 1)
+        assert row.f1 == row.dice
+        assert row.iou == pytest.approx(row.tp / (row.tp + row.fp + row.fn) if row.tp + row.fp + row.fn else 1)
+        assert row.sensitivity == pytest.approx(row.tp / (row.tp + row.fn) if row.tp + row.fn else float(row.fp == 0))
+        # The loss is the soft Dice of the probabilities, 1 - (2 sum(p g) + 1) / (sum(p) + sum(g) + 1).
+        soft = 1 - (2 * prob[truth].sum() + 1) / (prob.sum() + truth.sum() + 1)
+        assert row.loss == pytest.approx(soft, abs=2e-3)
+    # The stored probabilities are the best checkpoint's, predicted here by hand for one image: resized to the
+    # training size, ImageNet-normalised, sigmoid of the logits, resized back to the native 256 x 256.
+    model = build_model("unet", "resnet18", dropout=0.5, extra_blocks=1)
+    model.load_state_dict(torch.load(base / "model" / "model.pt", map_location="cpu", weights_only=False)["model"])
+    small = cv2.resize(store.image("fold3_0001"), (64, 64), interpolation=cv2.INTER_AREA) / 255.0
+    x = ((small - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]).transpose(2, 0, 1)[None]
+    with torch.no_grad():
+        expected = torch.sigmoid(model.eval()(torch.tensor(x, dtype=torch.float32)))[0, 0].numpy()
+    expected = cv2.resize(expected, (256, 256), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(read_probability(base / "test.h5", "fold3_0001"), expected, atol=0.6 / 255)
+    # Four test images in batches of 2: the first batch is the warm-up and is left out of the timing.
+    assert list(per_image["warmup"]) == [True, True, False, False]
+    timed = per_image.loc[~per_image["warmup"], "seconds"]
+    assert timing["images"] == 2 and timing["median_s"] == pytest.approx(timed.median())
+    assert timing["mean_s"] == pytest.approx(timed.mean()) and timing["median_s"] > 0
+    assert timing["device"] == "cpu" and timing["best_epoch"] in (1, 2)
 
 
 def test_a_changed_config_refuses_the_old_model(trained, pannuke_store):
@@ -128,16 +166,89 @@ class MaskEcho(torch.nn.Module):
         return torch.where(red > red.mean(dim=(2, 3), keepdim=True), 10.0, -10.0)
 
 
-def test_evaluate_split_agrees_with_direct_metrics(dsb_store):
+class RedEcho(torch.nn.Module):
+    """Logits +10 where a pixel's red value is above the ImageNet mean (0.485 * 255, so red >= 124), else -10.
+
+    Pixel by pixel, so tiled inference at native size gives exactly `red_echo(image)`.
+    """
+
+    def forward(self, x):
+        return torch.where(x[:, :1] > 0, 10.0, -10.0)
+
+
+def red_echo(image: np.ndarray) -> np.ndarray:
+    """RedEcho's prediction, from the raw uint8 image."""
+    return image[..., 0] >= 124
+
+
+class AllNuclei(torch.nn.Module):
+    """Logits +10 everywhere: a constant map, unchanged by resizing."""
+
+    def forward(self, x):
+        return torch.full_like(x[:, :1], 10.0)
+
+
+def _expected_row(pred: np.ndarray, truth: np.ndarray, prob: np.ndarray) -> dict:
+    tp, fp = int((pred & truth).sum()), int((pred & ~truth).sum())
+    fn, tn = int((~pred & truth).sum()), int((~pred & ~truth).sum())
+    spread = np.sqrt(float(tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    mcc = (tp * tn - fp * fn) / spread if spread else 0.0  # 0/0 with errors: 0, as scikit-learn
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "acc": (tp + tn) / truth.size,
+        "dice": 2 * tp / (2 * tp + fp + fn),
+        "f1": 2 * tp / (2 * tp + fp + fn),
+        "iou": tp / (tp + fp + fn),
+        "sensitivity": tp / (tp + fn),
+        "precision": tp / (tp + fp),
+        "specificity": tn / (tn + fp),
+        "mcc": mcc,
+        "loss": 1 - (2 * prob[truth].sum() + 1) / (prob.sum() + truth.sum() + 1),
+    }
+
+
+def test_evaluate_split_agrees_with_direct_metrics(dsb_store, tmp_path):
+    """Every per-image value is that of the echo model's known prediction, at each image's native size."""
     store = Store(dsb_store)
-    ids = store.ids[:3]
+    ids = store.ids[:4]
     per_image = evaluate_split(
-        MaskEcho(), store, ids, size=64, threshold=0.5, setup=setup_device("cpu"), progress=False, batch_size=1
+        RedEcho(),
+        store,
+        ids,
+        size=32,
+        threshold=0.5,
+        setup=setup_device("cpu"),
+        predictions_path=tmp_path / "echo.h5",
+        progress=False,
+        policy="tile",
+        batch_size=4,
     )
-    for _, row in per_image.iterrows():
+    assert list(per_image["image_id"]) == ids
+    sure = 1 / (1 + np.exp(-10.0))  # sigmoid(10)
+    mixed = 0
+    for row in per_image.to_dict("records"):
+        sample = store[row["image_id"]]
+        truth, pred = sample.mask.astype(bool), red_echo(sample.image)
+        expected = _expected_row(pred, truth, np.where(pred, sure, 1 - sure))
+        assert {k: row[k] for k in expected} == pytest.approx(expected, rel=1e-5), row["image_id"]
+        objects = object_metrics(sample.instances, pred)  # AJI, PQ, ... of the same prediction
+        assert {k: row[k] for k in objects} == pytest.approx(objects, nan_ok=True)
+        np.testing.assert_array_equal(read_probability(tmp_path / "echo.h5", row["image_id"]) > 0.5, pred)
+        mixed += min(expected["tp"], expected["fp"], expected["fn"]) > 0
+    assert mixed >= 1  # the echo is right and wrong in both directions somewhere: no identity passes by luck
+
+    # resize: probabilities at the training size are resized back to the native size before scoring.
+    per_image = evaluate_split(
+        AllNuclei(), store, ids[:3], size=64, threshold=0.5, setup=setup_device("cpu"), progress=False, batch_size=1
+    )
+    for row in per_image.to_dict("records"):
         truth = store.mask(row["image_id"]).astype(bool)
-        assert row["tp"] + row["fn"] == truth.sum()
-        assert row["tp"] + row["fp"] + row["fn"] + row["tn"] == truth.size
+        expected = _expected_row(np.ones_like(truth), truth, np.full(truth.shape, sure))
+        assert {k: row[k] for k in expected} == pytest.approx(expected, rel=1e-5), row["image_id"]
+        assert row["fn"] == row["tn"] == 0 and row["tp"] == truth.sum()
     assert list(per_image["warmup"]) == [True, False, False]
     assert timing_summary(per_image, "cpu")["images"] == 2
 

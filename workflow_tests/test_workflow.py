@@ -107,7 +107,7 @@ def _imports(path: Path, seen: set) -> set[str]:
             if node.level:  # relative import inside the package
                 base = (
                     package.split(".")[: -node.level]
-                    if not path.name == "__init__.py"
+                    if path.name != "__init__.py"
                     else package.split(".")[: len(package.split(".")) - node.level + 1]
                 )
                 module = ".".join(base + ([node.module] if node.module else []))
@@ -204,7 +204,11 @@ def test_tiny_config_runs_every_stage_end_to_end(tmp_path):
         table = pd.read_csv(base / "tables" / f"{name}.csv")
         assert list(table["Classifier"]) == ["Decision Tree", "Random Forest", "Logistic Regression", "QDA"]
         assert table[["Accuracy", "Precision", "Recall", "F1 score"]].stack().between(0, 1).all()
-        assert len(pd.read_csv(base / "tables" / f"{name}_vs_paper.csv")) == 4
+        # Our four beside the paper's numbers, in our order; then the paper's other seven, with no number of ours.
+        companion = pd.read_csv(base / "tables" / f"{name}_vs_paper.csv")
+        assert list(companion["classifier"][:4]) == list(table["Classifier"]) and len(companion) == 11
+        assert companion["accuracy_ours"][:4].notna().all() and companion["accuracy_ours"][4:].isna().all()
+        assert companion["accuracy_paper"].notna().all()
     rf = pd.read_csv(base / "tables" / "table1_classic_base_vs_paper.csv").set_index("classifier").loc["Random Forest"]
     assert rf["accuracy_paper"] == 0.78
     for name in ("table3_small_cnn_base", "table4_small_cnn_augmented"):
@@ -216,9 +220,76 @@ def test_tiny_config_runs_every_stage_end_to_end(tmp_path):
     leftovers = [path for folder in ("results", "resources") for path in (root / folder).rglob("*.tmp*")]
     assert not leftovers, leftovers
 
+    # The report (a few seconds): every table and figure, each in its category and with its caption.
+    result = _snakemake("--report", "results/report.zip", "--configfile", "workflow_tests/config_tiny.yaml", cwd=root)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    _assert_report_lists_every_table_and_figure(root, results / "report.zip")
+
 
 def _assert_image(path: Path) -> None:
     with Image.open(path) as image:
         assert image.width > 200 and image.height > 100
         extrema = image.convert("L").getextrema()
         assert extrema[0] < extrema[1], f"{path} is blank"
+
+
+def _report_category(path: str) -> str:
+    """The category a result belongs in: Data, Segmentation, Classification, or Comparisons (across experiments)."""
+    if path.startswith("results/comparisons/"):
+        return "Comparisons"
+    if "/classification/" in path:
+        return "Classification"
+    if any(f"/{stage}/" in path for stage in ("eda", "splits", "augment")):
+        return "Data"
+    return "Segmentation"
+
+
+def _caption_file(path: str) -> str:
+    """The report/*.rst caption a result should carry."""
+    name = Path(path).stem
+    if path.startswith("results/comparisons/"):
+        return "comparison"
+    if "/splits/" in path:
+        return "split"
+    if name.endswith("_preview"):
+        return "augment_preview"
+    cnn_table = re.fullmatch(r"table[3-6]_\w+?_(?:base|augmented)(_vs_paper)?", name)
+    if cnn_table:
+        return "cnn_epoch_table" + (cnn_table.group(1) or "")
+    return name
+
+
+def _assert_report_lists_every_table_and_figure(root: Path, archive: Path) -> None:
+    import html
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(archive) as zf:
+        page = zf.read("report/report.html").decode()
+        stored = {Path(name).name for name in zf.namelist() if name.startswith("report/data/raw/")}
+
+    def variable(name):
+        return json.loads(re.search(rf'<script id="{name}">\s*var {name} = (.*?);\s*</script>', page, re.S).group(1))
+
+    entries, categories = variable("results"), variable("categories")
+    produced = {
+        str(path.relative_to(root))
+        for pattern in ("*/tables/*.csv", "*/figures/*.png", "eda/eda.png", "splits/*.csv", "augment/*_preview.png")
+        for path in (root / "results").rglob(pattern)
+    } | {"results/comparisons/tiny_models/table.csv", "results/comparisons/tiny_models/bars.png"}
+    assert set(entries) == produced, (sorted(produced - set(entries)), sorted(set(entries) - produced))
+    assert {Path(path).name for path in produced} <= stored  # the files themselves are in the archive
+
+    assert set(categories) == {"Data", "Segmentation", "Classification", "Comparisons"}
+    assert set(categories["Data"]) == {"pannuke", "dsb2018"}
+    assert set(categories["Segmentation"]) == {"pannuke_tiny", "dsb_tiny"}
+    assert set(categories["Classification"]) == {"nucrec_tiny"}
+    placed = {path: category for category, sub in categories.items() for paths in sub.values() for path in paths}
+    assert placed == {path: _report_category(path) for path in produced}
+
+    for path, entry in entries.items():
+        # The caption's longest literal stretch (outside Jinja fields and rst markup) must be in the rendered caption.
+        rst = (root / "report" / f"{_caption_file(path)}.rst").read_text()
+        literal = max((" ".join(part.split()) for part in re.split(r"\{\{.*?\}\}|`", rst)), key=len)
+        caption = " ".join(html.unescape(re.sub(r"<[^>]+>", "", entry["caption"] or "")).split())
+        assert len(literal) > 20 and literal in caption, (path, literal, caption)
