@@ -213,7 +213,8 @@ def main(argv=None) -> None:
         start = time.perf_counter()
         root = write_synthetic_fold(base / "unpacked", 1, args.images)
         print(
-            f"built a {args.images}-image fold ({fold_gib:.2f} GiB of float64) in {time.perf_counter() - start:.0f} s at {root}"
+            f"built a {args.images}-image fold ({fold_gib:.2f} GiB of float64) "
+            f"in {time.perf_counter() - start:.0f} s at {root}"
         )
         rows = []
         for method in args.methods:

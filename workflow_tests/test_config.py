@@ -120,7 +120,8 @@ def _dry_run(config: dict, workdir) -> subprocess.CompletedProcess:
     [
         (
             lambda c: c["segmentation"]["pannuke_tiny"]["models"][0].update(arch="unett"),
-            "config segmentation.pannuke_tiny.models.0.arch: 'unett' is not one of ['unet', 'deeplabv3plus', 'resunet', 'classic_unet']",
+            "config segmentation.pannuke_tiny.models.0.arch: 'unett' is not one of "
+            "['unet', 'deeplabv3plus', 'resunet', 'classic_unet']",
         ),
         (
             lambda c: c["segmentation"]["dsb_tiny"]["training"].update(epochs=-1),

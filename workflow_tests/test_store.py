@@ -37,19 +37,17 @@ def test_round_trip_keeps_native_sizes_and_metadata(tmp_path, rng):
 
 def test_mask_size_mismatch_names_the_image(tmp_path, rng):
     image, _ = _sample(rng)
-    with pytest.raises(DataFormatError, match="toy/bad: mask size"):
-        with StoreWriter(tmp_path / "s.h5", "toy") as writer:
-            writer.add("bad", image, np.zeros((5, 5), np.int32))
+    with pytest.raises(DataFormatError, match="toy/bad: mask size"), StoreWriter(tmp_path / "s.h5", "toy") as writer:
+        writer.add("bad", image, np.zeros((5, 5), np.int32))
     assert not (tmp_path / "s.h5").exists()
 
 
 def test_empty_store_and_duplicate_ids_are_errors(tmp_path, rng):
     with pytest.raises(DataFormatError, match="no images"), StoreWriter(tmp_path / "e.h5", "toy"):
         pass
-    with pytest.raises(DataFormatError, match="duplicate image id"):
-        with StoreWriter(tmp_path / "d.h5", "toy") as writer:
-            writer.add("x", *_sample(rng))
-            writer.add("x", *_sample(rng))
+    with pytest.raises(DataFormatError, match="duplicate image id"), StoreWriter(tmp_path / "d.h5", "toy") as writer:
+        writer.add("x", *_sample(rng))
+        writer.add("x", *_sample(rng))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -124,7 +124,8 @@ def add_strata_columns(
     gaps = metadata[list(MODALITY_FEATURES)].isna().any(axis=1)
     if gaps.any():
         raise DataFormatError(
-            f"store metadata: image {metadata.loc[gaps, 'image_id'].iloc[0]!r} lacks colour statistics; re-run the convert rule"
+            f"store metadata: image {metadata.loc[gaps, 'image_id'].iloc[0]!r} lacks colour statistics; "
+            "re-run the convert rule"
         )
     out = metadata.copy()
     out["modality_cluster"] = modality_clusters(out[list(MODALITY_FEATURES)], n_modality_clusters, seed)

@@ -226,7 +226,8 @@ def _flat_samples(root: Path) -> list[SampleFiles]:
     if subfolders:
         if len(subfolders) != 1:
             raise DataFormatError(
-                f"{mask_dir}: expected merged masks in masks/ or in one folder such as masks/{FLAT_MASK_SUBFOLDER}/, found {len(subfolders)} folders"
+                f"{mask_dir}: expected merged masks in masks/ or in one folder such as "
+                f"masks/{FLAT_MASK_SUBFOLDER}/, found {len(subfolders)} folders"
             )
         mask_dir = subfolders[0]
     images = {p.stem: p for p in _png_files(root / "images")}

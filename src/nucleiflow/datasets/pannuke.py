@@ -64,7 +64,7 @@ class NpyRows:
         del header  # drop the memory map; rows are read with plain reads
         self._buffer = np.empty(self.shape[1:], self.dtype)
         self._row_bytes = self._buffer.nbytes
-        self._file = open(self.path, "rb")
+        self._file = open(self.path, "rb")  # noqa: SIM115 - held for the reader's lifetime, closed by close()
 
     def __len__(self) -> int:
         return self.shape[0]
