@@ -26,7 +26,7 @@ TINY_COMMAND = (
 REPORT_COMMAND = ".venv/bin/snakemake --report results/report.html"
 
 # How each README command is proven. A command added to the README must be added here.
-DRY_RUN, MAKE_TARGET = "dry-run", "make -n"
+DRY_RUN, MAKE_TARGET, BENCHMARK_ARGS = "dry-run", "make -n", "benchmark arguments"
 HOW_PROVEN = {
     "make demo": "the demo; its snakemake commands are dry-run by test_demo_commands_are_the_readme_commands",
     "make test": "CI: .ci/run runs it (test_ci_runs_the_readme_test_command)",
@@ -41,6 +41,11 @@ HOW_PROVEN = {
     "make clean": MAKE_TARGET,
     "snakemake --lint": "test_workflow.py::test_lint_is_clean runs it; `make lint` wraps it",
     "pip install -r requirements.lock": "test_lock_file_is_what_the_environment_holds",
+    # GPU benchmarks: their arguments are parsed by the benchmark's own parser (no GPU here).
+    ".venv/bin/python benchmarks/bench_training.py --device cuda --encoder resnet50 --size 256 --batch 16 "
+    "--steps 50": BENCHMARK_ARGS,
+    ".venv/bin/python benchmarks/bench_data_pipeline.py --device cuda --encoder resnet50 --size 256 --batch 16 "
+    "--workers 0,3,7 --amp --store results/pannuke/store.h5": BENCHMARK_ARGS,
 }
 
 
@@ -84,6 +89,20 @@ def test_every_readme_command_is_proven_somewhere():
     assert PAPER_COMMAND in commands and "make test" in commands
     unproven = [command for command in commands if command not in HOW_PROVEN]
     assert not unproven, f"README commands no test runs (add them to HOW_PROVEN): {unproven}"
+
+
+@pytest.mark.parametrize("command", [c for c, how in HOW_PROVEN.items() if how == BENCHMARK_ARGS])
+def test_readme_benchmark_commands_parse(command, monkeypatch):
+    """A GPU benchmark cannot run here; its flags and values must still be ones its parser accepts."""
+    import importlib.util
+
+    script, *argv = shlex.split(command)[1:]
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as `python benchmarks/x.py` puts it first
+    spec = importlib.util.spec_from_file_location(Path(script).stem, REPO / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = module.parse_args(argv)
+    assert args.device == "cuda"
 
 
 def test_ci_runs_the_readme_test_command():
