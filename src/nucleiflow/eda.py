@@ -22,7 +22,7 @@ from scipy import ndimage
 from skimage.measure import regionprops_table
 
 from nucleiflow.datasets.dsb2018 import modality_hint
-from nucleiflow.errors import DataFormatError
+from nucleiflow.errors import require_columns
 from nucleiflow.reporting.figures import model_palette
 from nucleiflow.splits import modality_features
 from nucleiflow.store import Store
@@ -144,9 +144,7 @@ def measure_store(store: Store) -> EdaTables:
 
 def summary_table(per_image: pd.DataFrame) -> pd.DataFrame:
     """One row per modality and an `all` row: counts, size range, nuclei, shape, touching, overlaps, intensity."""
-    missing = [c for c in PER_IMAGE_COLUMNS if c not in per_image.columns]
-    if missing:
-        raise DataFormatError(f"per-image EDA table lacks column(s) {missing}; have {list(per_image.columns)}")
+    require_columns(per_image, PER_IMAGE_COLUMNS, "per-image EDA table")
     groups = [(str(m), rows) for m, rows in per_image.groupby("modality", sort=True)]
     rows = [_summary_row(name, table) for name, table in groups]
     if len(groups) != 1:

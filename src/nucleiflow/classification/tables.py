@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from nucleiflow.classification.study import CNN_TABLES, PUBLISHED_STUDY
-from nucleiflow.errors import ConfigError, DataFormatError
+from nucleiflow.errors import ConfigError, require_columns
 from nucleiflow.reporting.published import beside_published
 
 CLASSIC_COLUMNS = {
@@ -78,7 +78,7 @@ def classic_table(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def classic_paper_table(results: pd.DataFrame) -> pd.DataFrame:
     """Table I or II: one row per classifier, the six test metrics, the paper's column names."""
-    _require(results, list(CLASSIC_COLUMNS), "classic ML results")
+    require_columns(results, list(CLASSIC_COLUMNS), "classic ML results table")
     return results[list(CLASSIC_COLUMNS)].rename(columns=CLASSIC_COLUMNS).reset_index(drop=True)
 
 
@@ -108,7 +108,7 @@ def select_report_epochs(history: pd.DataFrame, epochs) -> pd.DataFrame:
 
 def cnn_run_table(history: pd.DataFrame, epochs) -> pd.DataFrame:
     """Table III-VI of one run: per reported epoch, training then validation metrics."""
-    _require(history, list(CNN_COLUMNS), "CNN history")
+    require_columns(history, list(CNN_COLUMNS), "CNN history")
     return select_report_epochs(history, epochs)[list(CNN_COLUMNS)].rename(columns=CNN_COLUMNS)
 
 
@@ -146,12 +146,6 @@ def history_run(path: str | Path) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataFormatError(f"{what} lack column(s) {missing}; have {list(frame.columns)}")
 
 
 def _beside(ours: pd.DataFrame, study: str | None, table: str) -> pd.DataFrame:
