@@ -5,6 +5,8 @@ from nucleiflow.classification.study import (
     CLASSIFIER_FIGURE,
     COUNTS_TABLE,
     FIGURE4,
+    FIGURE4_AVERAGE,
+    PAPER_INDEX,
     cnn_history_file,
     experiment_class_names,
     published_study,
@@ -214,7 +216,8 @@ rule cnn_epoch_table:
         "../scripts/classification_tables.py"
 
 
-# The classifier comparison and Figure 4 (training/validation accuracy and loss of every CNN run).
+# The classifier comparison, Figure 4 (training/validation accuracy, precision, recall and AUC of every CNN run),
+# its average accuracies beside the paper's, and the study's paper index.
 rule classification_figures:
     input:
         base=f"{CLS_DIR}/classic_ml/base.csv",
@@ -224,6 +227,9 @@ rule classification_figures:
         bars=cls_report(f"{CLS_DIR}/figures/{CLASSIFIER_FIGURE}.png", CLASSIFIER_FIGURE, "figure"),
         figure4=cls_report(f"{CLS_DIR}/figures/{FIGURE4}.png", FIGURE4, "figure"),
         pdfs=[f"{CLS_DIR}/figures/{name}.pdf" for name in (CLASSIFIER_FIGURE, FIGURE4)],
+        average=cls_report(f"{CLS_DIR}/tables/{FIGURE4_AVERAGE}.csv", FIGURE4_AVERAGE, "table"),
+        average_extra=multiext(f"{CLS_DIR}/tables/{FIGURE4_AVERAGE}", ".md", ".tex"),
+        index=cls_report(f"{CLS_DIR}/{PAPER_INDEX}", "paper_index", "table"),
     log:
         log_path("figures", CLS_DIR),
     benchmark:
@@ -234,5 +240,7 @@ rule classification_figures:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        study=lambda wc: published_study(classification(wc)),
     script:
         "../scripts/classification_figures.py"

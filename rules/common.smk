@@ -1,4 +1,5 @@
 # Config validation and the small input functions that map wildcards to files.
+import re
 import sys
 from pathlib import Path
 
@@ -14,9 +15,12 @@ if SRC not in sys.path:
 from nucleiflow.catalog import SEGMENTATION_FORMATS
 from nucleiflow.classification.study import report_targets as classification_targets
 from nucleiflow.config import (
+    cell_augmentation,
     check_config,
     check_local_sources,
+    is_folder_entry,
     model_spec as cell_spec,
+    robustness_targets,
     schema_error_message,
     segmentation_cells,
 )
@@ -46,13 +50,21 @@ from nucleiflow.paths import (
     bench_path,
     log_path,
 )
-from nucleiflow.pretrained import cnn_weights_inputs, segmentation_weights_inputs
+from nucleiflow.pretrained import check_offline_weights, cnn_weights_inputs, segmentation_weights_inputs
+from nucleiflow.reporting.paper_index import (
+    GENERIC,
+    SEGMENTATION_PAPERS,
+    figure_names,
+    paper_key,
+    table_names,
+)
 from nucleiflow.download import resolve_local
 
 try:
     validate(config, "../schemas/config.schema.yaml")
     check_config(config)
     check_local_sources(config, produced_under=DEMO_DIR if config.get("demo_data") else None)
+    check_offline_weights(config)
 except WorkflowError as err:
     cause = err.__cause__ or err.__context__  # the jsonschema ValidationError
     if not hasattr(cause, "absolute_path"):
@@ -98,8 +110,20 @@ def download_source(wildcards):
 
 
 def unpacked_dirs(wildcards):
+    """The converter's inputs: each archive unpacked; a .csv (DSB2018's stage-1 solution) as downloaded."""
     files = DATASETS[wildcards.dataset]["files"]
-    return [UNPACKED.format(dataset=wildcards.dataset, archive=Path(name).stem) for name in files]
+    return [
+        (
+            (
+                DOWNLOAD.format(dataset=wildcards.dataset, filename=name)
+                if name.endswith(".csv")
+                else UNPACKED.format(dataset=wildcards.dataset, archive=Path(name).stem)
+            )
+            if not is_folder_entry(name)
+            else str(resolve_local(files[name]["url"]))
+        )  # image_folders: a local folder read in place
+        for name in files
+    ]
 
 
 def split_spec(wildcards):
@@ -115,7 +139,8 @@ def experiment_split(wildcards):
 
 
 def experiment_pipeline(wildcards):
-    name = experiment(wildcards).get("augmentation")
+    """The cell's augmentation pipeline (its regularization cell's `augmentation`, else the experiment's)."""
+    name = cell_augmentation(config, wildcards.experiment, wildcards.reg)
     return [PIPELINE.format(dataset=wildcards.dataset, pipeline=name)] if name else []
 
 
@@ -196,10 +221,10 @@ def seg_table(name, caption):
     )
 
 
-def seg_figure(name):
+def seg_figure(name, caption=None):
     return report(
         f"{SEG_DIR}/figures/{name}.png",
-        caption=f"../report/{name}.rst",
+        caption=f"../report/{caption or name}.rst",
         category="Segmentation",
         subcategory="{experiment}",
         labels={"experiment": "{experiment}", "figure": name},
@@ -217,16 +242,18 @@ def cls_report(path, caption, kind):
 
 
 # --- targets -------------------------------------------------------------------
-SEG_TABLES = ("model_sizes", "metrics", "object_metrics", "per_image", "timing")
-SEG_FIGURES = (
-    "metric_curves",
-    "bars_dice",
-    "bars_iou",
-    "bars_acc",
-    "prediction_examples",
-    "contours",
-    "inference_time",
-)
+# Segmentation outputs are named after the paper of the experiment (nucleiflow.reporting.paper_index).
+PAPER_KEYS = (GENERIC, *SEGMENTATION_PAPERS)
+
+
+def experiments_of_paper(paper):
+    """Regex of the experiments named after `paper` (one that matches nothing when there are none)."""
+    names = [n for n, e in SEGMENTATION.items() if paper_key(e.get("published")) == paper]
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+def experiment_comparisons(wildcards):
+    return [n for n, c in config.get("comparisons", {}).items() if wildcards.experiment in c["experiments"]]
 
 
 EDA_OUTPUTS = ("per_image.csv", "summary.csv", "eda.png")
@@ -239,14 +266,17 @@ def all_targets():
             targets += [f"{EDA_DIR}/{f}".format(dataset=name) for f in EDA_OUTPUTS]
     for name, exp in SEGMENTATION.items():
         base = SEG_DIR.format(dataset=exp["dataset"], experiment=name)
-        targets += [f"{base}/{TABLE.format(name=t)}" for t in SEG_TABLES]
-        targets += [f"{base}/{FIGURE.format(name=f)}" for f in SEG_FIGURES]
+        targets += [f"{base}/{TABLE.format(name=t)}" for t in table_names(exp["published"]).values()]
+        targets += [f"{base}/{FIGURE.format(name=f)}" for f in figure_names(exp["published"]).values()]
         if exp["published"]:
-            targets.append(f"{base}/{TABLE.format(name='vs_paper')}")
+            targets += [f"{base}/{TABLE.format(name='vs_paper')}", f"{base}/paper_index.md"]
+    targets += predict_targets()  # rules/predict.smk: inference summaries, cross-dataset tables
     for name in config.get("comparisons", {}):
         targets.append(f"{COMPARISON_DIR}/table.csv".format(comparison=name))
     for name, exp in CLASSIFICATION.items():
         base = CLS_DIR.format(dataset=exp["dataset"], experiment=name)
         # Tables I-II, one Table III-VI per configured CNN run, class counts, classifier comparison, Figure 4
         targets += [f"{base}/{target}" for target in classification_targets(exp["cnn"]["models"])]
+    targets += robustness_targets(config)
+    targets += explain_targets(config)  # rules/explain.smk
     return targets

@@ -1,68 +1,77 @@
 # Stage 6: the segmentation studies' tables (CSV + Markdown + LaTeX) and figures (PNG + PDF).
 
 
-rule segmentation_tables:
-    input:
-        infos=lambda wc: expand_cells(f"{MODEL_DIR}/train_info.json", wc),
-        per_image=lambda wc: evaluation_files(wc, "per_image.csv"),
-        timing=lambda wc: evaluation_files(wc, "timing.json"),
-    output:
-        sizes=seg_table("model_sizes", "model_sizes"),
-        metrics=seg_table("metrics", "metrics"),
-        objects=seg_table("object_metrics", "object_metrics"),
-        per_image=seg_table("per_image", "per_image"),
-        timing=seg_table("timing", "timing"),
-        extra=[f"{SEG_DIR}/tables/{name}{ext}" for name in SEG_TABLES for ext in (".md", ".tex")],
-    log:
-        log_path("segmentation_tables", SEG_DIR),
-    benchmark:
-        bench_path("segmentation_tables", SEG_DIR)
-    conda:
-        "../envs/report.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        cells=lambda wc: [c.wildcards for c in cells_of(wc)],
-        subsets=lambda wc: experiment(wc)["evaluate_splits"],
-        per_image_rows=lambda wc: experiment(wc)["per_image_rows"],
-    script:
-        "../scripts/segmentation_tables.py"
+# One tables rule and one figures rule per paper: outputs are named after the paper's tables and
+# figures (nucleiflow.reporting.paper_index); experiments without `published:` keep generic names.
+for _paper in PAPER_KEYS:
+    _tables = table_names(_paper)
+    _figures = figure_names(_paper)
 
+    rule:
+        name:
+            f"segmentation_tables_{_paper}"
+        input:
+            infos=lambda wc: expand_cells(f"{MODEL_DIR}/train_info.json", wc),
+            per_image=lambda wc: evaluation_files(wc, "per_image.csv"),
+            timing=lambda wc: evaluation_files(wc, "timing.json"),
+        output:
+            **{key: seg_table(name, key) for key, name in _tables.items()},
+            extra=[f"{SEG_DIR}/tables/{name}{ext}" for name in _tables.values() for ext in (".md", ".tex")],
+        log:
+            log_path("segmentation_tables", SEG_DIR),
+        benchmark:
+            bench_path("segmentation_tables", SEG_DIR)
+        wildcard_constraints:
+            experiment=experiments_of_paper(_paper),
+        conda:
+            "../envs/report.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            cells=lambda wc: [c.wildcards for c in cells_of(wc)],
+            subsets=lambda wc: experiment(wc)["evaluate_splits"],
+            per_image_rows=lambda wc: experiment(wc)["per_image_rows"],
+            study=lambda wc: experiment(wc)["published"],
+        script:
+            "../scripts/segmentation_tables.py"
 
-rule segmentation_figures:
-    input:
-        histories=lambda wc: expand_cells(f"{MODEL_DIR}/history.csv", wc),
-        per_image=lambda wc: evaluation_files(wc, "per_image.csv"),
-        predictions=lambda wc: evaluation_files(wc, "predictions.h5"),
-        store=STORE,
-    output:
-        curves=seg_figure("metric_curves"),
-        bars_dice=seg_figure("bars_dice"),
-        bars_iou=seg_figure("bars_iou"),
-        bars_acc=seg_figure("bars_acc"),
-        examples=seg_figure("prediction_examples"),
-        contours=seg_figure("contours"),
-        inference=seg_figure("inference_time"),
-        pdfs=[f"{SEG_DIR}/figures/{name}.pdf" for name in SEG_FIGURES],
-    log:
-        log_path("segmentation_figures", SEG_DIR),
-    benchmark:
-        bench_path("segmentation_figures", SEG_DIR)
-    conda:
-        "../envs/report.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    params:
-        cells=lambda wc: [c.wildcards for c in cells_of(wc)],
-        subsets=lambda wc: experiment(wc)["evaluate_splits"],
-        examples=lambda wc: experiment(wc)["figure_examples"],
-        threshold=lambda wc: experiment(wc)["training"]["threshold"],
-    script:
-        "../scripts/segmentation_figures.py"
+    rule:
+        name:
+            f"segmentation_figures_{_paper}"
+        input:
+            histories=lambda wc: expand_cells(f"{MODEL_DIR}/history.csv", wc),
+            per_image=lambda wc: evaluation_files(wc, "per_image.csv"),
+            predictions=lambda wc: evaluation_files(wc, "predictions.h5"),
+            # The residual U-Net study's Figure 4 shows predictions on training images.
+            train_predictions=lambda wc, _keys=tuple(_figures): (
+                expand_cells(f"{EVAL_DIR}/train_predictions.h5", wc) if "train_predictions" in _keys else []
+            ),
+            store=STORE,
+        output:
+            **{key: seg_figure(name, key.rstrip("0123456789").rstrip("_")) for key, name in _figures.items()},
+            pdfs=[f"{SEG_DIR}/figures/{name}.pdf" for name in _figures.values()],
+        log:
+            log_path("segmentation_figures", SEG_DIR),
+        benchmark:
+            bench_path("segmentation_figures", SEG_DIR)
+        wildcard_constraints:
+            experiment=experiments_of_paper(_paper),
+        conda:
+            "../envs/report.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=20,
+        params:
+            cells=lambda wc: [c.wildcards for c in cells_of(wc)],
+            subsets=lambda wc: experiment(wc)["evaluate_splits"],
+            examples=lambda wc: experiment(wc)["figure_examples"],
+            threshold=lambda wc: experiment(wc)["training"]["threshold"],
+            study=lambda wc: experiment(wc)["published"],
+        script:
+            "../scripts/segmentation_figures.py"
 
 
 rule segmentation_vs_paper:
@@ -73,6 +82,13 @@ rule segmentation_vs_paper:
     output:
         table=seg_table("vs_paper", "vs_paper"),
         extra=multiext(f"{SEG_DIR}/tables/vs_paper", ".md", ".tex"),
+        index=report(
+            f"{SEG_DIR}/paper_index.md",
+            caption="../report/paper_index.rst",
+            category="Segmentation",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "table": "paper_index"},
+        ),
     log:
         log_path("segmentation_vs_paper", SEG_DIR),
     benchmark:
@@ -87,6 +103,7 @@ rule segmentation_vs_paper:
         cells=lambda wc: [c.wildcards for c in cells_of(wc)],
         subsets=lambda wc: experiment(wc)["evaluate_splits"],
         study=lambda wc: experiment(wc)["published"],
+        comparisons=experiment_comparisons,
     script:
         "../scripts/segmentation_vs_paper.py"
 

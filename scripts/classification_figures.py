@@ -1,10 +1,11 @@
-"""Snakemake adapter: classifier comparison (base vs augmented) and Figure 4 (the CNN runs per epoch)."""
+"""Snakemake adapter: classifier comparison, Figure 4 (the CNN runs per epoch), its averages and the paper index."""
 
 import pandas as pd
 
 from nucleiflow.classification import study, tables
+from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
-from nucleiflow.reporting import figures
+from nucleiflow.reporting import figures, paper_index
 
 log = setup_logging(snakemake.log[0])
 figures.use_style()
@@ -13,6 +14,20 @@ figures.save_figure(figures.classifier_bars(classic, "accuracy"), snakemake.outp
 histories = {tables.history_run(path): pd.read_csv(path) for path in snakemake.input.histories}
 runs = tables.runs_history(histories)
 figures.save_figure(
-    figures.metric_curves(runs, metrics=("accuracy", "loss"), model_col="run"), snakemake.output.figure4
+    figures.metric_curves(runs, metrics=("accuracy", "precision", "recall", "auc"), model_col="run"),
+    snakemake.output.figure4,
+)
+write_table(
+    snakemake.output.average,
+    tables.average_accuracy_vs_paper(histories, snakemake.params.study),
+    "Figure 4 companion: mean training and validation accuracy over the epochs, ours beside the paper's averages",
+)
+note = "" if snakemake.params.study else "Not the paper's data (nucleus crops): no published numbers to compare with."
+paper_index.write_index(
+    snakemake.output.index,
+    paper_index.CLASSIFICATION.key,
+    snakemake.wildcards.experiment,
+    snakemake.wildcards.dataset,
+    note=note,
 )
 log.info("classification figures written: %d CNN run(s)", runs["run"].nunique())

@@ -1,4 +1,4 @@
-"""Snakemake adapter: the tables of one segmentation experiment."""
+"""Snakemake adapter: the tables of one segmentation experiment (named after the paper's tables, see paper_index)."""
 
 import pandas as pd
 
@@ -12,16 +12,18 @@ infos = list(snakemake.input.infos)
 per_image = sr.collect(list(snakemake.input.per_image), cells, subsets, pd.read_csv)
 summary = sr.metrics_summary(per_image)
 out = snakemake.output
-write_table(out.sizes, sr.model_sizes(infos, cells), "Model sizes")
+write_table(out.model_sizes, sr.model_sizes(infos, cells), "Model sizes")
 write_table(
     out.metrics,
     sr.metrics_table(summary),
     "Segmentation metrics per model and split (mean ± std over images; pooled over pixels)",
 )
-write_table(out.objects, sr.object_table(summary), "Object-level metrics per model and split (mean ± std over images)")
+write_table(
+    out.object_metrics, sr.object_table(summary), "Object-level metrics per model and split (mean ± std over images)"
+)
 write_table(
     out.per_image,
-    sr.per_image_table(per_image, snakemake.params.per_image_rows),
+    sr.per_image_table(per_image, snakemake.params.per_image_rows, sr.named_images(snakemake.params.study)),
     f"Per-image metrics of selected {subsets[-1]} images",
 )
 write_table(

@@ -4,6 +4,7 @@ import pandas as pd
 
 from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
+from nucleiflow.reporting import paper_index
 from nucleiflow.segmentation import report as sr
 
 log = setup_logging(snakemake.log[0])
@@ -15,3 +16,11 @@ frame = sr.comparison_frame(
 table = sr.versus_paper(frame, snakemake.params.study)
 write_table(snakemake.output.table, table, f"Ours beside the published values ({snakemake.params.study} study)")
 log.info("%d comparisons with the %s study", len(table), snakemake.params.study)
+paper_index.write_index(
+    snakemake.output.index,
+    snakemake.params.study,
+    snakemake.wildcards.experiment,
+    snakemake.wildcards.dataset,
+    evaluated=tuple(subsets),
+    comparisons=tuple(snakemake.params.comparisons),
+)

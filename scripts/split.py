@@ -6,6 +6,8 @@ from nucleiflow.splits import make_split
 from nucleiflow.store import Store
 
 log = setup_logging(snakemake.log[0])
-manifest = make_split(Store(snakemake.input[0]).metadata, snakemake.params.spec, snakemake.params.seed)
+store = Store(snakemake.input[0])
+labelled = store.metadata[store.metadata["image_id"].isin(store.labelled_ids)]  # unlabelled images: prediction only
+manifest = make_split(labelled, snakemake.params.spec, snakemake.params.seed)
 write_csv(snakemake.output[0], manifest)
 log.info("split %s: %s", snakemake.wildcards.split, manifest["split"].value_counts().to_dict())

@@ -54,6 +54,8 @@ def copy_checkout(dest: Path) -> Path:
         check=True,
     ).stdout.decode()
     for name in filter(None, listing.split("\0")):
+        if name.split("/")[0] == ".venv":  # a linked environment is not part of the checkout
+            continue
         source = REPO / name
         if source.is_symlink() or source.is_file():  # a file deleted in the working tree is not checked out
             (dest / name).parent.mkdir(parents=True, exist_ok=True)

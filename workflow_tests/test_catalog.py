@@ -18,13 +18,14 @@ from nucleiflow.classification import classic
 from nucleiflow.classification import models as cnn_models
 from nucleiflow.classification.pannuke_crops import TASK_CLASS_NAMES
 from nucleiflow.classification.study import PUBLISHED_STUDY
-from nucleiflow.config import ModelSpec, model_spec, segmentation_cells
+from nucleiflow.config import ALL_IMAGES, ModelSpec, model_spec, segmentation_cells
 from nucleiflow.datasets import CONVERTERS
 from nucleiflow.errors import ConfigError
 from nucleiflow.models.registry import ARCHITECTURES
 from nucleiflow.reporting.published import published_tables
 from nucleiflow.segmentation.data import SIZE_POLICIES
 from nucleiflow.segmentation.losses import LOSSES
+from nucleiflow.segmentation.robustness import PERTURBATIONS
 from nucleiflow.segmentation.run import RESUMABLE_CHANGES, checkpoint_identity
 from nucleiflow.splits import SCHEMES, SPLIT_NAMES
 
@@ -37,13 +38,20 @@ SCHEMA_ENUMS = {
     "datasets.*.format": catalog.DATASET_FORMATS,
     "segmentation.*.models[].arch": catalog.ARCH_NAMES,
     "segmentation.*.training.loss": tuple(LOSSES),
+    "segmentation.*.training.input_scaling": catalog.INPUT_SCALINGS,
+    "segmentation.*.training.mask_preprocessing": catalog.MASK_PREPROCESSING,
+    "regularization.*.l2_scope": catalog.L2_SCOPES,
     "segmentation.*.training.size_policy": SIZE_POLICIES,
     "segmentation.*.training.encoder_weights": ("imagenet", None),
     "segmentation.*.evaluate_splits[]": SPLIT_NAMES,
+    "segmentation.*.evaluate_on[].split": (*SPLIT_NAMES, ALL_IMAGES),
     "segmentation.*.published": (*(s for s in published_tables() if s != PUBLISHED_STUDY), None),
     "comparisons.*.split": SPLIT_NAMES,
     "classification.*.crops.task": tuple(TASK_CLASS_NAMES),
     "classification.*.cnn.models[]": catalog.CNN_MODELS,
+    "segmentation.*.explain.target": catalog.EXPLAIN_TARGETS,
+    "segmentation.*.explain.composite": catalog.LRP_COMPOSITES,
+    "segmentation.*.robustness.perturbations[].name": catalog.PERTURBATIONS,
 }
 
 
@@ -74,11 +82,13 @@ def test_each_registry_is_keyed_by_its_catalog_list():
     assert tuple(ARCHITECTURES) == catalog.ARCH_NAMES
     assert {arch: spec.encoders for arch, spec in ARCHITECTURES.items()} == catalog.ARCH_ENCODERS
     assert tuple(CONVERTERS) == catalog.SEGMENTATION_FORMATS
+    assert tuple(LOSSES) == catalog.LOSS_NAMES
     assert set(catalog.SEGMENTATION_FORMATS) < set(catalog.DATASET_FORMATS)
     assert tuple(classic.CLASSIFIERS) == catalog.CLASSIFIER_NAMES
     assert tuple(cnn_models.CNN_MODELS) == catalog.CNN_MODELS
     assert set(catalog.PRETRAINED_CNN_MODELS) <= set(catalog.CNN_MODELS)
     assert tuple(catalog.ARCH_DISPLAY) == catalog.ARCH_NAMES
+    assert tuple(PERTURBATIONS) == catalog.PERTURBATIONS
     assert set(catalog.ENCODER_DISPLAY) == {
         encoder for encoders in catalog.ARCH_ENCODERS.values() for encoder in encoders
     }

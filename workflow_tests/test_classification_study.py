@@ -352,6 +352,8 @@ def test_table_numbers_file_names_and_targets():
         "tables/class_counts.csv",
         "figures/classifier_comparison.png",
         "figures/figure4_cnn_runs.png",
+        "tables/figure4_average_accuracy.csv",
+        "paper_index.md",
     ]
     assert study.published_study({"dataset": "nucrec"}) == "classification"
     assert study.published_study({"dataset": "pannuke", "crops": {"task": "binary"}}) is None
@@ -362,9 +364,24 @@ def test_figure4_compares_the_runs_in_the_papers_order(tmp_path):
     stacked = tables.runs_history(runs)
     assert list(dict.fromkeys(stacked["run"])) == ["Small CNN (base)", "InceptionResNetV2 (augmented)"]
     png, pdf = figures.save_figure(
-        figures.metric_curves(stacked, ("accuracy", "loss"), model_col="run"), tmp_path / "figure4.png"
+        figures.metric_curves(stacked, ("accuracy", "precision", "recall", "auc"), model_col="run"),
+        tmp_path / "figure4.png",
     )
     assert png.stat().st_size > 10_000 and pdf.exists()
+
+
+def test_figure4_average_accuracies_sit_beside_the_papers():
+    runs = {("inception_resnet_v2", "augmented"): _history(3), ("small_cnn", "base"): _history(4)}
+    table = tables.average_accuracy_vs_paper(runs)
+    assert list(table["Run"]) == ["Small CNN (base)", "InceptionResNetV2 (augmented)"]
+    assert table["Mean validation accuracy (paper)"].tolist() == [0.6611, 0.9722]
+    assert table.loc[0, "Mean training accuracy (ours)"] == pytest.approx(
+        runs[("small_cnn", "base")]["train_accuracy"].mean()
+    )
+    crops = tables.average_accuracy_vs_paper(runs, study=None)
+    assert (
+        crops["Mean training accuracy (paper)"].isna().all() and crops["Source"].iloc[0] == tables.NO_PUBLISHED_SOURCE
+    )
 
 
 def test_class_counts_table_totals():

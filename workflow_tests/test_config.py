@@ -25,7 +25,13 @@ def test_grid_expands_models_times_regularization():
     cells = segmentation_cells(TINY, "pannuke_tiny")
     assert [c.label for c in cells] == ["unet/resnet18/none", "unet/resnet18/paper", "deeplabv3plus/resnet18/paper"]
     assert all(c.dataset == "pannuke" for c in cells)
-    assert regularization_cell(TINY, "none") == {"extra_blocks": 0, "dropout": 0.0, "l2": 0.0, "decoder_dropout": 0.0}
+    assert regularization_cell(TINY, "none") == {
+        "extra_blocks": 0,
+        "dropout": 0.0,
+        "l2": 0.0,
+        "decoder_dropout": 0.0,
+        "l2_scope": "added_blocks",
+    }
     assert regularization_cell(TINY, "paper")["dropout"] == 0.5
 
 
@@ -129,7 +135,8 @@ def _dry_run(config: dict, workdir) -> subprocess.CompletedProcess:
         ),
         (
             lambda c: c["datasets"]["pannuke"].update(format="monuseg"),
-            "config datasets.pannuke.format: 'monuseg' is not one of ['pannuke', 'dsb2018', 'class_folders']",
+            "config datasets.pannuke.format: 'monuseg' is not one of "
+            "['pannuke', 'dsb2018', 'image_folders', 'class_folders']",
         ),
         (
             lambda c: c["segmentation"]["pannuke_tiny"]["models"][1].update(encoder="vgg16"),

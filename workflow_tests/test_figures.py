@@ -176,3 +176,20 @@ def test_save_figure_writes_png_and_pdf_atomically(tmp_path, monkeypatch):
     assert paths[1].read_bytes().startswith(b"%PDF")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["curves.pdf", "curves.png"]
     assert closed == [fig]
+
+
+def test_paper_only_figures_draw_every_panel():
+    image = np.full((24, 24, 3), 120, dtype=np.uint8)
+    instances = np.zeros((24, 24), dtype=np.int32)
+    instances[2:8, 2:8], instances[12:20, 10:18] = 1, 2
+    target = instances > 0
+    shifted = np.roll(target, 2, axis=1)
+    assert len(figures.sample_masks([("a", image, instances), ("b", image, instances)]).axes) == 4
+    assert len(figures.filled_overlays([("a", image, instances)]).axes) == 2
+    contours = figures.contour_matrix(image, target, {"U-Net": shifted, "DeepLabV3+": target})
+    assert [ax.get_title() for ax in contours.axes[:3]] == ["Ground truth", "U-Net", "DeepLabV3+"]
+    probability = np.linspace(0, 1, 24 * 24).reshape(24, 24)
+    maps = figures.confidence_maps([("a", image, probability, target)])
+    assert len(maps.axes) == 5  # four panels and the probability colour bar
+    with pytest.raises(ValueError):
+        figures.contour_matrix(image, target, {})

@@ -147,7 +147,7 @@ def test_channel_less_target_is_accepted_and_mismatch_is_refused():
 
 
 def test_build_loss_returns_registered_losses():
-    assert set(LOSSES) == {"dice", "bce", "bce_dice"}
+    assert set(LOSSES) == {"dice", "dice_squared", "bce", "bce_dice"}
     assert isinstance(build_loss("dice"), DiceLoss)
     assert build_loss("bce_dice", dice_weight=0.5).dice_weight == 0.5
 

@@ -8,7 +8,15 @@ from conftest import REPO
 README = (REPO / "README.md").read_text()
 LOCAL = yaml.safe_load((REPO / "profiles" / "local" / "config.yaml").read_text())
 SLURM = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-GPU_RULES = {"train_segmentation", "evaluate_segmentation", "train_cnn"}  # the profile's "training and evaluation"
+# The profile's "training and evaluation": every rule that runs a network on the GPU.
+GPU_RULES = {
+    "train_segmentation",
+    "evaluate_segmentation",
+    "train_cnn",
+    "evaluate_cross",
+    "predict",
+    "robustness_sweep",
+}
 
 
 def _rules_requesting_a_gpu() -> set[str]:

@@ -300,6 +300,32 @@ def test_report_tables_from_stage_outputs(trained, pannuke_store, tmp_path):
     assert len(examples) == 2 and predictions[list(predictions)[0]][0].shape == (256, 256)
 
 
+def test_paper_only_figures_from_the_store_and_stored_predictions(pannuke_store, tmp_path):
+    import h5py
+
+    from nucleiflow.segmentation.predictions import write_probability
+
+    store = Store(pannuke_store)
+    ids = store.ids[:3]
+    h5 = str(tmp_path / "test_predictions.h5")
+    with h5py.File(h5, "w") as handle:
+        for image_id in ids:
+            write_probability(handle, image_id, store[image_id].mask * 0.8)
+    keys = ("samples", "overlays", "confidence_map", "train_predictions", "image_1", "image_2", "image_3")
+    outputs = {key: tmp_path / "figures" / f"{key}.png" for key in keys}
+    cell = {"arch": "unet", "encoder": "resnet18", "reg": "none"}
+    sr.write_paper_figures(outputs, pannuke_store, ids[:2], [h5], [cell], ["test"], 0.5, [h5], named=[ids[2], "x"])
+    assert all(path.stat().st_size > 1000 and path.with_suffix(".pdf").exists() for path in outputs.values())
+    assert sr.named_images("classic_unet_dsb2018")[0].startswith("6034456567632f4b")
+    assert sr.named_images("pannuke") == []
+    per_image = pd.DataFrame(
+        {"image_id": ids, "model": "m", "subset": "test", "dice": [0.1, 0.5, 0.9]}
+        | dict.fromkeys(("acc", "f1", "iou", "precision", "sensitivity"), 0.5)
+    )
+    table = sr.per_image_table(per_image, 2, named=[ids[1], "absent"])
+    assert table["Image"].iloc[0] == ids[1] and len(table) == 2
+
+
 def test_tile_origins_cover_the_image_with_overlap():
     assert tile_origins(64, 64) == [0] and tile_origins(40, 64) == [0]
     starts = tile_origins(150, 64)

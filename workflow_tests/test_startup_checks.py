@@ -80,12 +80,9 @@ def _nucrec_config(entry: dict) -> dict:
     }
 
 
-def test_offline_without_cached_weights_only_the_cache_job_runs_and_it_fails_in_one_line(tmp_path):
-    """Pretrained weights come from the cache job (a local rule, so on a cluster it runs on the login node).
-
-    Offline with an empty cache that job is the one that fails, with one line naming the weights' address
-    and HF_HUB_OFFLINE, leaving no marker behind, so no training job can start on missing weights.
-    """
+def test_offline_without_cached_weights_stops_the_run_before_any_job_starts(tmp_path):
+    """Offline (HF_HUB_OFFLINE) nothing can fetch pretrained weights, not even the cache rule: the run stops at
+    start-up with one line naming the weights, the cache folder and the command that caches them."""
     root = copy_checkout(tmp_path / "checkout")
     hub = tmp_path / "hub"
     hub.mkdir()
@@ -94,15 +91,16 @@ def test_offline_without_cached_weights_only_the_cache_job_runs_and_it_fails_in_
     experiment["training"]["encoder_weights"] = "imagenet"
     experiment["models"] = [{"arch": "unet", "encoder": "resnet18"}]
     env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
-    result = _run(root, config, "cache_weights", env=env, timeout=300)
+    result = _run(root, config, env=env)  # a real run, not a dry-run
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert re.search(
-        r"^nucleiflow\.download\.DownloadError: could not fetch imagenet weights for unet/resnet18 from "
-        r"https://huggingface\.co/smp-hub/resnet18\.imagenet: .*HF_HUB_OFFLINE unset$",
-        output,
-        flags=re.M,
-    ), output[-3000:]
-    assert re.findall(r"^localrule (\w+):", output, flags=re.M) == ["cache_encoder_weights"]
-    assert not (root / "resources" / "weights" / "unet" / "resnet18.json").exists()
-    assert _made_files(root, "results") == [] and list(hub.iterdir()) == []
+    expected = (
+        f"HF_HUB_OFFLINE is set and encoder weights imagenet for unet/resnet18 are not in the cache ({hub}/"
+        "models--smp-hub--resnet18.imagenet); run `snakemake cache_weights --cores 1`"
+    )
+    assert any(line.startswith(expected) for line in output.splitlines()), output[-3000:]
+    _assert_no_job_ran(root, output)
+    # Online, the same config starts: the cache rule is planned to fetch the weights.
+    online = _run(root, config, "-n", env={**env, "HF_HUB_OFFLINE": "0"})
+    assert online.returncode == 0, (online.stdout + online.stderr)[-3000:]
+    assert re.search(r"^cache_encoder_weights\s+1$", online.stdout, flags=re.M)

@@ -14,6 +14,8 @@ from conftest import REPO, SNAKEMAKE, copy_checkout
 from PIL import Image
 from test_readme_commands import PAPER_COMMAND, TINY_COMMAND, config_files_read, run_in, stand_in_nucrec
 
+from nucleiflow.reporting import paper_index
+
 RULE_FILES = sorted((REPO / "rules").glob("*.smk"))
 # Import name -> package name in the env files (conda-forge or pip).
 IMPORT_TO_PACKAGE = {
@@ -58,7 +60,8 @@ def test_full_scale_paper_config_builds_its_dag(checkout):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.M))
-    assert counts["download"] == "5" and "demo_data" not in counts
+    # PanNuke's three folds, DSB2018 stage-1 train and test plus the test solution, NucRec
+    assert counts["download"] == "7" and "demo_data" not in counts
     # 4 PanNuke models x 2 cells + 3 residual U-Nets + 3 in the DSB model comparison + classic U-Net
     assert counts["train_segmentation"] == "15"
     assert counts["compare_experiments"] == "1" and counts["segmentation_vs_paper"] == "5"
@@ -158,25 +161,42 @@ def test_tiny_config_runs_every_stage_end_to_end(tmp_path):
     results = root / "results"
 
     # Segmentation: one metrics row per trained model and evaluated split, all within [0, 1].
-    for experiment, dataset, models, subsets in (("pannuke_tiny", "pannuke", 3, 2), ("dsb_tiny", "dsb2018", 1, 1)):
+    # pannuke_tiny (published: pannuke) names its outputs after the paper's tables and figures; dsb_tiny keeps
+    # the generic names.
+    pannuke_figures = (
+        "figure5_samples",
+        "figure6_10_metric_curves",
+        "figure11_predictions",
+        "figure12_contours",
+        "figure13_dice",
+        "figure14_iou",
+        "figure15_acc",
+        "inference_time",
+    )
+    generic_figures = (
+        "metric_curves",
+        "bars_dice",
+        "bars_iou",
+        "bars_acc",
+        "prediction_examples",
+        "contours",
+        "inference_time",
+    )
+    for experiment, dataset, models, subsets, names, figure_names in (
+        ("pannuke_tiny", "pannuke", 3, 2, ("table1_model_sizes", "table2_4_metrics", "table5_timing"), pannuke_figures),
+        ("dsb_tiny", "dsb2018", 1, 1, ("model_sizes", "metrics", "timing"), generic_figures),
+    ):
         base = results / dataset / experiment
-        metrics = pd.read_csv(base / "tables" / "metrics.csv")
+        sizes, metrics_name, timing = names
+        metrics = pd.read_csv(base / "tables" / f"{metrics_name}.csv")
         assert len(metrics) == models * subsets
         for column in ("DCS (pooled)", "IoU (pooled)"):
             assert metrics[column].between(0, 1).all()
-        assert len(pd.read_csv(base / "tables" / "model_sizes.csv")) == models
-        assert (pd.read_csv(base / "tables" / "timing.csv")["Inference median (s/image)"] > 0).all()
+        assert len(pd.read_csv(base / "tables" / f"{sizes}.csv")) == models
+        assert (pd.read_csv(base / "tables" / f"{timing}.csv")["Inference median (s/image)"] > 0).all()
         for suffix in (".md", ".tex"):
-            assert (base / "tables" / f"metrics{suffix}").stat().st_size > 100
-        for figure in (
-            "metric_curves",
-            "bars_dice",
-            "bars_iou",
-            "bars_acc",
-            "prediction_examples",
-            "contours",
-            "inference_time",
-        ):
+            assert (base / "tables" / f"{metrics_name}{suffix}").stat().st_size > 100
+        for figure in figure_names:
             _assert_image(base / "figures" / f"{figure}.png")
             assert (base / "figures" / f"{figure}.pdf").stat().st_size > 1000
         objects = pd.read_csv(base / "tables" / "object_metrics.csv")
@@ -188,6 +208,12 @@ def test_tiny_config_runs_every_stage_end_to_end(tmp_path):
             frame = pd.read_csv(per_image)
             assert len(frame) > 0 and frame[["acc", "dice", "iou", "sensitivity"]].stack().between(0, 1).all()
 
+    # The paper index: every table and figure of the paper, the file and its status; Table 2 (train) not in this run.
+    index = (results / "pannuke" / "pannuke_tiny" / "paper_index.md").read_text()
+    assert "| Table 4 |" in index and "[tables/table2_4_metrics.csv]" in index and "| Figure 12 |" in index
+    assert "| Table 2 | Performance on the training set | [tables/table2_4_metrics.csv]" in index
+    assert "not in this run" in index
+    assert not (results / "dsb2018" / "dsb_tiny" / "paper_index.md").exists()  # no `published:` key
     versus = pd.read_csv(results / "pannuke" / "pannuke_tiny" / "tables" / "vs_paper.csv")
     assert {"timing", "regularization"} <= set(versus["table"]) and versus["paper"].notna().any()
     assert (versus["difference"].dropna() == (versus["ours"] - versus["paper"]).dropna()).all()
@@ -215,6 +241,10 @@ def test_tiny_config_runs_every_stage_end_to_end(tmp_path):
         assert pd.read_csv(base / "tables" / f"{name}.csv")["Epoch"].tolist() == [1, 2]
     for figure in ("classifier_comparison", "figure4_cnn_runs"):
         _assert_image(base / "figures" / f"{figure}.png")
+    average = pd.read_csv(base / "tables" / "figure4_average_accuracy.csv")
+    assert list(average["Run"]) == ["Small CNN (base)", "Small CNN (augmented)"]
+    assert average["Mean validation accuracy (paper)"].tolist() == [0.6611, 0.86]
+    assert "| Figure 4 |" in (base / "paper_index.md").read_text()
 
     # Nothing half-written is left behind.
     leftovers = [path for folder in ("results", "resources") for path in (root / folder).rglob("*.tmp*")]
@@ -244,9 +274,21 @@ def _report_category(path: str) -> str:
     return "Segmentation"
 
 
+# Paper-named output -> the output key whose caption it carries (nucleiflow.reporting.paper_index).
+PAPER_NAME_KEYS = {
+    name: key.rstrip("0123456789").rstrip("_")
+    for paper in paper_index.SEGMENTATION_PAPERS
+    for names in (paper_index.table_names(paper), paper_index.figure_names(paper))
+    for key, name in names.items()
+    if name != key
+}
+
+
 def _caption_file(path: str) -> str:
     """The report/*.rst caption a result should carry."""
     name = Path(path).stem
+    if name in PAPER_NAME_KEYS:  # named after a paper's table or figure: the generic output's caption
+        return PAPER_NAME_KEYS[name]
     if path.startswith("results/comparisons/"):
         return "comparison"
     if "/splits/" in path:
@@ -274,7 +316,14 @@ def _assert_report_lists_every_table_and_figure(root: Path, archive: Path) -> No
     entries, categories = variable("results"), variable("categories")
     produced = {
         str(path.relative_to(root))
-        for pattern in ("*/tables/*.csv", "*/figures/*.png", "eda/eda.png", "splits/*.csv", "augment/*_preview.png")
+        for pattern in (
+            "*/tables/*.csv",
+            "*/figures/*.png",
+            "eda/eda.png",
+            "splits/*.csv",
+            "augment/*_preview.png",
+            "*/paper_index.md",
+        )
         for path in (root / "results").rglob(pattern)
     } | {"results/comparisons/tiny_models/table.csv", "results/comparisons/tiny_models/bars.png"}
     assert set(entries) == produced, (sorted(produced - set(entries)), sorted(set(entries) - produced))

@@ -40,9 +40,35 @@ CLASSIFIER_NAMES = (
 CNN_MODELS = ("small_cnn", "inception_resnet_v2")
 PRETRAINED_CNN_MODELS = ("inception_resnet_v2",)
 
+# Segmentation losses (`segmentation.losses.LOSSES`): soft Dice, the PanNuke study's Dice with squared terms
+# in the denominator (its equation 4), binary cross-entropy (the classic U-Net study), BCE + Dice (residual U-Net).
+LOSS_NAMES = ("dice", "dice_squared", "bce", "bce_dice")
+
+# In the three option lists below the first name is the default (the schema's default, and what a spec
+# written before the option existed means).
+# Which conv kernels the L2 penalty covers (`models.l2_parameters`): every conv layer of the model, as the
+# PanNuke study states (Section 3.1), or only the layers it adds to the smp models (the head).
+L2_SCOPES = ("added_blocks", "all_conv")
+
+# How images are scaled before the network (`segmentation.data.to_tensor`): ImageNet statistics (what smp's
+# pretrained encoders expect) or plain 0-1 (the classic U-Net study, Section 3.1).
+INPUT_SCALINGS = ("imagenet", "unit")
+
+# Preprocessing of the binary training target (`segmentation.data.preprocess_mask`): none, or the classic
+# U-Net study's boundary extraction followed by region filling (Section 3.1).
+MASK_PREPROCESSING = ("none", "boundary_fill")
+
 # Every dataset `format`; the segmentation ones are converted to the common store.
-DATASET_FORMATS = ("pannuke", "dsb2018", "class_folders")
-SEGMENTATION_FORMATS = ("pannuke", "dsb2018")
+# image_folders: your own images/ (+ optional masks/) folder, read in place (datasets.image_folders).
+DATASET_FORMATS = ("pannuke", "dsb2018", "image_folders", "class_folders")
+SEGMENTATION_FORMATS = ("pannuke", "dsb2018", "image_folders")
+
+# Explanations (residual U-Net paper, Figures 6-7): what Grad-CAM explains, and the zennit LRP composites.
+EXPLAIN_TARGETS = ("predicted", "truth")
+LRP_COMPOSITES = ("epsilon_plus_flat", "epsilon_plus", "epsilon_alpha2_beta1")
+
+# Robustness sweep: image perturbations (also usable as training augmentations).
+PERTURBATIONS = ("gaussian_noise", "gaussian_blur", "jpeg", "brightness_contrast", "stain")
 
 ARCH_DISPLAY = {
     "unet": "U-Net",

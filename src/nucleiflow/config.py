@@ -109,7 +109,7 @@ def model_spec(config: dict, dataset: str, experiment: str, arch: str, encoder: 
         dataset=dataset,
         experiment=experiment,
         split=exp["split"],
-        augmentation=exp.get("augmentation"),
+        augmentation=cell_augmentation(config, experiment, reg),
         arch=arch,
         encoder=encoder,
         reg=reg,
@@ -139,10 +139,45 @@ def segmentation_cells(config: dict, experiment: str | None = None) -> list[Mode
 
 def regularization_cell(config: dict, name: str) -> dict:
     """The named cell; "none" is built in (no extra blocks, no dropout, no L2)."""
-    cell = {"extra_blocks": 0, "dropout": 0.0, "l2": 0.0, "decoder_dropout": 0.0}
+    cell = {"extra_blocks": 0, "dropout": 0.0, "l2": 0.0, "decoder_dropout": 0.0, "l2_scope": "added_blocks"}
     if name != NO_REGULARIZATION:
         cell.update(config["regularization"][name])
+    cell.pop("augmentation", None)  # not a model setting: see cell_augmentation
     return cell
+
+
+def cell_augmentation(config: dict, experiment: str, reg: str) -> str | None:
+    """The augmentation a cell trains with: its regularization cell's `augmentation`, else the experiment's."""
+    own = config.get("regularization", {}).get(reg, {}).get("augmentation") if reg != NO_REGULARIZATION else None
+    return own or config["segmentation"][experiment].get("augmentation")
+
+
+def robustness_targets(config: dict) -> list[str]:
+    """The degradation figure and AUC table of every experiment with a `robustness` section."""
+    from .paths import ROBUSTNESS_FIGURE, ROBUSTNESS_TABLE  # stdlib only
+
+    targets = []
+    for name, exp in config.get("segmentation", {}).items():
+        if exp.get("robustness"):
+            wildcards = {"dataset": exp["dataset"], "experiment": name}
+            targets += [ROBUSTNESS_FIGURE.format(**wildcards), ROBUSTNESS_TABLE.format(**wildcards)]
+    return targets
+
+
+def check_robustness(config: dict, name: str) -> None:
+    """`segmentation.<name>.robustness`: the sweep runs on the test split; a perturbation is listed once."""
+    spec = config["segmentation"][name].get("robustness")
+    if not spec:
+        return
+    key = f"segmentation.{name}.robustness"
+    if "test" not in config["segmentation"][name]["evaluate_splits"]:
+        raise ConfigError(f"{key}: the sweep runs on the test split; add test to segmentation.{name}.evaluate_splits")
+    names = [p["name"] for p in spec["perturbations"]]
+    if len(names) != len(set(names)):
+        raise ConfigError(f"{key}.perturbations: a perturbation is listed twice ({', '.join(names)})")
+    for metric in spec.get("metrics", []):
+        if metric not in COMPARABLE_METRICS:
+            raise choices_error(f"{key}.metrics", metric, COMPARABLE_METRICS)
 
 
 def check_config(config: dict) -> None:
@@ -164,7 +199,12 @@ def check_config(config: dict) -> None:
         augmentation = exp.get("augmentation")
         if augmentation is not None and augmentation not in config.get("augmentation", {}):
             raise choices_error(f"{key}.augmentation", augmentation, config.get("augmentation", {}))
+        for reg, cell in config.get("regularization", {}).items():
+            if cell.get("augmentation") and cell["augmentation"] not in config.get("augmentation", {}):
+                pipelines = config.get("augmentation", {})
+                raise choices_error(f"regularization.{reg}.augmentation", cell["augmentation"], pipelines)
         valid_cells = [NO_REGULARIZATION, *config.get("regularization", {})]
+        check_robustness(config, name)
         for i, model in enumerate(exp["models"]):
             arch, encoder = model["arch"], model.get("encoder", NO_ENCODER)
             if arch not in ARCH_ENCODERS:
@@ -196,6 +236,7 @@ def check_config(config: dict) -> None:
         for metric in comparison["metrics"]:
             if metric not in COMPARABLE_METRICS:
                 raise choices_error(f"{key}.metrics", metric, COMPARABLE_METRICS)
+    check_prediction_config(config)
     for name, exp in config.get("classification", {}).items():
         key = f"classification.{name}"
         if exp["dataset"] not in datasets:
@@ -247,3 +288,102 @@ def check_local_sources(config: dict, produced_under: str | None = None) -> None
             if produced_under and local.as_posix().startswith(produced_under.rstrip("/") + "/"):
                 continue
             raise ConfigError(f"{key}.url: {file['url']!r} does not exist")
+    for name, entry in config.get("inference", {}).items():
+        folder = Path(entry["images"])
+        if entry["images"] in config["datasets"] or folder.is_dir():
+            continue
+        if produced_under and folder.as_posix().startswith(produced_under.rstrip("/") + "/"):
+            continue
+        raise ConfigError(f"inference.{name}.images: {entry['images']!r} is neither a dataset nor an existing folder")
+
+
+# --- your own images: folder datasets, the predict stage, cross-dataset evaluation ------------------
+
+ALL_IMAGES = "all"  # evaluate_on split: every labelled image of the dataset's store
+ALL_IMAGES_MANIFEST = "store"  # the manifest name of ALL_IMAGES in paths.CROSS_EVAL
+
+
+def is_folder_entry(filename: str) -> bool:
+    """A `files:` entry read in place as a folder (image_folders), not an archive to download and unpack."""
+    return not Path(filename).suffix
+
+
+def inference_cell(config: dict, name: str) -> ModelCell:
+    """The model cell that `inference.<name>.model` (`<experiment>/<arch>/<encoder>/<reg>`) names."""
+    key = f"inference.{name}.model"
+    text = config["inference"][name]["model"]
+    parts = text.split("/")
+    if len(parts) != 4:
+        raise ConfigError(
+            f"{key}: {text!r} must read <experiment>/<arch>/<encoder>/<reg>, e.g. dsb_resunet/resunet/none/none"
+        )
+    experiment = parts[0]
+    if experiment not in config.get("segmentation", {}):
+        raise choices_error(key + " (experiment)", experiment, config.get("segmentation", {}))
+    cells = {cell.label: cell for cell in segmentation_cells(config, experiment)}
+    label = "/".join(parts[1:])
+    if label not in cells:
+        raise choices_error(key + f" (model of {experiment})", label, cells)
+    return cells[label]
+
+
+def inference_source(config: dict, name: str) -> str | None:
+    """The dataset `inference.<name>.images` names, or None when it names a folder."""
+    images = config["inference"][name]["images"]
+    return images if images in config["datasets"] else None
+
+
+def evaluate_on_targets(config: dict, experiment: str) -> list[dict]:
+    """`segmentation.<experiment>.evaluate_on` with defaults: dicts of dataset, manifest and subset."""
+    targets = []
+    for entry in config["segmentation"][experiment].get("evaluate_on", []):
+        subset = entry.get("split", "test")
+        manifest = ALL_IMAGES_MANIFEST if subset == ALL_IMAGES else entry.get("manifest")
+        if manifest is None:
+            manifest = next(iter(config["datasets"][entry["dataset"]].get("splits", {})), None)
+        targets.append({"dataset": entry["dataset"], "manifest": manifest, "subset": subset})
+    return targets
+
+
+def check_prediction_config(config: dict) -> None:
+    """Folder entries, `inference` and `evaluate_on`: one-line ConfigErrors naming the key and what is valid."""
+    from .download import resolve_local  # torch-free, stdlib only
+
+    datasets = config["datasets"]
+    segmentation_sets = {n: d for n, d in datasets.items() if d["format"] in SEGMENTATION_FORMATS}
+    for name, dataset in datasets.items():
+        for filename, entry in dataset["files"].items():
+            if not is_folder_entry(filename):
+                continue
+            key = f"datasets.{name}.files.{filename}"
+            if dataset["format"] != "image_folders":
+                raise ConfigError(
+                    f"{key}: a folder entry (a name without suffix) needs format image_folders; "
+                    "name archives <name>.zip"
+                )
+            if entry.get("source") or resolve_local(entry["url"]) is None:
+                raise ConfigError(
+                    f"{key}.url: a folder is read in place; give its local path (or file://path), no source"
+                )
+    for name, exp in config.get("segmentation", {}).items():
+        for i, entry in enumerate(exp.get("evaluate_on", [])):
+            key = f"segmentation.{name}.evaluate_on[{i}]"
+            if entry["dataset"] not in segmentation_sets:
+                raise choices_error(f"{key}.dataset", entry["dataset"], segmentation_sets)
+        for i, target in enumerate(evaluate_on_targets(config, name)):
+            key = f"segmentation.{name}.evaluate_on[{i}]"
+            splits = datasets[target["dataset"]].get("splits", {})
+            if target["subset"] != ALL_IMAGES and target["manifest"] not in splits:
+                if not splits:
+                    raise ConfigError(f"{key}: dataset {target['dataset']!r} defines no splits; use split: all")
+                raise choices_error(f"{key}.manifest", target["manifest"], splits)
+    for name, entry in config.get("inference", {}).items():
+        inference_cell(config, name)
+        images = entry["images"]
+        if images in datasets and datasets[images]["format"] not in SEGMENTATION_FORMATS:
+            raise ConfigError(
+                f"inference.{name}.images: dataset {images!r} has format {datasets[images]['format']!r}; "
+                f"use a dataset of format {', '.join(SEGMENTATION_FORMATS)} or a folder of images"
+            )
+        if images not in datasets and "/" not in images and not Path(images).is_dir():
+            raise choices_error(f"inference.{name}.images (a dataset, or a folder path)", images, datasets)

@@ -125,7 +125,7 @@ def measure_store(store: Store) -> EdaTables:
     """Per-image and per-nucleus tables of every image in the store (one pass, one image in memory)."""
     metadata = store.metadata.set_index("image_id", drop=False)
     rows, nucleus_tables = [], []
-    for count, image_id in enumerate(store.ids, start=1):
+    for count, image_id in enumerate(store.labelled_ids, start=1):  # unlabelled images hold no nuclei to measure
         sample = store[image_id]
         meta = metadata.loc[image_id].to_dict()
         modality = _modality(meta, sample.image)

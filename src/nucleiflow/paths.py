@@ -32,6 +32,29 @@ PIPELINE_PREVIEW = f"{DATASET_DIR}/augment/{{pipeline}}_preview.png"
 SEG_DIR = f"{DATASET_DIR}/{{experiment}}"
 MODEL_DIR = f"{SEG_DIR}/models/{{arch}}/{{encoder}}/{{reg}}"
 EVAL_DIR = f"{SEG_DIR}/evaluation/{{arch}}/{{encoder}}/{{reg}}"
+EXPLAIN_DIR = f"{SEG_DIR}/explanations/{{arch}}/{{encoder}}/{{reg}}"
+EXPLAIN_FIGURES = ("figure2_filters", "figure6_gradcam", "figure7_lrp")  # PNG + PDF in EXPLAIN_DIR
+EXPLAIN_TABLE = "lrp_statistics"  # CSV + MD + TeX in EXPLAIN_DIR
+# The robustness sweep (segmentation.<experiment>.robustness): per cell on the test split, then per experiment.
+ROBUSTNESS_SWEEP = f"{EVAL_DIR}/test_robustness.csv"
+ROBUSTNESS_TABLE = f"{SEG_DIR}/tables/robustness_auc.csv"
+ROBUSTNESS_FIGURE = f"{SEG_DIR}/figures/robustness.png"
+
+# --- evaluation of an experiment's models on other datasets (segmentation.<experiment>.evaluate_on) ---
+CROSS_EVAL = f"{EVAL_DIR}/cross/{{target}}/{{manifest}}_{{target_subset}}_per_image.csv"
+CROSS_TABLE = f"{SEG_DIR}/tables/cross_dataset.csv"
+CROSS_FIGURE = f"{SEG_DIR}/figures/cross_dataset.png"
+
+# --- predictions on your own images (inference.<name>) --------------------------------
+INFER_DIR = f"{RESULTS}/inference/{{name}}"
+INFER_PREDICTIONS = (
+    f"{INFER_DIR}/predictions"  # labels/<id>.tif, probabilities/<id>.tif, overlays/<id>.png, nuclei/<id>.csv
+)
+INFER_IMAGES = f"{INFER_DIR}/images.csv"
+INFER_NUCLEI = f"{INFER_DIR}/nuclei.csv"
+INFER_TABLE = f"{INFER_DIR}/tables/summary.csv"
+INFER_FIGURE = f"{INFER_DIR}/figures/summary.png"
+DEMO_CELLS = f"{DEMO_DIR}/cells"  # the demo's folder of images no model saw
 
 # --- one classification experiment ---------------------------------------------------
 CLS_DIR = f"{DATASET_DIR}/classification/{{experiment}}"

@@ -28,6 +28,7 @@ workflow calls them while it builds the DAG.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,6 +240,28 @@ def check_weights_available(arch: str, encoder: str, weights: str | None) -> Non
     """
     if weights is not None:
         cached_weight_files(arch, encoder, weights)
+
+
+def hub_offline() -> bool:
+    """Whether Hugging Face downloads are switched off (HF_HUB_OFFLINE, as huggingface_hub reads it)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def check_offline_weights(config: dict) -> None:
+    """Offline, every pretrained weight the config trains from must already be cached.
+
+    With HF_HUB_OFFLINE set nothing can fetch them, not even the cache rule, so the
+    run stops at start-up, before any job, with one line naming the first missing
+    weights, the cache folder and the command that caches them. Online, the
+    `cache_encoder_weights` jobs fetch what is missing.
+    """
+    if not hub_offline():
+        return
+    for model in pretrained_models(config):
+        try:
+            cached_weight_files(model.arch, model.encoder, model.weights)
+        except ConfigError as err:
+            raise ConfigError(f"HF_HUB_OFFLINE is set and {err}") from None
 
 
 # --- caching (needs internet) ---------------------------------------------------

@@ -9,6 +9,18 @@ A manifest is a DataFrame (and a CSV on disk) with columns `image_id, split`,
   one image of its share, and exact duplicates (same content hash) are kept
   in one split so no image leaks between train and test.
 
+Two options of ``proportions`` fix the test set before the fractions are
+drawn from the rest (exact duplicates of a fixed image follow it into test):
+
+* ``test_source_set``: every image whose `source_set` (the release it was
+  converted from, e.g. DSB2018's ``stage1_test``) equals it; the residual
+  U-Net study's original configuration tests on the stage-1 test set.
+* ``force_test``: these image ids, where they are in the data (the classic
+  U-Net study's Table 2 names three test images).
+
+``source_sets`` restricts the pool to images of those releases (e.g. only
+``stage1_train``, the 670 images of the classic U-Net study).
+
 Stratifying by imaging modality and nuclear density (the residual U-Net
 study) uses two derived columns, `modality_cluster` (seeded k-means on the
 colour statistics every converter records, see `modality_features`) and
@@ -237,12 +249,55 @@ def make_split(metadata: pd.DataFrame, spec: dict, seed: int) -> pd.DataFrame:
     raise choices_error("split.scheme", scheme, SCHEMES)
 
 
+def fixed_test_ids(metadata: pd.DataFrame, spec: dict) -> list[str]:
+    """Ids the spec puts in the test set whatever the fractions: `test_source_set` and `force_test` (see above)."""
+    fixed = [i for i in spec.get("force_test") or [] if i in set(metadata["image_id"])]
+    source = spec.get("test_source_set")
+    if source is not None:
+        if "source_set" not in metadata.columns:
+            raise DataFormatError(
+                f"split.test_source_set: {source!r} needs a source_set per image, which this store lacks "
+                "(re-run the convert rule; DSB2018 stores record it)"
+            )
+        available = sorted(metadata["source_set"].dropna().unique())
+        if source not in available:
+            raise choices_error("split.test_source_set", source, available)
+        fixed += metadata.loc[metadata["source_set"] == source, "image_id"].tolist()
+    if fixed and "content_hash" in metadata.columns:
+        # An exact duplicate of a fixed test image must not land in train or val.
+        hashes = set(metadata.loc[metadata["image_id"].isin(fixed), "content_hash"])
+        fixed += metadata.loc[metadata["content_hash"].isin(hashes), "image_id"].tolist()
+    return list(dict.fromkeys(fixed))
+
+
+def _source_pool(metadata: pd.DataFrame, sources) -> pd.DataFrame:
+    """The images whose `source_set` is one of `sources` (all images when `sources` is empty)."""
+    if not sources:
+        return metadata
+    available = sorted(metadata["source_set"].dropna().unique()) if "source_set" in metadata.columns else []
+    for source in sources:
+        if source not in available:
+            raise choices_error("split.source_sets", source, available)
+    return metadata[metadata["source_set"].isin(sources)]
+
+
 def _proportions_split(metadata: pd.DataFrame, spec: dict, seed: int) -> pd.DataFrame:
-    pool = metadata
+    pool = _source_pool(metadata, spec.get("source_sets"))
     if spec.get("exclude_empty", False):
         pool = pool[pool["n_nuclei"] > 0]
         if pool.empty:
             raise DataFormatError("split.exclude_empty: every image is empty, nothing left to split")
+    fixed = fixed_test_ids(pool, spec)
+    if fixed:
+        rest = _drawn_split(pool[~pool["image_id"].isin(fixed)], spec, seed)
+        return _ordered(pd.concat([rest, pd.DataFrame({"image_id": fixed, "split": "test"})], ignore_index=True))
+    return _drawn_split(pool, spec, seed)
+
+
+def _drawn_split(pool: pd.DataFrame, spec: dict, seed: int) -> pd.DataFrame:
+    """The stratified, seeded draw of `spec["fractions"]` over `pool`."""
+    if pool.empty:
+        raise DataFormatError("split: no image is left to draw train/val from once the fixed test images are out")
     stratify_by = list(spec.get("stratify_by") or [])
     if any(c in DERIVED_STRATA and c not in pool.columns for c in stratify_by):
         pool = add_strata_columns(

@@ -59,15 +59,32 @@ class StoreWriter:
         return self
 
     def add(
-        self, image_id: str, image: np.ndarray, instances: np.ndarray, classes: np.ndarray | None = None, **meta
+        self,
+        image_id: str,
+        image: np.ndarray,
+        instances: np.ndarray | None,
+        classes: np.ndarray | None = None,
+        **meta,
     ) -> None:
-        """Add one image; validates dtypes and shapes so errors name the image."""
+        """Add one image; validates dtypes and shapes so errors name the image.
+
+        `instances` None stores an unlabelled image (inference only): no `instances`
+        dataset, `labelled: false` and `n_nuclei: null` in its metadata record.
+        """
         if image_id in self._samples:
             raise DataFormatError(f"{self.dataset}: duplicate image id {image_id!r}")
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise DataFormatError(
                 f"{self.dataset}/{image_id}: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}"
             )
+        if instances is None:
+            group = self._samples.create_group(image_id)
+            _write(group, "image", image, image.shape)
+            h, w = image.shape[:2]
+            self._records.append(
+                {"image_id": image_id, "height": int(h), "width": int(w), "n_nuclei": None, **meta, "labelled": False}
+            )
+            return
         if instances.shape != image.shape[:2]:
             raise DataFormatError(
                 f"{self.dataset}/{image_id}: mask size {instances.shape} differs from image size {image.shape[:2]}"
@@ -147,16 +164,29 @@ class Store:
         except KeyError:
             raise DataFormatError(f"{self.path}: no image {image_id!r} in the store") from None
 
+    @property
+    def labelled_ids(self) -> list[str]:
+        """Ids of the images with an instance map (all but the unlabelled images of an image_folders store)."""
+        if "labelled" not in self.metadata.columns:
+            return list(self.ids)
+        labelled = self.metadata["labelled"].fillna(True).astype(bool)
+        return list(self.metadata.loc[labelled, "image_id"])
+
     def __getitem__(self, image_id: str) -> Sample:
         group = self._group(image_id)
         classes = group["classes"][()] if "classes" in group else None
-        return Sample(image_id, group["image"][()], group["instances"][()], classes)
+        return Sample(image_id, group["image"][()], self._instances(image_id, group), classes)
+
+    def _instances(self, image_id: str, group: h5py.Group) -> np.ndarray:
+        if "instances" not in group:
+            raise DataFormatError(f"{self.path}: image {image_id!r} is unlabelled (no mask); only prediction reads it")
+        return group["instances"][()]
 
     def image(self, image_id: str) -> np.ndarray:
         return self._group(image_id)["image"][()]
 
     def mask(self, image_id: str) -> np.ndarray:
-        return (self._group(image_id)["instances"][()] > 0).astype(np.uint8)
+        return (self._instances(image_id, self._group(image_id)) > 0).astype(np.uint8)
 
     def close(self) -> None:
         if self._file is not None:

@@ -8,9 +8,9 @@ The class names are an ordered list; a label's index is its position in it.
 NucRec's are CLASS_NAMES; in a two-class task the second name is the
 positive class (micronucleus, small nucleus). Images may be RGB or grayscale
 and of any size; `load_image` makes them uniform (RGB, square, bilinear resize).
-`ClassificationDataset` serves a manifest's images to a CNN, decoded once.
+The CNN-side dataset (`training.ClassificationDataset`) decodes through `load_image`.
 
-This module stays free of torch at import (rules import `study`, which imports it).
+This module stays free of torch (rules import `study`, which imports it).
 """
 
 from __future__ import annotations
@@ -66,45 +66,6 @@ def load_image(path, size: int) -> np.ndarray:
         rgb = image.convert("RGB")
     # np.array copies: arrays over Pillow buffers are read-only, which torch warns about.
     return np.array(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-
-
-class ClassificationDataset:
-    """Images of a manifest (``path``, ``label_index``) as normalised CHW float tensors, with their labels.
-
-    Every image is decoded and resized to `image_size` once, here, into one
-    uint8 array (N, size, size, 3): epochs only normalise it, and loader
-    workers share it. `transform`, if given, maps a uint8 (H, W, 3) array to
-    another (for an albumentations pipeline: ``lambda im: aug(image=im)["image"]``);
-    it runs on every access, after the resize.
-    """
-
-    def __init__(self, manifest: pd.DataFrame, image_size: int, transform=None, mean=DEFAULT_MEAN, std=DEFAULT_STD):
-        import torch
-
-        missing = {"path", "label_index"} - set(manifest.columns)
-        if missing:
-            raise ValueError(f"manifest lacks column(s) {sorted(missing)}; it needs path and label_index")
-        paths = manifest["path"].tolist()
-        self.labels = manifest["label_index"].astype(int).tolist()
-        self.images = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
-        for i, path in enumerate(paths):
-            self.images[i] = load_image(path, image_size)
-        self.image_size = image_size
-        self.transform = transform
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        import torch
-
-        image = self.images[index]
-        if self.transform is not None:
-            image = np.asarray(self.transform(image), dtype=np.uint8)
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
-        return (tensor - self.mean) / self.std, self.labels[index]
 
 
 def split_classes(

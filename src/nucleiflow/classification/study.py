@@ -12,7 +12,8 @@ are built by `paper_tables`):
 * Tables III-VI: one CNN run each (`CNN_TABLES`: small CNN base, small CNN
   augmented, InceptionResNetV2 base, InceptionResNetV2 augmented), one row
   per reported epoch; only configured runs are built, numbers stay fixed;
-* Figure 4: training and validation accuracy and loss of the CNN runs.
+* Figure 4: training and validation accuracy, precision, recall and AUC of
+  the CNN runs, and the average accuracies beside the paper's (`FIGURE4_AVERAGE`).
 
 Every table has a ``<name>_vs_paper`` companion beside the published values.
 This module stays free of torch and of the report-only dependencies, so
@@ -41,6 +42,8 @@ CNN_TABLES = {  # (model, variant) -> paper table number
     ("inception_resnet_v2", "augmented"): 6,
 }
 FIGURE4 = "figure4_cnn_runs"
+FIGURE4_AVERAGE = "figure4_average_accuracy"  # the averages the paper quotes beside Figure 4 (Sections IV-B/C)
+PAPER_INDEX = "paper_index.md"
 CLASSIFIER_FIGURE = "classifier_comparison"
 COUNTS_TABLE = "class_counts"
 
@@ -81,7 +84,8 @@ def cnn_history_file(number: int | str, model: str, variant: str) -> str:
 def report_targets(cnn_models) -> list[str]:
     """Every table and figure of one experiment, relative to its folder (`rule all`)."""
     tables = [*CLASSIC_TABLES.values(), *(cnn_table_name(m, v) for m in cnn_models for v in VARIANTS), COUNTS_TABLE]
-    return [TABLE.format(name=t) for t in tables] + [FIGURE.format(name=f) for f in (CLASSIFIER_FIGURE, FIGURE4)]
+    figures = [FIGURE.format(name=f) for f in (CLASSIFIER_FIGURE, FIGURE4)]
+    return [TABLE.format(name=t) for t in tables] + figures + [TABLE.format(name=FIGURE4_AVERAGE), PAPER_INDEX]
 
 
 # ---------------------------------------------------------------- data

@@ -4,6 +4,8 @@
   weighted precision, recall and F1, MCC and Cohen's kappa on the test split;
 * Tables III-VI (`cnn_run_table`): one CNN run, training then validation
   accuracy, loss, precision, recall and AUC at the reported epochs;
+* Figure 4's companion (`average_accuracy_vs_paper`): each run's accuracy
+  averaged over its epochs beside the averages the paper quotes (Sections IV-B/C);
 * companions (`classic_vs_paper`, `cnn_vs_paper`): our numbers beside the
   published ones via `published.beside_published` (study "classification");
   numbers the paper does not give, or a dataset that is not the paper's
@@ -20,7 +22,7 @@ import pandas as pd
 
 from nucleiflow.classification.study import CNN_TABLES, PUBLISHED_STUDY
 from nucleiflow.errors import ConfigError, require_columns
-from nucleiflow.reporting.published import beside_published
+from nucleiflow.reporting.published import beside_published, published_table
 
 CLASSIC_COLUMNS = {
     "classifier": "Classifier",
@@ -143,6 +145,28 @@ def history_run(path: str | Path) -> tuple[str, str]:
     """(model, variant) from a history file name ``<model>_<variant>_history.csv``."""
     model, variant = Path(path).name.removesuffix("_history.csv").rsplit("_", 1)
     return model, variant
+
+
+def average_accuracy_vs_paper(
+    histories: dict[tuple[str, str], pd.DataFrame], study: str | None = PUBLISHED_STUDY
+) -> pd.DataFrame:
+    """Each run's training and validation accuracy averaged over its epochs, beside the paper's quoted averages."""
+    paper = published_table(PUBLISHED_STUDY, "cnn_average").set_index(["model", "variant"])
+    rows = []
+    for run in sorted(histories, key=lambda r: CNN_TABLES.get(r, len(CNN_TABLES) + 1)):
+        history = histories[run]
+        require_columns(history, ["train_accuracy", "val_accuracy"], "CNN history")
+        known = study is not None and run in paper.index
+        row = {"Run": run_label(*run), "Epochs": len(history)}
+        for split, label in (("train", "training"), ("val", "validation")):
+            ours = float(history[f"{split}_accuracy"].mean())
+            theirs = float(paper.loc[run, f"mean_{split}_accuracy"]) if known else float("nan")
+            row[f"Mean {label} accuracy (ours)"] = ours
+            row[f"Mean {label} accuracy (paper)"] = theirs
+            row[f"Difference ({label})"] = ours - theirs
+        row["Source"] = paper.loc[run, "source"] if known else NO_PUBLISHED_SOURCE
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- helpers

@@ -29,7 +29,7 @@ from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_a
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nucleiflow.classification.dataset import ClassificationDataset
+from nucleiflow.classification.dataset import DEFAULT_MEAN, DEFAULT_STD, load_image
 from nucleiflow.classification.models import (
     TransferPolicy,
     build_classifier,
@@ -49,6 +49,41 @@ HISTORY_METRICS = ("loss", "accuracy", "precision", "recall", "auc")
 HISTORY_COLUMNS = ["epoch"] + [f"{split}_{m}" for split in ("train", "val") for m in HISTORY_METRICS] + ["lr"]
 REPORT_EPOCHS = (1,) + tuple(range(10, 101, 10))  # the paper's per-epoch tables
 POSITIVE_CLASS = 1  # two classes: micronucleus (or small nucleus); precision, recall and AUC are for this class
+
+
+class ClassificationDataset:
+    """Images of a manifest (``path``, ``label_index``) as normalised CHW float tensors, with their labels.
+
+    Every image is decoded and resized to `image_size` once, here, into one
+    uint8 array (N, size, size, 3): epochs only normalise it, and loader
+    workers share it. `transform`, if given, maps a uint8 (H, W, 3) array to
+    another (for an albumentations pipeline: ``lambda im: aug(image=im)["image"]``);
+    it runs on every access, after the resize.
+    """
+
+    def __init__(self, manifest: pd.DataFrame, image_size: int, transform=None, mean=DEFAULT_MEAN, std=DEFAULT_STD):
+        missing = {"path", "label_index"} - set(manifest.columns)
+        if missing:
+            raise ValueError(f"manifest lacks column(s) {sorted(missing)}; it needs path and label_index")
+        paths = manifest["path"].tolist()
+        self.labels = manifest["label_index"].astype(int).tolist()
+        self.images = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
+        for i, path in enumerate(paths):
+            self.images[i] = load_image(path, image_size)
+        self.image_size = image_size
+        self.transform = transform
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        image = self.images[index]
+        if self.transform is not None:
+            image = np.asarray(self.transform(image), dtype=np.uint8)
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+        return (tensor - self.mean) / self.std, self.labels[index]
 
 
 # ---------------------------------------------------------------- metrics

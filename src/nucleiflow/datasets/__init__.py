@@ -6,6 +6,7 @@ format name in the catalog and one entry here.
 """
 
 from nucleiflow.datasets.dsb2018 import convert_dsb2018
+from nucleiflow.datasets.image_folders import convert_image_folders
 from nucleiflow.datasets.pannuke import convert_pannuke
 
-CONVERTERS = {"pannuke": convert_pannuke, "dsb2018": convert_dsb2018}
+CONVERTERS = {"pannuke": convert_pannuke, "dsb2018": convert_dsb2018, "image_folders": convert_image_folders}

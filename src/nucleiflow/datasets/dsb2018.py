@@ -6,6 +6,9 @@ Three layouts are read (`find_samples` tells them apart):
   set with its decoded solution: ``<id>/images/<id>.png`` plus one binary
   ``<id>/masks/<mask>.png`` per nucleus. Masks are merged into an instance
   map; pixels claimed by two masks are counted as overlaps (later mask wins).
+* ``rle`` - the official stage-1 test release (``<id>/images/<id>.png``, no
+  masks) with the run-length encoded solution file ``stage1_solution.csv``
+  among the converter's inputs (`rle`): each row is decoded into one nucleus.
 * ``merged`` - the "processed" variant used by U-Net studies, one merged
   binary mask per image: either flat folders ``images/<id>.png`` +
   ``masks/<id>.png`` (or ``masks/0/<id>.png``, the layout of the widely
@@ -14,7 +17,10 @@ Three layouts are read (`find_samples` tells them apart):
   mask, so touching nuclei merge and overlaps cannot be known (``None``).
 
 The root may also hold one wrapping folder (``stage1_train/...``). Images
-keep their native size; RGBA, grey and palette images become RGB.
+keep their native size; RGBA, grey and palette images become RGB. Every image
+records `source_set`, the name of the input folder it came from (the archive's
+name, e.g. ``stage1_train`` or ``stage1_test``), so one store can hold both
+stage-1 sets and a split can draw its test set from one (`splits`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
+from nucleiflow.datasets.rle import decode_instances, read_solution
 from nucleiflow.errors import DataFormatError
 from nucleiflow.splits import content_hash, modality_features
 from nucleiflow.store import BINARY_CLASS_NAMES, StoreWriter
@@ -54,6 +61,8 @@ class SampleFiles:
 
     @property
     def layout(self) -> str:
+        if not self.masks:
+            return "rle"
         return "merged" if self.merged else "per_nucleus"
 
 
@@ -167,12 +176,15 @@ def label_merged_mask(path: Path, shape: tuple[int, int], image_path: Path) -> n
 # ---------------------------------------------------------------- finding samples
 
 
-def find_samples(root: str | Path) -> list[SampleFiles]:
-    """Every image (with its mask files) under one unpacked root, in sorted id order."""
+def find_samples(root: str | Path, encoded_ids=frozenset()) -> list[SampleFiles]:
+    """Every image (with its mask files) under one unpacked root, in sorted id order.
+
+    Images listed in `encoded_ids` (ids of a run-length encoded solution) may come without mask files.
+    """
     root = _layout_root(Path(root))
     if (root / "images").is_dir() and (root / "masks").is_dir():
         return _flat_samples(root)
-    return [_folder_sample(d) for d in sample_dirs(root)]
+    return [_folder_sample(d, encoded_ids) for d in sample_dirs(root)]
 
 
 def _layout_root(root: Path) -> Path:
@@ -205,14 +217,16 @@ def _png_files(folder: Path) -> list[Path]:
     return files
 
 
-def _folder_sample(sample_dir: Path) -> SampleFiles:
-    """`<id>/images/<id>.png` with per-nucleus masks, or with one merged `<id>/masks/<id>.png`."""
+def _folder_sample(sample_dir: Path, encoded_ids=frozenset()) -> SampleFiles:
+    """`<id>/images/<id>.png` with per-nucleus masks, one merged `<id>/masks/<id>.png`, or encoded masks."""
     image_id = sample_dir.name
     image_path = sample_dir / "images" / f"{image_id}.png"
     if not image_path.is_file():
         raise DataFormatError(f"{sample_dir}: missing images/{image_id}.png")
     mask_dir = sample_dir / "masks"
     masks = _png_files(mask_dir) if mask_dir.is_dir() else []
+    if not masks and image_id in encoded_ids:
+        return SampleFiles(image_id, image_path, (), False)
     if not masks:
         raise DataFormatError(f"{mask_dir}: image {image_id} has no mask files")
     merged = len(masks) == 1 and masks[0].stem == image_id
@@ -248,11 +262,18 @@ def _flat_samples(root: Path) -> list[SampleFiles]:
 # ---------------------------------------------------------------- converting
 
 
-def read_sample(files: SampleFiles, pool: ThreadPoolExecutor | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(RGB image, instance map, metadata) of one sample; `pool` decodes per-nucleus masks in parallel."""
+def read_sample(
+    files: SampleFiles, pool: ThreadPoolExecutor | None = None, solution: dict | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(RGB image, instance map, metadata) of one sample; `pool` decodes per-nucleus masks in parallel.
+
+    A sample without mask files takes its nuclei from `solution` (`rle.read_solution`).
+    """
     image, mode = read_image(files.image)
     shape = image.shape[:2]
-    if files.merged:
+    if not files.masks:
+        instances, overlap = decode_instances((solution or {})[files.image_id], shape, files.image_id)
+    elif files.merged:
         instances, overlap = label_merged_mask(files.masks[0], shape, files.image), None
     else:
         instances, overlap = merge_nucleus_masks(files.masks, shape, files.image, pool)
@@ -271,10 +292,15 @@ def read_sample(files: SampleFiles, pool: ThreadPoolExecutor | None = None) -> t
 def convert_dsb2018(roots: list[str | Path], out_path: str | Path, progress: bool = True, workers: int = 1) -> dict:
     """Convert unpacked DSB2018 folders (any layout above) into one store; returns a summary.
 
-    `workers` > 1 decodes each image's masks on that many threads. The store is
-    written atomically: on any error no store (and no temporary) is left.
+    A `.csv` among `roots` is a run-length encoded solution (stage1_solution.csv) for the images
+    that come without masks. `workers` > 1 decodes each image's masks on that many threads. The
+    store is written atomically: on any error no store (and no temporary) is left.
     """
-    samples = [s for root in roots for s in find_samples(root)]
+    solution: dict = {}
+    for path in [Path(r) for r in roots if Path(r).suffix.lower() == ".csv"]:
+        solution.update(read_solution(path))
+    folders = [Path(r) for r in roots if Path(r).suffix.lower() != ".csv"]
+    samples = [(folder.name, s) for folder in folders for s in find_samples(folder, frozenset(solution))]
     summary = {
         "images": len(samples),
         "nuclei": 0,
@@ -284,9 +310,9 @@ def convert_dsb2018(roots: list[str | Path], out_path: str | Path, progress: boo
         "modalities": {},
     }
     with StoreWriter(out_path, "dsb2018", BINARY_CLASS_NAMES) as writer, _thread_pool(workers) as pool:
-        for files in tqdm(samples, desc="DSB2018", unit="img", disable=not progress):
-            image, instances, meta = read_sample(files, pool)
-            writer.add(files.image_id, image, instances, **meta)
+        for source_set, files in tqdm(samples, desc="DSB2018", unit="img", disable=not progress):
+            image, instances, meta = read_sample(files, pool, solution)
+            writer.add(files.image_id, image, instances, source_set=source_set, **meta)
             _count(summary, instances, meta)
     log.info(
         "DSB2018: %d images, %d nuclei, %d images with overlapping nuclei (%d pixels)",

@@ -8,12 +8,16 @@ L2 regularisation is implemented as Keras's `kernel_regularizer=l2(weight)`: a
 penalty `weight * sum(w ** 2)` that the training loop adds to the loss, not
 optimizer weight decay (which would shrink every parameter, biases and
 BatchNorm included, and interacts with Adam's scaling). The penalised tensors
-are conv kernels only (no biases, no BatchNorm):
+are conv kernels only (no biases, no BatchNorm), chosen by `scope`
+(`catalog.L2_SCOPES`, config key `regularization.<cell>.l2_scope`):
 
-* smp models: the kernels of the layers the PanNuke study adds (extra blocks and
-  the new 1x1 head); the (possibly pretrained) encoder and smp's decoder are not
-  penalised, as in the study, which regularised only its added layers.
-* custom models (resunet, classic_unet): all their conv and transposed-conv kernels.
+* ``all_conv``: every conv and transposed-conv kernel of the model, encoder
+  included - the PanNuke study's "L2 regularization is implemented in all
+  convolutional layers" (Section 3.1).
+* ``added_blocks`` (the default): on smp models only the layers the PanNuke study
+  adds (extra blocks and the new 1x1 head); the (possibly pretrained) encoder and
+  smp's decoder are not penalised. Custom models (resunet, classic_unet) have no
+  added layers: there it means all their kernels, as ``all_conv``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from nucleiflow.catalog import ARCH_ENCODERS, NO_ENCODER
+from nucleiflow.catalog import ARCH_ENCODERS, L2_SCOPES, NO_ENCODER
 from nucleiflow.errors import ConfigError, choices_error
 from nucleiflow.models.classic_unet import build_classic_unet
 from nucleiflow.models.resunet import build_resunet
@@ -103,22 +107,24 @@ def build_model(
     return spec.builder(**common)
 
 
-def _regularised_scope(model: nn.Module) -> nn.Module:
-    # smp models: only the added head; custom models: everything (module docstring).
-    if isinstance(model, smp.base.SegmentationModel):
+def _regularised_scope(model: nn.Module, scope: str) -> nn.Module:
+    # added_blocks on smp models: only the added head; otherwise everything (module docstring).
+    if scope not in L2_SCOPES:
+        raise choices_error("regularization.l2_scope", scope, L2_SCOPES)
+    if scope == "added_blocks" and isinstance(model, smp.base.SegmentationModel):
         return model.segmentation_head
     return model
 
 
-def l2_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Conv kernels that the L2 penalty covers (weights only; no biases, no BatchNorm)."""
-    scope = _regularised_scope(model)
-    return [module.weight for module in scope.modules() if isinstance(module, CONV_LAYERS)]
+def l2_parameters(model: nn.Module, scope: str = "added_blocks") -> list[nn.Parameter]:
+    """Conv kernels that the L2 penalty covers under `scope` (weights only; no biases, no BatchNorm)."""
+    root = _regularised_scope(model, scope)
+    return [module.weight for module in root.modules() if isinstance(module, CONV_LAYERS)]
 
 
-def l2_penalty(model: nn.Module, weight: float) -> torch.Tensor:
-    """`weight * sum(w ** 2)` over `l2_parameters(model)`, like Keras's `l2(weight)`; add it to the loss."""
-    squared_norms = [kernel.square().sum() for kernel in l2_parameters(model)]
+def l2_penalty(model: nn.Module, weight: float, scope: str = "added_blocks") -> torch.Tensor:
+    """`weight * sum(w ** 2)` over `l2_parameters(model, scope)`, like Keras's `l2(weight)`; add it to the loss."""
+    squared_norms = [kernel.square().sum() for kernel in l2_parameters(model, scope)]
     return weight * torch.stack(squared_norms).sum()
 
 

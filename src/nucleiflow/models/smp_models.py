@@ -34,17 +34,43 @@ def _decoder_stages(model: smp.base.SegmentationModel) -> list[nn.Module]:
     return [model.decoder.aspp, model.decoder.block2]
 
 
-def _add_decoder_dropout(model: smp.base.SegmentationModel, rate: float) -> smp.base.SegmentationModel:
-    """Dropout2d on the output of every decoder stage (the PanNuke study's 0.2 in U-Net's decoder).
+def decoder_dropout_rates(rate: float | list[float] | tuple[float, ...], n_stages: int) -> list[float]:
+    """The dropout rate of each decoder stage, deepest (lowest resolution) first.
 
-    Forward hooks keep smp's decoder code untouched; the Dropout2d is a
-    submodule, so train()/eval() switch it like any other layer.
+    `rate` is one rate for every stage, or `[rate, deeper_rate]`: the PanNuke study's U-Net/ResNet-50 uses 0.2
+    in the decoder and 0.5 "in deeper layers of the decoder" (Section 3.1). The paper does not say which
+    stages are the deeper ones; here they are the deeper half, `n_stages // 2` stages (U-Net: the 2 of 5
+    blocks at 1/16 and 1/8 resolution; DeepLabV3+: the ASPP module of its 2 stages).
     """
-    if not rate:
+    if isinstance(rate, (list, tuple)):
+        if len(rate) != 2:
+            raise ConfigError(f"decoder_dropout: {list(rate)!r} is not valid; use a rate or [rate, deeper rate]")
+        shallow, deep = (float(r) for r in rate)
+    else:
+        shallow = deep = float(rate)
+    for value in (shallow, deep):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"decoder_dropout: {value!r} is not valid; use a probability in [0, 1)")
+    n_deep = n_stages // 2 if shallow != deep else n_stages
+    return [deep] * n_deep + [shallow] * (n_stages - n_deep)
+
+
+def _add_decoder_dropout(model: smp.base.SegmentationModel, rate) -> smp.base.SegmentationModel:
+    """Dropout2d on the output of every decoder stage (the PanNuke study's 0.2, and 0.5 deeper, in the decoder).
+
+    Stage i's Dropout2d is `model.decoder_dropout[i]`, applied by a forward hook:
+    smp's decoder code stays untouched (the modules live on the model, not in
+    the stages, some of which are nn.Sequential and would run them twice),
+    train()/eval() switch them like any other layer, and dropout has no
+    weights, so checkpoints are unaffected.
+    """
+    stages = _decoder_stages(model)
+    rates = decoder_dropout_rates(rate, len(stages))
+    if not any(rates):
         return model
-    model.decoder_dropout = nn.Dropout2d(rate)
-    for stage in _decoder_stages(model):
-        stage.register_forward_hook(lambda _module, _inputs, output: model.decoder_dropout(output))
+    model.decoder_dropout = nn.ModuleList(nn.Dropout2d(r) for r in rates)
+    for stage, dropout in zip(stages, model.decoder_dropout):
+        stage.register_forward_hook(lambda _module, _inputs, output, dropout=dropout: dropout(output))
     return model
 
 
@@ -59,7 +85,7 @@ def _smp_builder(smp_class: type[smp.base.SegmentationModel]):
         classes: int = 1,
         dropout: float = 0.0,
         extra_blocks: int = 0,
-        decoder_dropout: float = 0.0,
+        decoder_dropout: float | list[float] = 0.0,
         **smp_kwargs,
     ) -> nn.Module:
         if "activation" in smp_kwargs:

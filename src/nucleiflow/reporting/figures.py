@@ -73,6 +73,8 @@ def save_figure(fig: Figure, png_path: str | os.PathLike) -> list[Path]:
 
 def metric_label(metric: str) -> str:
     """The papers' label for a metric column name."""
+    if metric == "auc":
+        return "AUC"
     return DISPLAY_NAMES.get(metric, metric.replace("_", " ").capitalize())
 
 
@@ -390,4 +392,107 @@ def distribution_by_model(
     ax.tick_params(axis="x", rotation=30)
     for tick in ax.get_xticklabels():
         tick.set_horizontalalignment("right")
+    return fig
+
+
+def _instance_rgb(instances, image=None, alpha: float = 0.35) -> np.ndarray:
+    """Instances filled in distinct colours (over `image` when given), their boundaries drawn in white."""
+    from skimage.color import label2rgb
+    from skimage.segmentation import find_boundaries
+
+    instances = np.asarray(instances)
+    base = None if image is None else _as_rgb_float(image)
+    rgb = label2rgb(instances, image=base, alpha=alpha if base is not None else 1.0, bg_label=0, bg_color=(0, 0, 0))
+    rgb[find_boundaries(instances, mode="inner")] = 1.0
+    return np.clip(rgb, 0.0, 1.0)
+
+
+def sample_masks(samples: Sequence[tuple[str, object, object]]) -> Figure:
+    """Sample images (top row) and their annotated masks, one colour per nucleus (bottom row).
+
+    `samples` holds (title, image, instance map). The PanNuke paper's Figure 5.
+    """
+    if not samples:
+        raise ValueError("sample_masks needs at least one sample")
+    n = len(samples)
+    fig, axes = _new_figure(2 * n, ncols=n, panel_size=(2.2, 2.2))
+    for col, (title, image, instances) in enumerate(samples):
+        _show_image(axes[col], image, str(title))
+        axes[col].title.set_fontsize("x-small")
+        _show_image(axes[n + col], _instance_rgb(instances), "Mask" if col == 0 else "")
+    return fig
+
+
+def filled_overlays(samples: Sequence[tuple[str, object, object]]) -> Figure:
+    """One row per (title, image, instance map): the image and its nuclei filled, boundaries outlined.
+
+    The classic U-Net paper's Figure 1 (sample images and filled boundary overlays).
+    """
+    if not samples:
+        raise ValueError("filled_overlays needs at least one sample")
+    fig, axes = _new_figure(2 * len(samples), ncols=2, panel_size=(2.6, 2.6))
+    for row, (title, image, instances) in enumerate(samples):
+        _show_image(axes[2 * row], image, "Image" if row == 0 else "")
+        _show_image(axes[2 * row + 1], _instance_rgb(instances, image), "Filled boundary overlay" if row == 0 else "")
+        axes[2 * row].text(
+            -0.05,
+            0.5,
+            str(title),
+            transform=axes[2 * row].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize="x-small",
+        )
+    return fig
+
+
+def contour_matrix(image, target, predictions: dict[str, object]) -> Figure:
+    """Ground-truth contours, then one panel per model with its predicted (yellow) over the true (green) contours.
+
+    The PanNuke paper's Figure 12: every model on the same image.
+    """
+    if not predictions:
+        raise ValueError("contour_matrix needs at least one model")
+    n = 1 + len(predictions)
+    fig, axes = _new_figure(n, ncols=min(n, 5), panel_size=(2.6, 2.6))
+    _show_image(axes[0], image, "Ground truth")
+    _draw_contours(axes[0], target, CONTOUR_COLORS["ground truth"])
+    for ax, (model, pred) in zip(axes[1:], predictions.items()):
+        _show_image(ax, image, model)
+        ax.title.set_fontsize("x-small")
+        _draw_contours(ax, target, CONTOUR_COLORS["ground truth"])
+        _draw_contours(ax, pred, CONTOUR_COLORS["prediction"])
+    handles = [Line2D([], [], color=color, label=name.capitalize()) for name, color in CONTOUR_COLORS.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+    return fig
+
+
+def confidence_maps(samples: Sequence[tuple[str, object, object, object]], threshold: float = 0.5) -> Figure:
+    """One row per (title, image, probability, target): image, ground truth, probability map, thresholded mask."""
+    if not samples:
+        raise ValueError("confidence_maps needs at least one sample")
+    columns = ("Image", "Ground truth", "Confidence (probability)", f"Prediction (p > {threshold:g})")
+    fig, axes = _new_figure(len(columns) * len(samples), ncols=len(columns), panel_size=(2.4, 2.4))
+    for row, (title, image, probability, target) in enumerate(samples):
+        row_axes = axes[row * len(columns) : (row + 1) * len(columns)]
+        _show_image(row_axes[0], image, columns[0] if row == 0 else "")
+        _show_image(row_axes[1], target, columns[1] if row == 0 else "")
+        shown = row_axes[2].imshow(np.asarray(probability, dtype=float), cmap="viridis", vmin=0.0, vmax=1.0)
+        row_axes[2].set_title(columns[2] if row == 0 else "")
+        row_axes[2].set_axis_off()
+        fig.colorbar(shown, ax=row_axes[2], fraction=0.046, pad=0.02)
+        _show_image(row_axes[3], np.asarray(probability) > threshold, columns[3] if row == 0 else "")
+        for ax in row_axes:
+            ax.title.set_fontsize("x-small")
+        row_axes[0].text(
+            -0.05,
+            0.5,
+            str(title),
+            transform=row_axes[0].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize="x-small",
+        )
     return fig

@@ -13,7 +13,20 @@ import albumentations as A
 
 from nucleiflow.io import atomic_path
 
-DEFAULTS = {"rotate": True, "hflip": 0.5, "vflip": 0.5, "brightness_contrast": 0.2, "gaussian_blur": 0.0}
+DEFAULTS = {
+    "rotate": True,
+    "hflip": 0.5,
+    "vflip": 0.5,
+    "brightness_contrast": 0.2,
+    "gaussian_blur": 0.0,
+    "gauss_noise": 0.0,
+    "jpeg": 0.0,
+    "he_stain": 0.0,
+}
+# Magnitudes of the image-quality augmentations, spanning the robustness sweep's severities.
+NOISE_SIGMA = (2.0, 25.0)  # grey levels
+JPEG_QUALITY = (20, 95)
+STAIN_SCALE = (0.7, 1.3)  # H and E concentrations multiplied by a factor in this range
 
 
 def build_pipeline(spec: dict | None) -> A.Compose:
@@ -35,6 +48,20 @@ def build_pipeline(spec: dict | None) -> A.Compose:
         transforms.append(A.RandomBrightnessContrast(brightness_limit=limit, contrast_limit=limit, p=0.5))
     if spec["gaussian_blur"]:
         transforms.append(A.GaussianBlur(blur_limit=(3, 5), p=spec["gaussian_blur"]))
+    if spec["gauss_noise"]:
+        std_range = (NOISE_SIGMA[0] / 255.0, NOISE_SIGMA[1] / 255.0)
+        transforms.append(A.GaussNoise(std_range=std_range, p=spec["gauss_noise"]))
+    if spec["jpeg"]:
+        transforms.append(A.ImageCompression(compression_type="jpeg", quality_range=JPEG_QUALITY, p=spec["jpeg"]))
+    if spec["he_stain"]:
+        transforms.append(
+            A.HEStain(
+                method="macenko",
+                intensity_scale_range=STAIN_SCALE,
+                intensity_shift_range=(0.0, 0.0),
+                p=spec["he_stain"],
+            )
+        )
     return A.Compose(transforms)
 
 

@@ -2,8 +2,14 @@
 
 Images are brought to the training size by a config policy (`resize` or
 `tile`), augmented with a per-sample seed (so results do not depend on
-the number of workers and survive a resume), and normalised with ImageNet
-statistics (what smp's pretrained encoders expect).
+the number of workers and survive a resume), and scaled by `input_scaling`:
+ImageNet statistics (the default; what smp's pretrained encoders expect) or
+plain 0-1 (the classic U-Net study, Section 3.1).
+
+`prepare_image` (the optional Gaussian pre-filter of the residual U-Net study)
+and `to_tensor` are shared with inference, so a model sees the same input at
+training and at test time. `preprocess_mask` builds the training target
+(optionally the classic U-Net study's boundary extraction + region filling).
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage
 from scipy.ndimage import gaussian_filter
 from torch.utils.data import DataLoader, Dataset
 
+from nucleiflow.catalog import INPUT_SCALINGS, MASK_PREPROCESSING
 from nucleiflow.device import IN_PROCESS, DeviceSetup, loader_kwargs
 from nucleiflow.errors import choices_error
 from nucleiflow.store import Store
@@ -69,10 +77,52 @@ def pad_to(array: np.ndarray, size: int, mode: str = "reflect") -> np.ndarray:
     return np.pad(array, pad, mode=mode)
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 HWC -> normalised float32 CHW."""
-    x = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+def prepare_image(image: np.ndarray, prefilter_sigma: float = 0.0) -> np.ndarray:
+    """The native-size image the model's input is cut or resized from: Gaussian pre-filtered per channel if asked.
+
+    Training and inference both call this, before `fit_size` / resizing / tiling (residual U-Net study,
+    Section 5.1.3: Gaussian filtering with sigma 1.5).
+    """
+    if not prefilter_sigma:
+        return image
+    return gaussian_filter(image, sigma=(prefilter_sigma, prefilter_sigma, 0))
+
+
+def to_tensor(image: np.ndarray, scaling: str = "imagenet") -> torch.Tensor:
+    """uint8 HWC -> float32 CHW, scaled to 0-1 and, for `imagenet`, standardised with ImageNet statistics."""
+    x = image.astype(np.float32) / 255.0
+    if scaling == "imagenet":
+        x = (x - IMAGENET_MEAN) / IMAGENET_STD
+    elif scaling != "unit":
+        raise choices_error("training.input_scaling", scaling, INPUT_SCALINGS)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def boundary_fill(instances: np.ndarray) -> np.ndarray:
+    """Binary mask from each nucleus's boundary, region-filled (classic U-Net study, Section 3.1).
+
+    Per nucleus: the boundary is the nucleus minus its erosion, and region filling fills what that boundary
+    encloses. A nucleus with a hole comes back solid; background enclosed by several touching nuclei stays
+    background, because each nucleus is filled on its own.
+    """
+    out = np.zeros(instances.shape, bool)
+    for label, box in enumerate(ndimage.find_objects(instances), start=1):
+        if box is None:
+            continue
+        # One pixel of margin, so a boundary touching the crop's edge is still a closed curve.
+        nucleus = np.pad(instances[box] == label, 1)
+        boundary = nucleus & ~ndimage.binary_erosion(nucleus)
+        out[box] |= ndimage.binary_fill_holes(boundary)[1:-1, 1:-1]
+    return out
+
+
+def preprocess_mask(instances: np.ndarray, method: str = "none") -> np.ndarray:
+    """The uint8 0/1 training target of an instance map by `training.mask_preprocessing`."""
+    if method == "none":
+        return (instances > 0).astype(np.uint8)
+    if method == "boundary_fill":
+        return boundary_fill(instances).astype(np.uint8)
+    raise choices_error("training.mask_preprocessing", method, MASK_PREPROCESSING)
 
 
 class SegmentationDataset(Dataset):
@@ -89,9 +139,16 @@ class SegmentationDataset(Dataset):
         seed: int = 0,
         prefilter_sigma: float = 0.0,
         random_tiles: bool = False,
+        input_scaling: str = "imagenet",
+        mask_preprocessing: str = "none",
     ):
         if policy not in SIZE_POLICIES:
             raise choices_error("training.size_policy", policy, SIZE_POLICIES)
+        if input_scaling not in INPUT_SCALINGS:
+            raise choices_error("training.input_scaling", input_scaling, INPUT_SCALINGS)
+        if mask_preprocessing not in MASK_PREPROCESSING:
+            raise choices_error("training.mask_preprocessing", mask_preprocessing, MASK_PREPROCESSING)
+        self.input_scaling, self.mask_preprocessing = input_scaling, mask_preprocessing
         self.store, self.ids, self.size, self.policy = store, list(ids), size, policy
         self.transform, self.seed, self.prefilter_sigma = transform, seed, prefilter_sigma
         self.random_tiles = random_tiles  # training: a random tile per draw; otherwise the centre tile
@@ -111,16 +168,15 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int):
         sample = self.store[self.ids[index]]
-        image, mask = sample.image, sample.mask
-        if self.prefilter_sigma:
-            image = gaussian_filter(image, sigma=(self.prefilter_sigma, self.prefilter_sigma, 0))
+        image = prepare_image(sample.image, self.prefilter_sigma)
+        mask = preprocess_mask(sample.instances, self.mask_preprocessing)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         image, mask = fit_size(image, mask, self.size, self.policy, rng if self.random_tiles else None)
         if self.transform is not None:
             self.transform.set_random_seed(int(rng.integers(2**31)))
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
-        return to_tensor(image), torch.from_numpy(mask[None].astype(np.float32)), index
+        return to_tensor(image, self.input_scaling), torch.from_numpy(mask[None].astype(np.float32)), index
 
 
 def make_loader(

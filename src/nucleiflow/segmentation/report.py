@@ -85,11 +85,20 @@ def object_table(summary: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns={"model": "Model", "subset": "Split"})
 
 
-def per_image_table(per_image: pd.DataFrame, n_rows: int) -> pd.DataFrame:
-    """Per-image metrics of selected test images, named by id (the classic U-Net study's Table 2)."""
+def per_image_table(per_image: pd.DataFrame, n_rows: int | list[str], named: list[str] = ()) -> pd.DataFrame:
+    """Per-image metrics of selected test images, named by id (the classic U-Net study's Table 2).
+
+    The paper's `named` images come first when they are in the last evaluated split. `n_rows` (config
+    `per_image_rows`) is a count, or a list of image ids: then exactly those (in the evaluated split) are listed.
+    """
+    if isinstance(n_rows, (list, tuple)):
+        named, n_rows = list(dict.fromkeys(n_rows)), 0
     last = per_image[per_image["subset"] == per_image["subset"].iloc[-1]]
-    chosen = example_ids(per_image, n_rows)
+    present = [i for i in named if i in set(last["image_id"])]
+    chosen = list(dict.fromkeys(present + example_ids(per_image, n_rows)))[: max(n_rows, len(present))]
+    rank = {image_id: i for i, image_id in enumerate(chosen)}
     rows = last[last["image_id"].isin(chosen)]
+    rows = rows.iloc[rows["image_id"].map(rank).argsort(kind="stable")]  # the paper's images first
     columns = {
         "model": "Model",
         "image_id": "Image",
@@ -219,19 +228,86 @@ def prediction_examples(
 
 
 def write_figures(histories_df, summary, examples, predictions, outputs: dict) -> None:
-    """The experiment's figures: curves (Figs 6-10), bars (13-15), overlays (11), contours (12)."""
+    """The experiment's figures, by output key: curves, bars, overlays and contours (see `paper_index`)."""
     figures.use_style()
     palette = figures.model_palette(histories_df["model"])
-    figures.save_figure(figures.metric_curves(histories_df, palette=palette), outputs["curves"])
+    figures.save_figure(figures.metric_curves(histories_df, palette=palette), outputs["metric_curves"])
     bars = summary.rename(columns={"subset": "split"})
-    for metric in BAR_METRICS:  # Figures 13-15
+    for metric in BAR_METRICS:  # PanNuke Figures 13-15
         figures.save_figure(figures.metric_bars(bars, metric, palette=palette), outputs[f"bars_{metric}"])
-    figures.save_figure(figures.overlay_matrix(examples, predictions), outputs["examples"])
-    # Contours: the best model (highest mean Dice on the last split) on the first example.
-    last = summary[summary["subset"] == summary["subset"].iloc[-1]]
-    best = last.sort_values("dice_mean").iloc[-1]["model"]
+    figures.save_figure(figures.overlay_matrix(examples, predictions), outputs["prediction_examples"])
+    # Contours: every model on the first example (PanNuke Figure 12).
     _, image, target = examples[0]
-    figures.save_figure(figures.contour_comparison(image, predictions[best][0], target), outputs["contours"])
+    first = {model: masks[0] for model, masks in predictions.items()}
+    figures.save_figure(figures.contour_matrix(image, target, first), outputs["contours"])
+
+
+def named_images(study: str | None) -> list[str]:
+    """The image ids a paper shows by name (the classic U-Net study's Table 2 and Figures 3-5)."""
+    if study != "classic_unet_dsb2018":
+        return []
+    return list(published_table(study, "per_image")["image_id"])
+
+
+def write_paper_figures(
+    outputs: dict,
+    store_path: str,
+    full_ids: list[str],
+    prediction_paths: list[str],
+    cells: list[dict],
+    subsets: list[str],
+    threshold: float,
+    train_predictions: list[str] = (),
+    named: list[str] = (),
+) -> None:
+    """The figures only some papers have, each written when its output key is there (see `paper_index`).
+
+    `full_ids` are the example images (last evaluated split); `prediction_paths` are cell-major, split-minor.
+    """
+    figures.use_style()
+    store = Store(store_path)
+    if "samples" in outputs:  # PanNuke Figure 5: sample images and masks
+        samples = [(i[:16], store[i].image, store[i].instances) for i in full_ids]
+        figures.save_figure(figures.sample_masks(samples), outputs["samples"])
+    if "overlays" in outputs:  # classic U-Net Figure 1: filled boundary overlays
+        samples = [(i[:16], store[i].image, store[i].instances) for i in full_ids]
+        figures.save_figure(figures.filled_overlays(samples), outputs["overlays"])
+    first_test = prediction_paths[len(subsets) - 1]
+    if "confidence_map" in outputs:  # residual U-Net Figure 5: the probability map
+        rows = [(i[:16], store[i].image, read_probability(first_test, i), store[i].mask) for i in full_ids]
+        figures.save_figure(figures.confidence_maps(rows, threshold), outputs["confidence_map"])
+    if "train_predictions" in outputs:  # residual U-Net Figure 4: predictions on training images
+        path = train_predictions[0]
+        train_ids = prediction_ids(path)[: max(1, len(full_ids))]
+        rows = [
+            (i[:16], store[i].image, read_probability(path, i) > threshold, store[i].mask.astype(bool))
+            for i in train_ids
+        ]
+        figures.save_figure(figures.prediction_grid(rows), outputs["train_predictions"])
+    image_keys = sorted(key for key in outputs if key.startswith("image_"))
+    if image_keys:  # classic U-Net Figures 3-5: the paper's named images, else the first test images
+        test_ids = prediction_ids(first_test)
+        named_present = [i for i in named if i in test_ids]
+        fallback = [i for i in test_ids if i not in named_present]
+        for n, key in enumerate(image_keys):
+            paper_id = named[n] if n < len(named) else None
+            if paper_id in named_present:
+                image_id, note = paper_id, "the paper's image"
+            else:
+                image_id = fallback.pop(0) if fallback else test_ids[n % len(test_ids)]
+                note = "not in the test split: shown instead" if paper_id else "test image"
+            sample = store[image_id]
+            title = f"{image_id[:16]} ({note})"
+            rows = [(title, sample.image, read_probability(first_test, image_id) > threshold, sample.mask.astype(bool))]
+            figures.save_figure(figures.prediction_grid(rows), outputs[key])
+
+
+def prediction_ids(path: str) -> list[str]:
+    """The image ids in a predictions file, sorted."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        return sorted(handle.keys())
 
 
 def save_inference_time(per_image: pd.DataFrame, path) -> None:

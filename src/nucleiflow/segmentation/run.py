@@ -17,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from nucleiflow.catalog import INPUT_SCALINGS, L2_SCOPES, MASK_PREPROCESSING
 from nucleiflow.config import ModelSpec
-from nucleiflow.device import setup_device
+from nucleiflow.device import DeviceSetup, setup_device
 from nucleiflow.engine import load_checkpoint, seed_everything
 from nucleiflow.io import atomic_path, write_csv, write_json
 from nucleiflow.models import build_model, count_parameters, model_size_mb
@@ -45,7 +46,7 @@ def checkpoint_identity(spec: ModelSpec | dict) -> dict:
 def build_from_spec(spec: ModelSpec | dict, encoder_weights: str | None = None) -> torch.nn.Module:
     spec = ModelSpec.from_dict(spec)
     reg = spec.regularization
-    extra = {"decoder_dropout": reg["decoder_dropout"]} if reg.get("decoder_dropout") else {}
+    extra = {"decoder_dropout": reg["decoder_dropout"]} if _any_rate(reg.get("decoder_dropout")) else {}
     return build_model(
         spec.arch,
         spec.encoder,
@@ -54,6 +55,11 @@ def build_from_spec(spec: ModelSpec | dict, encoder_weights: str | None = None) 
         encoder_weights=encoder_weights,
         **extra,
     )
+
+
+def _any_rate(rate) -> bool:
+    """Whether a decoder_dropout setting (a rate or [rate, deeper rate]) drops anything."""
+    return any(rate) if isinstance(rate, (list, tuple)) else bool(rate)
 
 
 def train_from_spec(
@@ -80,6 +86,8 @@ def train_from_spec(
             seed=spec.seed,
             prefilter_sigma=training["prefilter_sigma"],
             random_tiles=name == "train",
+            input_scaling=training.get("input_scaling", INPUT_SCALINGS[0]),
+            mask_preprocessing=training.get("mask_preprocessing", MASK_PREPROCESSING[0]),
         )
         for name in ("train", "val")
     }
@@ -100,6 +108,7 @@ def train_from_spec(
         lr=training["lr"],
         loss=training["loss"],
         l2=spec.regularization["l2"],
+        l2_scope=spec.regularization.get("l2_scope", L2_SCOPES[0]),
         lr_patience=training["lr_patience"],
         lr_factor=training["lr_factor"],
         early_stopping_patience=training["early_stopping_patience"],
@@ -148,6 +157,33 @@ def publish_model(best: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def load_trained(spec: ModelSpec | dict, model_path, threads: int = 1) -> tuple[torch.nn.Module, DeviceSetup, dict]:
+    """The best checkpoint's model (checked against the spec), its device setup and the checkpoint state."""
+    spec = ModelSpec.from_dict(spec)
+    training = spec.training
+    setup = setup_device(training["device"], threads, training["amp"])
+    model = build_from_spec(spec)
+    state = load_checkpoint(Path(model_path), checkpoint_identity(spec), map_location="cpu")
+    model.load_state_dict(state["model"])
+    if setup.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, setup, state
+
+
+def eval_settings(spec: ModelSpec | dict) -> dict:
+    """The evaluation settings of a spec (`evaluate_split` keywords, `EvalOptions` fields)."""
+    training = ModelSpec.from_dict(spec).training
+    return {
+        "size": training["input_size"],
+        "threshold": training["threshold"],
+        "policy": training["size_policy"],
+        "batch_size": training["batch_size"],
+        # The input preparation of training (a pre-filter only at training would be a train/test mismatch).
+        "prefilter_sigma": training["prefilter_sigma"],
+        "input_scaling": training.get("input_scaling", INPUT_SCALINGS[0]),
+    }
+
+
 def evaluate_from_spec(
     spec: ModelSpec | dict,
     model_path,
@@ -162,13 +198,7 @@ def evaluate_from_spec(
 ) -> tuple[pd.DataFrame, dict]:
     """Per-image metrics and timing of the best checkpoint on one split."""
     spec = ModelSpec.from_dict(spec)
-    training = spec.training
-    setup = setup_device(training["device"], threads, training["amp"])
-    model = build_from_spec(spec)
-    state = load_checkpoint(Path(model_path), checkpoint_identity(spec), map_location="cpu")
-    model.load_state_dict(state["model"])
-    if setup.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, setup, state = load_trained(spec, model_path, threads)
     store = Store(store_path)
     ids = split_ids(pd.read_csv(split_path), subset)
     started = time.perf_counter()
@@ -176,14 +206,11 @@ def evaluate_from_spec(
         model,
         store,
         ids,
-        size=training["input_size"],
-        threshold=training["threshold"],
         setup=setup,
         predictions_path=predictions_path,
         progress=progress,
         postprocess=postprocess,
-        policy=training["size_policy"],
-        batch_size=training["batch_size"],
+        **eval_settings(spec),
     )
     timing = timing_summary(per_image, str(setup.device))
     timing["total_s"] = time.perf_counter() - started

@@ -31,6 +31,7 @@ class TrainSettings(EngineSettings):
     batch_size: int = 8
     loss: str = "dice"
     l2: float = 0.0
+    l2_scope: str = "added_blocks"
     threshold: float = 0.5
     best_metric: str = "val_dice"
     best_mode: str = "max"
@@ -99,7 +100,7 @@ class SegmentationTrainer(Engine):
         progress: bool = True,
         **hooks,
     ):
-        l2 = settings.l2
+        l2, scope = settings.l2, settings.l2_scope
         super().__init__(
             model,
             settings,
@@ -108,7 +109,7 @@ class SegmentationTrainer(Engine):
             loss_fn=build_loss(settings.loss),
             step=SegmentationStep(settings.threshold),
             meter=EpochMeter,
-            penalty=(lambda m: l2_penalty(m, l2)) if l2 else None,
+            penalty=(lambda m: l2_penalty(m, l2, scope)) if l2 else None,
             progress=progress,
             **hooks,
         )

@@ -1,0 +1,14 @@
+"""Snakemake adapter: segment every image of a store or folder with one trained model."""
+
+from nucleiflow.io import write_csv
+from nucleiflow.log import setup_logging
+from nucleiflow.segmentation.predict import load_model, predict_images
+
+log = setup_logging(snakemake.log[0])
+loaded = load_model(snakemake.params.spec, snakemake.input.model, snakemake.threads)
+images, nuclei = predict_images(
+    loaded, snakemake.input.images, snakemake.output.predictions, postprocess=snakemake.params.postprocess
+)
+write_csv(snakemake.output.images, images)
+write_csv(snakemake.output.nuclei, nuclei)
+log.info("%d images, %d nuclei -> %s", len(images), len(nuclei), snakemake.output.predictions)

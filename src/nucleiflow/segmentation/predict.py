@@ -1,0 +1,260 @@
+"""Segment new images with a trained model, and score a model on other datasets.
+
+`predict_images` runs one trained model over a store (`results/<dataset>/store.h5`)
+or a folder of images (`images/` of the image_folders layout, or a flat folder)
+and writes, per image, under `out_dir`:
+
+* ``labels/<id>.tif``: the instance label image (uint16, or uint32 above 65535 nuclei), 0 background
+* ``probabilities/<id>.tif``: the foreground probability (float32, 0-1)
+* ``overlays/<id>.png``: the image with each nucleus outlined in yellow
+* ``nuclei/<id>.csv``: one row per nucleus (`NUCLEUS_COLUMNS`, skimage `regionprops_table`)
+
+It uses the model's own input policy (`resize`: whole image at the training size,
+probabilities resized back; `tile`: overlapping native-scale tiles streamed through
+the model in batches, averaged into one probability map) and its experiment's
+post-processing. Nuclei are found once on the whole stitched probability map,
+never per tile, so a nucleus across a tile border is neither cut nor counted twice.
+
+`evaluate_on` scores a model on another dataset's images with the metrics of the
+evaluate stage (`inference.evaluate_split`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+import torch
+from PIL import Image
+from skimage.measure import regionprops_table
+from skimage.segmentation import find_boundaries
+from tqdm import tqdm
+
+from nucleiflow.config import ALL_IMAGES, ModelSpec
+from nucleiflow.datasets.image_folders import IMAGE_SUFFIXES, _by_stem, find_samples, read_image
+from nucleiflow.device import DeviceSetup, setup_device
+from nucleiflow.engine import load_checkpoint
+from nucleiflow.errors import DataFormatError
+from nucleiflow.io import atomic_dir
+from nucleiflow.segmentation.data import split_ids
+from nucleiflow.segmentation.inference import evaluate_split, predict_resized, predict_tiled
+from nucleiflow.segmentation.instances import instances_from_binary
+from nucleiflow.store import Store
+
+log = logging.getLogger(__name__)
+
+OUTLINE_RGB = (255, 255, 0)
+NUCLEUS_COLUMNS = (
+    "image_id",
+    "label",
+    "centroid_y",
+    "centroid_x",
+    "area",
+    "perimeter",
+    "eccentricity",
+    "solidity",
+    "mean_red",
+    "mean_green",
+    "mean_blue",
+)
+IMAGE_COLUMNS = ("image_id", "height", "width", "n_nuclei", "foreground_fraction", "seconds")
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready for inference, with the settings it was trained with."""
+
+    model: torch.nn.Module
+    setup: DeviceSetup
+    size: int
+    policy: str
+    threshold: float
+    batch_size: int
+    prefilter_sigma: float
+    input_scaling: str
+
+    @property
+    def prepare(self) -> dict:
+        """The input preparation the model was trained with (pre-filter, scaling): inference must match it."""
+        return {"prefilter_sigma": self.prefilter_sigma, "input_scaling": self.input_scaling}
+
+
+def load_model(spec: ModelSpec | dict, model_path, threads: int = 1) -> LoadedModel:
+    """The best checkpoint of a model cell on the configured device (the checkpoint must match `spec`)."""
+    from nucleiflow.segmentation.run import build_from_spec, checkpoint_identity
+
+    spec = ModelSpec.from_dict(spec)
+    training = spec.training
+    setup = setup_device(training["device"], threads, training["amp"])
+    model = build_from_spec(spec)
+    state = load_checkpoint(Path(model_path), checkpoint_identity(spec), map_location="cpu")
+    model.load_state_dict(state["model"])
+    if setup.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.eval().to(setup.device)
+    return LoadedModel(
+        model,
+        setup,
+        training["input_size"],
+        training.get("size_policy", "resize"),
+        training["threshold"],
+        training["batch_size"],
+        training.get("prefilter_sigma", 0.0) or 0.0,
+        training.get("input_scaling", "imagenet"),
+    )
+
+
+def probability(loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
+    """Foreground probability (H, W) float32 of one RGB uint8 image at its native size."""
+    if loaded.policy == "tile":
+        tiled = predict_tiled(loaded.model, image, loaded.size, loaded.setup, loaded.batch_size, **loaded.prepare)
+        return tiled.astype(np.float32)
+    return predict_resized(loaded.model, [image], loaded.size, loaded.setup, **loaded.prepare)[0].astype(np.float32)
+
+
+# ---------------------------------------------------------------- reading the images to segment
+
+
+def image_reader(source: str | Path) -> tuple[list[str], callable]:
+    """(image ids, id -> RGB uint8 image) of a store file or an image folder."""
+    source = Path(source)
+    if source.is_file():
+        store = Store(source)
+        return list(store.ids), store.image
+    if not source.is_dir():
+        raise DataFormatError(f"{source}: not a store file nor a folder of images")
+    if (source / "images").is_dir() or not any(p.suffix.lower() in IMAGE_SUFFIXES for p in source.iterdir()):
+        files = {s.image_id: s.image for s in find_samples(source)}
+    else:
+        files = _by_stem(source)  # a flat folder of images
+    return sorted(files), lambda image_id: read_image(files[image_id])[0]
+
+
+# ---------------------------------------------------------------- per-image outputs
+
+
+def nucleus_table(image_id: str, labels: np.ndarray, image: np.ndarray) -> pd.DataFrame:
+    """One row per nucleus: label, centroid, area, perimeter, eccentricity, solidity, mean intensity per channel."""
+    if not labels.any():
+        return pd.DataFrame(columns=list(NUCLEUS_COLUMNS))
+    props = regionprops_table(
+        labels,
+        intensity_image=image,
+        properties=("label", "centroid", "area", "perimeter", "eccentricity", "solidity", "intensity_mean"),
+    )
+    table = pd.DataFrame(props).rename(
+        columns={
+            "centroid-0": "centroid_y",
+            "centroid-1": "centroid_x",
+            "intensity_mean-0": "mean_red",
+            "intensity_mean-1": "mean_green",
+            "intensity_mean-2": "mean_blue",
+        }
+    )
+    table.insert(0, "image_id", image_id)
+    table["area"] = table["area"].astype(int)
+    return table[list(NUCLEUS_COLUMNS)]
+
+
+def outline_overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The image with every nucleus' inner boundary painted OUTLINE_RGB."""
+    overlay = image.copy()
+    overlay[find_boundaries(labels, mode="inner")] = OUTLINE_RGB
+    return overlay
+
+
+def label_dtype(labels: np.ndarray):
+    return np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
+
+
+def write_image_outputs(out_dir: Path, image_id: str, image, prob, labels, nuclei: pd.DataFrame) -> None:
+    tifffile.imwrite(out_dir / "labels" / f"{image_id}.tif", labels.astype(label_dtype(labels)), compression="zlib")
+    tifffile.imwrite(out_dir / "probabilities" / f"{image_id}.tif", prob.astype(np.float32), compression="zlib")
+    Image.fromarray(outline_overlay(image, labels)).save(out_dir / "overlays" / f"{image_id}.png")
+    nuclei.to_csv(out_dir / "nuclei" / f"{image_id}.csv", index=False)
+
+
+def predict_images(
+    loaded: LoadedModel,
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    postprocess: dict | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Segment every image of `source` into `out_dir` (layout in the module docstring), atomically.
+
+    Returns (one row per image: IMAGE_COLUMNS, one row per nucleus: NUCLEUS_COLUMNS).
+    """
+    ids, read = image_reader(source)
+    if not ids:
+        raise DataFormatError(f"{source}: no images to segment")
+    rows, tables = [], []
+    with atomic_dir(out_dir) as tmp:
+        for sub in ("labels", "probabilities", "overlays", "nuclei"):
+            (tmp / sub).mkdir()
+        for image_id in tqdm(ids, desc="predict", unit="img", disable=not progress):
+            image = read(image_id)
+            started = time.perf_counter()
+            prob = probability(loaded, image)
+            labels = instances_from_binary(prob > loaded.threshold, **(postprocess or {}))
+            seconds = time.perf_counter() - started
+            nuclei = nucleus_table(image_id, labels, image)
+            write_image_outputs(tmp, image_id, image, prob, labels, nuclei)
+            h, w = labels.shape
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "height": h,
+                    "width": w,
+                    "n_nuclei": len(nuclei),
+                    "foreground_fraction": float((labels > 0).mean()),
+                    "seconds": seconds,
+                }
+            )
+            if len(nuclei):
+                tables.append(nuclei)
+    nuclei = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(NUCLEUS_COLUMNS))
+    return pd.DataFrame(rows, columns=list(IMAGE_COLUMNS)), nuclei
+
+
+# ---------------------------------------------------------------- cross-dataset evaluation
+
+
+def target_ids(store: Store, manifest_path, subset: str) -> list[str]:
+    """Labelled ids of `subset` of a split manifest, or of the whole store for `all`."""
+    labelled = store.labelled_ids
+    if subset == ALL_IMAGES:
+        ids = labelled
+    else:
+        keep = set(labelled)
+        ids = [i for i in split_ids(pd.read_csv(manifest_path), subset) if i in keep]
+    if not ids:
+        raise DataFormatError(f"{store.path}: no labelled images in {subset!r} to evaluate on")
+    return ids
+
+
+def evaluate_on(
+    spec, model_path, store_path, manifest_path, subset: str, *, threads: int = 1, postprocess: dict | None = None
+) -> pd.DataFrame:
+    """Per-image pixel and object metrics of one model on another dataset's images (evaluate stage's columns)."""
+    loaded = load_model(spec, model_path, threads)
+    store = Store(store_path)
+    return evaluate_split(
+        loaded.model,
+        store,
+        target_ids(store, manifest_path, subset),
+        size=loaded.size,
+        threshold=loaded.threshold,
+        setup=loaded.setup,
+        progress=False,
+        postprocess=postprocess,
+        policy=loaded.policy,
+        batch_size=loaded.batch_size,
+        **loaded.prepare,
+    )

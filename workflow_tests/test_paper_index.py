@@ -1,0 +1,69 @@
+"""The paper index: one declarative mapping per paper names the outputs, writes paper_index.md and the README."""
+
+import re
+
+import pytest
+from conftest import REPO
+
+from nucleiflow.reporting import paper_index as pi
+from nucleiflow.reporting.published import published_tables
+
+
+def test_every_item_has_a_known_status_and_files_unless_not_reproducible():
+    for paper in pi.PAPERS.values():
+        assert paper.items, paper.key
+        for item in paper.items:
+            assert item.status in pi.STATUSES, (paper.key, item.item)
+            assert bool(item.files) == (item.status != pi.NOT_REPRODUCIBLE), (paper.key, item.item)
+            if item.status != pi.REPRODUCED:
+                assert item.why, f"{paper.key} {item.item}: say why it is {item.status}"
+
+
+def test_segmentation_papers_are_the_published_studies_and_name_their_files():
+    assert set(pi.SEGMENTATION_PAPERS) <= set(published_tables(include_reference=True))
+    for key in pi.SEGMENTATION_PAPERS:
+        paper = pi.PAPERS[key]
+        produced = {f"tables/{n}.csv" for n in pi.table_names(key).values()}
+        produced |= {f"figures/{n}.png" for n in pi.figure_names(key).values()}
+        produced |= {"tables/vs_paper.csv"}
+        for item in paper.items:
+            for path in item.files:
+                if path.startswith(("tables/", "figures/")):
+                    assert path in produced, (key, item.item, path)
+        # Every renamed output is named after a table or figure of its paper.
+        for name in {**paper.tables, **paper.figures}.values():
+            assert re.match(r"(table|figure)\d+(_\d+)?_\w+$", name), name
+
+
+def test_generic_experiments_keep_the_generic_names():
+    assert pi.table_names(None) == {key: key for key in pi.SEG_TABLE_KEYS}
+    assert pi.figure_names(None) == {key: key for key in pi.SEG_FIGURE_KEYS}
+    assert pi.paper_key(None) == pi.GENERIC and pi.paper_key("pannuke") == "pannuke"
+    assert pi.table_names("pannuke")["metrics"] == "table2_4_metrics"
+    assert pi.figure_names("pannuke")["prediction_examples"] == "figure11_predictions"
+    assert pi.figure_names("classic_unet_dsb2018")["image_3"] == "figure5_image"
+
+
+def test_index_lists_every_item_with_its_file_and_the_run_status():
+    text = pi.index_markdown("pannuke", "pannuke_tiny", "pannuke", evaluated=("val", "test"))
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| Item")]
+    assert len(rows) == len(pi.PANNUKE.items)
+    table2 = next(row for row in rows if row.startswith("| Table 2 |"))
+    assert "not in this run" in table2 and "evaluate_splits" in table2
+    assert "| Table 4 | Performance on the test set" in text and "[tables/table2_4_metrics.csv]" in text
+    assert "| Figure 1 | Contracting block | - | not reproducible |" in text
+    resunet = pi.index_markdown("resunet_dsb2018", "dsb_resunet", "dsb2018", ("test",), comparisons=("resunet_splits",))
+    assert "[../../comparisons/resunet_splits/table.csv]" in resunet
+    assert "`explanations/<arch>/<encoder>/<reg>/figure6_gradcam.png`" in resunet and "rule `explain`" in resunet
+
+
+@pytest.mark.parametrize("paper", list(pi.PAPERS))
+def test_readme_holds_the_generated_table_of_every_paper(paper):
+    readme = (REPO / "README.md").read_text()
+    start, end = "<!-- paper-index:start -->", "<!-- paper-index:end -->"
+    assert start in readme and end in readme, "README lacks the paper-index section"
+    section = readme.split(start, 1)[1].split(end, 1)[0].strip()
+    assert section == pi.readme_tables().strip(), (
+        "README's paper tables drifted from nucleiflow.reporting.paper_index; regenerate them with "
+        "`.venv/bin/python -m nucleiflow.reporting.paper_index`"
+    )
