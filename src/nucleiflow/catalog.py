@@ -44,6 +44,11 @@ PRETRAINED_CNN_MODELS = ("inception_resnet_v2",)
 # in the denominator (its equation 4), binary cross-entropy (the classic U-Net study), BCE + Dice (residual U-Net).
 LOSS_NAMES = ("dice", "dice_squared", "bce", "bce_dice")
 
+# Instance-aware training targets (`segmentation.targets.TARGETS`, `segmentation.postprocess.POSTPROCESSORS`):
+# the foreground mask, three classes background/interior/boundary (the DSB2018 winning solutions), and
+# foreground plus horizontal/vertical distance maps (HoVer-Net, Graham et al. 2019).
+INSTANCE_TARGETS = ("binary", "contour", "hv")
+
 # In the three option lists below the first name is the default (the schema's default, and what a spec
 # written before the option existed means).
 # Which conv kernels the L2 penalty covers (`models.l2_parameters`): every conv layer of the model, as the

@@ -1,0 +1,252 @@
+"""PanNuke's benchmark metrics: binary PQ (bPQ) and multi-class PQ (mPQ) per tissue, and nucleus types.
+
+numpy only on top of `instances` (no torch).
+
+Source
+------
+Gamper et al. 2020, "PanNuke Dataset Extension, Insights and Baselines"
+(arXiv:2003.10778), Section 4, and its official evaluation script,
+TissueImageAnalytics/PanNuke-metrics (`run.py`, `utils.get_fast_pq`, which is
+HoVer-Net's PQ, Graham et al. 2019). Implemented exactly as that script
+computes them:
+
+* PQ of one image (and of one class in one image): true and predicted nuclei
+  match when IoU > 0.5 (unique matches); DQ = TP / (TP + FP/2 + FN/2),
+  SQ = mean IoU of the matches, PQ = DQ * SQ (`instances.panoptic_quality`).
+* bPQ: every nucleus regardless of type. Per image PQ; an image whose ground
+  truth holds no nucleus is skipped (NaN in the script, then `nanmean`), even
+  if nuclei were predicted there. Per tissue: mean over its images. bPQ: mean
+  over tissues.
+* mPQ: per image and class c, PQ between the true nuclei of type c and the
+  predicted nuclei of type c; the class is skipped in that image when its
+  ground truth holds no nucleus of type c (so predictions of a class absent
+  from an image's ground truth cost nothing in mPQ; in bPQ they are FPs unless
+  the image holds no true nucleus at all). Image mPQ: mean over the classes not skipped
+  (an image with no nucleus at all is skipped). Per tissue: mean over its
+  images; mPQ: mean over tissues. A tissue whose every image was skipped is
+  left out of the mean over tissues.
+* Per class PQ (the benchmark's "Neoplastic PQ" etc.): mean over all images,
+  of every tissue, of the image's PQ for that class, skipping images without it.
+
+Differences from the script, all below rounding: SQ is the exact mean IoU (the
+script divides by TP + 1e-6). A predicted nucleus whose type map votes only
+background gets type 0: it counts in bPQ and in no class (the release format
+cannot hold an untyped nucleus).
+
+``mpq_mode="accumulated"`` gives the other definition found in the literature
+(as the CoNIC 2022 challenge's mPQ+ does over a whole data set, here per
+tissue): per tissue and class, TP, FP, FN and the matched IoUs are summed over
+the tissue's images, PQ_c = sum IoU / (TP + FP/2 + FN/2); a class counts in a
+tissue when the tissue's ground truth holds at least one nucleus of it (FPs of
+that class in any image of the tissue then count); tissue mPQ = mean over
+those classes; mPQ = mean over tissues. It is not PanNuke's number and is
+labelled as such wherever it is reported.
+
+Nucleus types (`nucleus_types`) come from a class map (H, W) by majority vote
+of its non-background pixels within each nucleus, as HoVer-Net types a
+predicted nucleus from its type branch (ties: lowest class id; no typed pixel:
+type 0). PanNuke's ground-truth class maps hold one class per nucleus, so the
+vote returns it unchanged.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from nucleiflow.errors import DataFormatError, choices_error
+from nucleiflow.segmentation.instances import _as_label_map, panoptic_quality
+
+PANNUKE_CLASS_IDS = (1, 2, 3, 4, 5)  # the store's PanNuke class ids: neoplastic .. epithelial
+MPQ_MODES = ("pannuke", "accumulated")
+
+
+# ---------------------------------------------------------------- nucleus types
+
+
+def nucleus_types(instances, class_map) -> dict[int, int]:
+    """{nucleus id: type} by majority vote of the non-zero classes of `class_map` within each nucleus.
+
+    `class_map` is an int (H, W) class per pixel (0 background), or (C, H, W)
+    class probabilities, whose argmax per pixel is taken first.
+    """
+    labels = _as_label_map(instances, "instance map")
+    classes = np.asarray(class_map)
+    if classes.ndim == 3:
+        classes = classes.argmax(axis=0)
+    classes = _as_label_map(classes, "class map")
+    if classes.shape != labels.shape:
+        raise DataFormatError(f"class map shape {classes.shape} does not match instance map shape {labels.shape}")
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    # One joint histogram of (nucleus, class) over typed nucleus pixels.
+    typed = (labels > 0) & (classes > 0)
+    n_classes = int(classes.max()) + 1
+    dense = np.searchsorted(ids, labels[typed])
+    votes = np.zeros((len(ids), n_classes), dtype=np.int64)
+    np.add.at(votes, (dense, classes[typed]), 1)
+    # argmax returns the first maximum: ties go to the lowest class id, and a nucleus without a typed pixel
+    # (a row of zeros) gets 0.
+    winners = votes.argmax(axis=1)
+    return {int(i): int(t) for i, t in zip(ids, winners)}
+
+
+def _types(instances: np.ndarray, types, what: str) -> dict[int, int]:
+    if isinstance(types, Mapping):
+        return {int(k): int(v) for k, v in types.items()}
+    types = np.asarray(types)
+    if types.ndim not in (2, 3):
+        raise DataFormatError(f"{what} must be a class map (H, W), probabilities (C, H, W) or {{id: type}}")
+    return nucleus_types(instances, types)
+
+
+def nuclei_of_type(instances, types: Mapping[int, int], class_id: int) -> np.ndarray:
+    """The instance map keeping only the nuclei whose type is `class_id`."""
+    labels = _as_label_map(instances, "instance map")
+    keep = [nucleus for nucleus, kind in types.items() if kind == class_id]
+    return np.where(np.isin(labels, keep), labels, 0)
+
+
+# ---------------------------------------------------------------- per image
+
+
+@dataclass(frozen=True)
+class PQCounts:
+    """Matching counts of one image (or one class in one image) and the sum of matched IoUs."""
+
+    n_true: int
+    tp: int
+    fp: int
+    fn: int
+    iou_sum: float
+
+    @property
+    def pq(self) -> float:
+        """PQ = sum IoU / (TP + FP/2 + FN/2); NaN where the ground truth is empty (PanNuke skips it)."""
+        if self.n_true == 0:
+            return float("nan")
+        return self.iou_sum / (self.tp + 0.5 * self.fp + 0.5 * self.fn)
+
+    def __add__(self, other: PQCounts) -> PQCounts:
+        return PQCounts(
+            self.n_true + other.n_true,
+            self.tp + other.tp,
+            self.fp + other.fp,
+            self.fn + other.fn,
+            self.iou_sum + other.iou_sum,
+        )
+
+
+ZERO = PQCounts(0, 0, 0, 0, 0.0)
+
+
+def pq_counts(true_labels, pred_labels, iou_threshold: float = 0.5) -> PQCounts:
+    """`PQCounts` of two label maps, matches at IoU > `iou_threshold`."""
+    result = panoptic_quality(true_labels, pred_labels, iou_threshold)
+    n_true = result["tp"] + result["fn"]
+    return PQCounts(n_true, result["tp"], result["fp"], result["fn"], result["sq"] * result["tp"])
+
+
+def _nanmean(values) -> float:
+    values = np.asarray(list(values), dtype=float)
+    if values.size == 0 or np.isnan(values).all():
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(np.nanmean(values))
+
+
+# ---------------------------------------------------------------- benchmark
+
+
+@dataclass(frozen=True)
+class PanNukeScores:
+    """bPQ and mPQ with their per-tissue, per-class and per-image values (NaN: skipped, see the docstring)."""
+
+    bpq: float
+    mpq: float
+    mpq_mode: str
+    tissue_bpq: dict[str, float]
+    tissue_mpq: dict[str, float]
+    class_pq: dict[int, float]
+    images: tuple[dict, ...]
+
+
+def pannuke_scores(
+    true_instances: Sequence,
+    true_types: Sequence,
+    pred_instances: Sequence,
+    pred_types: Sequence,
+    tissues: Sequence[str],
+    *,
+    class_ids: Sequence[int] = PANNUKE_CLASS_IDS,
+    mpq_mode: str = "pannuke",
+    iou_threshold: float = 0.5,
+) -> PanNukeScores:
+    """PanNuke's bPQ and mPQ over images grouped by tissue (definitions in the module docstring).
+
+    Per image: an instance map (H, W) each for truth and prediction, and its
+    types as a class map (H, W), class probabilities (C, H, W) or {id: type};
+    `tissues` names each image's tissue. `mpq_mode` "pannuke" is the official
+    definition; "accumulated" sums counts over a tissue's images first.
+    """
+    if mpq_mode not in MPQ_MODES:
+        raise choices_error("mPQ mode", mpq_mode, MPQ_MODES)
+    n_images = len(true_instances)
+    lengths = {len(true_types), len(pred_instances), len(pred_types), len(tissues)}
+    if lengths != {n_images} or n_images == 0:
+        raise DataFormatError(
+            f"PanNuke scores need one truth, truth types, prediction, prediction types and tissue per image; "
+            f"got {n_images}, {len(true_types)}, {len(pred_instances)}, {len(pred_types)}, {len(tissues)}"
+        )
+    class_ids = tuple(int(c) for c in class_ids)
+    records = []
+    for index in range(n_images):
+        truth = _as_label_map(true_instances[index], f"true instance map {index}")
+        pred = _as_label_map(pred_instances[index], f"predicted instance map {index}")
+        truth_types = _types(truth, true_types[index], f"true types {index}")
+        predicted_types = _types(pred, pred_types[index], f"predicted types {index}")
+        binary = pq_counts(truth, pred, iou_threshold)
+        per_class = {
+            c: pq_counts(nuclei_of_type(truth, truth_types, c), nuclei_of_type(pred, predicted_types, c), iou_threshold)
+            for c in class_ids
+        }
+        records.append(
+            {
+                "index": index,
+                "tissue": str(tissues[index]),
+                "bpq": binary.pq,
+                "mpq": _nanmean(counts.pq for counts in per_class.values()),
+                **{f"pq_class_{c}": counts.pq for c, counts in per_class.items()},
+                "_counts": per_class,
+            }
+        )
+
+    tissue_names = list(dict.fromkeys(record["tissue"] for record in records))  # first-seen order
+    tissue_bpq, tissue_mpq = {}, {}
+    for tissue in tissue_names:
+        members = [record for record in records if record["tissue"] == tissue]
+        tissue_bpq[tissue] = _nanmean(record["bpq"] for record in members)
+        if mpq_mode == "pannuke":
+            tissue_mpq[tissue] = _nanmean(record["mpq"] for record in members)
+        else:
+            summed = {c: sum((record["_counts"][c] for record in members), ZERO) for c in class_ids}
+            tissue_mpq[tissue] = _nanmean(counts.pq for counts in summed.values())
+
+    if mpq_mode == "pannuke":
+        class_pq = {c: _nanmean(record[f"pq_class_{c}"] for record in records) for c in class_ids}
+    else:
+        class_pq = {c: sum((record["_counts"][c] for record in records), ZERO).pq for c in class_ids}
+    images = tuple({key: value for key, value in record.items() if key != "_counts"} for record in records)
+    return PanNukeScores(
+        bpq=_nanmean(tissue_bpq.values()),
+        mpq=_nanmean(tissue_mpq.values()),
+        mpq_mode=mpq_mode,
+        tissue_bpq=tissue_bpq,
+        tissue_mpq=tissue_mpq,
+        class_pq=class_pq,
+        images=images,
+    )
