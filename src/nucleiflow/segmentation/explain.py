@@ -275,7 +275,8 @@ def explanation_figure(
     axes = fig.subplots(len(ids), 3, squeeze=False)
     for row, (image_id, image, prob, heat) in enumerate(zip(ids, images, probs, heats)):
         axes[row, 0].imshow(image)
-        axes[row, 0].set_title(f"{image_id}", fontsize=8)
+        # DSB2018 ids are 64-character hashes: the first 12 identify the image and fit above the panel.
+        axes[row, 0].set_title(image_id if len(image_id) <= 16 else f"{image_id[:12]}...", fontsize=8)
         shown = axes[row, 1].imshow(prob, cmap="gray", vmin=0.0, vmax=1.0)
         axes[row, 1].set_title("prediction (probability)", fontsize=8)
         fig.colorbar(shown, ax=axes[row, 1], fraction=0.046)
