@@ -65,3 +65,12 @@ def test_gpu_jobs_are_limited_by_the_readme_command_not_the_profile():
     assert _rules_requesting_a_gpu() == GPU_RULES
     # Nothing in the profile grants or caps the gpu resource itself: the command line decides.
     assert "resources" not in LOCAL and "gpu" not in LOCAL["default-resources"]
+
+
+def test_the_slurm_profile_asks_for_a_gpu_in_one_way_only():
+    """The rules request `gpu=1` (the plugin submits --gpus=1); a `gres` beside it would ask twice, which the
+    plugin's partition selection refuses ("GRES and GPU are set")."""
+    assert _rules_requesting_a_gpu()
+    for rule, resources in SLURM.get("set-resources", {}).items():
+        assert "gres" not in resources or resources.get("gpu") == 0, f"set-resources.{rule} asks for a GPU twice"
+    assert "gres" not in SLURM.get("default-resources", {})

@@ -143,8 +143,12 @@ def versus_paper(frame: pd.DataFrame, study: str) -> pd.DataFrame:
         for reg, ours in frame.groupby("reg", sort=False):
             wide = beside_published(ours.drop_duplicates(_keys(study, table)), study, table)
             wide = wide[wide["source"].notna()]  # our rows the paper has no counterpart for
+            # The paper's note (a garbled print, a definition that differs from ours) travels with its numbers.
+            keys = _keys(study, table)
+            notes = published_table(study, table)[[*keys, "note"]].drop_duplicates(keys)
+            wide = wide.merge(notes, on=keys, how="left") if keys else wide.assign(note=notes["note"].iloc[0])
             for metric in [c[: -len("_ours")] for c in wide.columns if c.endswith("_ours")]:
-                part = wide[[c for c in wide.columns if c in ("arch", "encoder", "split", "source")]].copy()
+                part = wide[[c for c in wide.columns if c in ("arch", "encoder", "split", "source", "note")]].copy()
                 part.insert(0, "table", table)
                 part["reg"] = reg
                 part["metric"] = metric
@@ -155,7 +159,7 @@ def versus_paper(frame: pd.DataFrame, study: str) -> pd.DataFrame:
                 )
                 rows.append(part)
     long = pd.concat(rows, ignore_index=True)
-    order = ["table", "arch", "encoder", "reg", "split", "metric", "ours", "paper", "difference", "source"]
+    order = ["table", "arch", "encoder", "reg", "split", "metric", "ours", "paper", "difference", "source", "note"]
     return long[[c for c in order if c in long.columns]]
 
 
