@@ -353,16 +353,7 @@ def overlay_matrix(
         for ax, model in zip(row_axes[2:], models):
             _show_image(ax, overlay_rgb(image, predictions[model][row], target, alpha), model if row == 0 else "")
             ax.title.set_fontsize("x-small")
-        row_axes[0].text(
-            -0.05,
-            0.5,
-            str(title),
-            transform=row_axes[0].transAxes,
-            rotation=90,
-            ha="right",
-            va="center",
-            fontsize="x-small",
-        )
+        _row_label(row_axes[0], title)
     _overlay_legend(axes[n_cols - 1])
     return fig
 
@@ -485,14 +476,10 @@ def confidence_maps(samples: Sequence[tuple[str, object, object, object]], thres
         _show_image(row_axes[3], np.asarray(probability) > threshold, columns[3] if row == 0 else "")
         for ax in row_axes:
             ax.title.set_fontsize("x-small")
-        row_axes[0].text(
-            -0.05,
-            0.5,
-            str(title),
-            transform=row_axes[0].transAxes,
-            rotation=90,
-            ha="right",
-            va="center",
-            fontsize="x-small",
-        )
+        _row_label(row_axes[0], title)
     return fig
+
+
+def _row_label(ax, title) -> None:
+    """A figure row's name, written vertically to the left of its first panel."""
+    ax.text(-0.05, 0.5, str(title), transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize="x-small")

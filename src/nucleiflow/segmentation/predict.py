@@ -37,8 +37,7 @@ from tqdm import tqdm
 
 from nucleiflow.config import ALL_IMAGES, ModelSpec
 from nucleiflow.datasets.image_folders import IMAGE_SUFFIXES, _by_stem, find_samples, read_image
-from nucleiflow.device import DeviceSetup, setup_device
-from nucleiflow.engine import load_checkpoint
+from nucleiflow.device import DeviceSetup
 from nucleiflow.errors import DataFormatError
 from nucleiflow.io import atomic_dir
 from nucleiflow.segmentation.data import split_ids
@@ -86,16 +85,11 @@ class LoadedModel:
 
 def load_model(spec: ModelSpec | dict, model_path, threads: int = 1) -> LoadedModel:
     """The best checkpoint of a model cell on the configured device (the checkpoint must match `spec`)."""
-    from nucleiflow.segmentation.run import build_from_spec, checkpoint_identity
+    from nucleiflow.segmentation.run import load_trained
 
     spec = ModelSpec.from_dict(spec)
     training = spec.training
-    setup = setup_device(training["device"], threads, training["amp"])
-    model = build_from_spec(spec)
-    state = load_checkpoint(Path(model_path), checkpoint_identity(spec), map_location="cpu")
-    model.load_state_dict(state["model"])
-    if setup.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, setup, _ = load_trained(spec, model_path, threads)
     model.eval().to(setup.device)
     return LoadedModel(
         model,
