@@ -109,21 +109,19 @@ def download_source(wildcards):
     return [str(local)] if local is not None else []
 
 
+def converter_input(dataset, name, entry):
+    """What the converter reads for one file: a folder in place, a .csv as downloaded, else the unpacked archive."""
+    if is_folder_entry(name):  # image_folders: a local folder, never copied
+        return str(resolve_local(entry["url"]))
+    if name.endswith(".csv"):  # DSB2018's stage-1 solution
+        return DOWNLOAD.format(dataset=dataset, filename=name)
+    return UNPACKED.format(dataset=dataset, archive=Path(name).stem)
+
+
 def unpacked_dirs(wildcards):
-    """The converter's inputs: each archive unpacked; a .csv (DSB2018's stage-1 solution) as downloaded."""
+    """The converter's inputs, one per file of the dataset."""
     files = DATASETS[wildcards.dataset]["files"]
-    return [
-        (
-            (
-                DOWNLOAD.format(dataset=wildcards.dataset, filename=name)
-                if name.endswith(".csv")
-                else UNPACKED.format(dataset=wildcards.dataset, archive=Path(name).stem)
-            )
-            if not is_folder_entry(name)
-            else str(resolve_local(files[name]["url"]))
-        )  # image_folders: a local folder read in place
-        for name in files
-    ]
+    return [converter_input(wildcards.dataset, name, entry) for name, entry in files.items()]
 
 
 def split_spec(wildcards):

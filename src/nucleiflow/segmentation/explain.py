@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,7 +40,6 @@ from zennit.layer import Sum
 from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
 
 from nucleiflow.config import ModelSpec
-from nucleiflow.engine import load_checkpoint
 from nucleiflow.errors import ConfigError, DataFormatError, choices_error
 from nucleiflow.io import write_table
 from nucleiflow.models.resunet import ResidualBlock, ResidualUp
@@ -316,15 +314,12 @@ def explain_cell(
     `gradcam`, `lrp` (PNG paths; PDFs beside) and `table` (CSV stem) to paths.
     Explanations run on the CPU in float32. Returns the statistics table.
     """
-    from nucleiflow.segmentation.run import build_from_spec, checkpoint_identity  # run imports the training stack
+    from nucleiflow.segmentation.run import load_trained  # run imports the training stack
 
     spec = ModelSpec.from_dict(spec)
     if settings["target"] not in TARGETS:
         raise choices_error("explain.target", settings["target"], TARGETS)
-    torch.set_num_threads(max(1, threads))
-    model = build_from_spec(spec)
-    state = load_checkpoint(Path(model_path), checkpoint_identity(spec), map_location="cpu")
-    model.load_state_dict(state["model"])
+    model, _, _ = load_trained(spec, model_path, threads, device="cpu")
     model = prepare_for_attribution(model)
     gradcam_layer = named_layer(model, settings["gradcam_layer"], "gradcam_layer")
     filter_layer = named_layer(model, settings["filter_layer"], "filter_layer", CONV_LAYERS)

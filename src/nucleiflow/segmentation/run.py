@@ -157,11 +157,17 @@ def publish_model(best: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def load_trained(spec: ModelSpec | dict, model_path, threads: int = 1) -> tuple[torch.nn.Module, DeviceSetup, dict]:
-    """The best checkpoint's model (checked against the spec), its device setup and the checkpoint state."""
+def load_trained(
+    spec: ModelSpec | dict, model_path, threads: int = 1, device: str | None = None
+) -> tuple[torch.nn.Module, DeviceSetup, dict]:
+    """The best checkpoint's model (checked against the spec), its device setup and the checkpoint state.
+
+    `device` overrides the training device (then without mixed precision), e.g. "cpu" for explanations.
+    """
     spec = ModelSpec.from_dict(spec)
     training = spec.training
-    setup = setup_device(training["device"], threads, training["amp"])
+    amp = training["amp"] if device is None else False
+    setup = setup_device(device or training["device"], threads, amp)
     model = build_from_spec(spec)
     state = load_checkpoint(Path(model_path), checkpoint_identity(spec), map_location="cpu")
     model.load_state_dict(state["model"])
