@@ -69,10 +69,15 @@ def test_full_scale_paper_config_builds_its_dag(checkout):
 
 
 def _rule_blocks():
+    """(file, rule name, body) of every rule, named ones and those built in a loop (`rule:` with `name:`)."""
     for path in RULE_FILES:
         text = path.read_text()
-        for match in re.finditer(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", text, flags=re.M | re.S):
-            yield path, match.group(1), match.group(2)
+        pattern = r"^[ \t]*rule(?: (\w+))?:\n(.*?)(?=^[ \t]*rule[ :]|^\S|\Z)"
+        for match in re.finditer(pattern, text, flags=re.M | re.S):
+            name, body = match.group(1), match.group(2)
+            if name is None:
+                name = re.search(r"name:\s*\n\s*f?\"([^\"]+)\"", body).group(1)
+            yield path, name, body
 
 
 def test_every_rule_has_log_benchmark_conda_threads_resources():
