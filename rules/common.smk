@@ -18,6 +18,8 @@ from nucleiflow.config import (
     cell_augmentation,
     check_config,
     check_local_sources,
+    cross_validation_groups,
+    expand_folds,
     is_folder_entry,
     model_spec as cell_spec,
     robustness_targets,
@@ -62,6 +64,7 @@ from nucleiflow.download import resolve_local
 
 try:
     validate(config, "../schemas/config.schema.yaml")
+    expand_folds(config)
     check_config(config)
     check_local_sources(config, produced_under=DEMO_DIR if config.get("demo_data") else None)
     check_offline_weights(config)
@@ -76,6 +79,7 @@ except ConfigError as err:
 
 DATASETS = config["datasets"]
 SEGMENTATION = config.get("segmentation", {})
+CROSS_VALIDATION = cross_validation_groups(config)
 CLASSIFICATION = config.get("classification", {})
 DEMO = config.get("demo_data")
 SUBSETS = ("train", "val", "test")
@@ -277,4 +281,5 @@ def all_targets():
         targets += [f"{base}/{target}" for target in classification_targets(exp["cnn"]["models"])]
     targets += robustness_targets(config)
     targets += explain_targets(config)  # rules/explain.smk
+    targets += instance_targets()  # rules/instances.smk
     return targets

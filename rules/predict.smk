@@ -26,6 +26,7 @@ rule predict:
     input:
         model=inference_model,
         images=inference_images,
+        tuned=inference_tuned_params,
     output:
         predictions=directory(INFER_PREDICTIONS),
         images=INFER_IMAGES,
@@ -89,6 +90,7 @@ rule evaluate_cross:
         model=f"{MODEL_DIR}/model.pt",
         store=STORE.replace("{dataset}", "{target}"),
         manifest=cross_manifest,
+        tuned=tuned_params,
     output:
         CROSS_EVAL,
     log:

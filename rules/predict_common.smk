@@ -1,5 +1,6 @@
 # Input functions and targets of rules/predict.smk (your own images: inference.<name>;
-# cross-dataset evaluation: segmentation.<experiment>.evaluate_on).
+# cross-dataset evaluation: segmentation.<experiment>.evaluate_on), and the tuned post-processing
+# settings every use of a model reads (rules/evaluate.smk, rules/robustness.smk, rules/predict.smk).
 from nucleiflow.catalog import model_label
 from nucleiflow.config import (
     ALL_IMAGES,
@@ -18,6 +19,7 @@ from nucleiflow.paths import (
     INFER_NUCLEI,
     INFER_PREDICTIONS,
     INFER_TABLE,
+    POSTPROCESS_PARAMS,
 )
 
 INFERENCE = config.get("inference", {})
@@ -28,6 +30,29 @@ wildcard_constraints:
     target=r"[a-z0-9_]+",
     manifest=r"[A-Za-z0-9_]+",
     target_subset=r"train|val|test|all",
+
+
+CELL_KEYS = ("dataset", "experiment", "arch", "encoder", "reg")
+
+
+def tunes_postprocess(name):
+    """Whether experiment `name` tunes its post-processing on the validation split."""
+    # Imported here: the post-processing module needs scipy and scikit-image, only asked for when used.
+    from nucleiflow.segmentation.postprocess import tunes
+
+    exp = SEGMENTATION[name]
+    return tunes(exp["training"].get("target", "binary"), exp.get("postprocess", {}))
+
+
+def tuned_params_of(cell):
+    """The tuned settings file of a model cell (a dict of CELL_KEYS); nothing when its experiment does not tune."""
+    if not tunes_postprocess(cell["experiment"]):
+        return []
+    return [POSTPROCESS_PARAMS.format(**{key: cell[key] for key in CELL_KEYS})]
+
+
+def tuned_params(wildcards):
+    return tuned_params_of({key: getattr(wildcards, key) for key in CELL_KEYS})
 
 
 def inference_model(wildcards):
@@ -42,6 +67,11 @@ def inference_images(wildcards):
 
 def inference_spec(wildcards):
     return cell_spec(config, **inference_cell(config, wildcards.name).wildcards).to_dict()
+
+
+def inference_tuned_params(wildcards):
+    """The named model's tuned post-processing settings, if its experiment tunes."""
+    return tuned_params_of(inference_cell(config, wildcards.name).wildcards)
 
 
 def inference_postprocess(wildcards):

@@ -15,7 +15,14 @@ per_image, timing = evaluate_from_spec(
     predictions_path=snakemake.output.predictions,
     threads=snakemake.threads,
     postprocess=snakemake.params.postprocess,
+    params_path=snakemake.input.tuned[0] if snakemake.input.tuned else None,
 )
 write_csv(snakemake.output.per_image, per_image)
 write_json(snakemake.output.timing, timing)
-log.info("%s: mean Dice %.4f over %d images", snakemake.wildcards.subset, per_image["dice"].mean(), len(per_image))
+log.info(
+    "%s: mean Dice %.4f, mean PQ %.4f over %d images",
+    snakemake.wildcards.subset,
+    per_image["dice"].mean(),
+    per_image["pq"].mean(),
+    len(per_image),
+)

@@ -40,6 +40,8 @@ SCHEMA_ENUMS = {
     "segmentation.*.training.loss": tuple(LOSSES),
     "segmentation.*.training.input_scaling": catalog.INPUT_SCALINGS,
     "segmentation.*.training.mask_preprocessing": catalog.MASK_PREPROCESSING,
+    "segmentation.*.training.target": catalog.INSTANCE_TARGETS,
+    "segmentation.*.postprocess.tta": catalog.TTA_MODES,
     "regularization.*.l2_scope": catalog.L2_SCOPES,
     "segmentation.*.training.size_policy": SIZE_POLICIES,
     "segmentation.*.training.encoder_weights": ("imagenet", None),

@@ -163,9 +163,9 @@ def test_real_images_train_predict(real_folder, tmp_path):
     spec.training["device"], spec.training["amp"] = "cpu", False
     train_from_spec(spec, store.path, tmp_path / "split.csv", None, tmp_path / "model", threads=2, progress=False)
 
-    loaded = load_model(spec, tmp_path / "model" / "model.pt", threads=2)
     postprocess = config["segmentation"]["mine_resunet"]["postprocess"]
-    images, nuclei = predict_images(loaded, store.path, tmp_path / "pred", postprocess=postprocess, progress=False)
+    loaded = load_model(spec, tmp_path / "model" / "model.pt", threads=2, postprocess=postprocess)
+    images, nuclei = predict_images(loaded, store.path, tmp_path / "pred", progress=False)
     assert list(images["image_id"]) == store.ids
     for row in images.itertuples():
         labels = tifffile.imread(tmp_path / "pred" / "labels" / f"{row.image_id}.tif")

@@ -16,6 +16,7 @@ GPU_RULES = {
     "evaluate_cross",
     "predict",
     "robustness_sweep",
+    "tune_postprocess",
 }
 
 

@@ -7,6 +7,7 @@ end-to-end run (test_workflow.py) and `make test` (.ci/run) execute theirs for r
 
 from __future__ import annotations
 
+import copy
 import re
 import shlex
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, copy_checkout
+
+from nucleiflow.config import expand_folds
 
 README = REPO / "README.md"
 PAPER_COMMAND = (
@@ -160,7 +163,9 @@ def test_paper_command_plans_exactly_the_papers_experiments(checkout):
     planned_classification = set(re.findall(r"results/[a-z0-9_]+/classification/([A-Za-z0-9_]+)/", output))
     downloads = set(re.findall(r"resources/([a-z0-9_]+)/download/([A-Za-z0-9_.\-]+)", output))
 
-    assert planned_segmentation == set(paper["segmentation"])
+    # A cross-validation experiment plans one experiment per fold plus its own cross-validation table.
+    experiments = set(expand_folds(copy.deepcopy(paper))["segmentation"])
+    assert planned_segmentation == experiments | {n for n, e in paper["segmentation"].items() if "folds" in e}
     assert planned_classification == set(paper["classification"])
     assert downloads == {(name, file) for name, dataset in paper["datasets"].items() for file in dataset["files"]}
     leaked = (set(demo["segmentation"]) | set(demo["classification"])) - (

@@ -339,7 +339,7 @@ def test_tiled_prediction_matches_a_pixelwise_model_at_native_size(dsb_store):
     image = store.image(store.ids[0])
     model = PixelModel()
     setup = setup_device("cpu")
-    tiled = predict_tiled(model, image, 32, setup, batch_size=4)
+    tiled = predict_tiled(model, image, 32, setup, batch_size=4)[0]  # (C, H, W) maps: binary has one channel
     whole = forward_probability(model, to_tensor(image)[None], setup)[0]
     assert tiled.shape == image.shape[:2]
     np.testing.assert_allclose(tiled, whole, atol=1e-6)

@@ -49,6 +49,14 @@ LOSS_NAMES = ("dice", "dice_squared", "bce", "bce_dice")
 # foreground plus horizontal/vertical distance maps (HoVer-Net, Graham et al. 2019).
 INSTANCE_TARGETS = ("binary", "contour", "hv")
 
+# Test-time augmentation (`segmentation.postprocess.tta_average`): none, the four flips, or all eight flips and
+# quarter turns (the dihedral group D4).
+TTA_MODES = ("none", "flips", "d4")
+
+# The optional nucleus-type head (`training.type_head`): PanNuke's background + five nucleus types
+# (datasets.pannuke.CLASS_NAMES), one softmax over these channels, as HoVer-Net's type branch.
+TYPE_HEAD_CLASSES = 6
+
 # In the three option lists below the first name is the default (the schema's default, and what a spec
 # written before the option existed means).
 # Which conv kernels the L2 penalty covers (`models.l2_parameters`): every conv layer of the model, as the

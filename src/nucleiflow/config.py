@@ -180,8 +180,78 @@ def check_robustness(config: dict, name: str) -> None:
             raise choices_error(f"{key}.metrics", metric, COMPARABLE_METRICS)
 
 
+FOLD_OF = "fold_of"  # set by expand_folds on each fold's experiment: the cross-validation experiment it belongs to
+
+
+def fold_experiment(name: str, fold: str) -> str:
+    """The experiment that trains cross-validation experiment `name` on its fold (a named split) `fold`."""
+    return f"{name}_{fold}"
+
+
+def expand_folds(config: dict) -> dict:
+    """Replace every experiment with `folds` by one experiment per fold (in place; returns `config`).
+
+    `segmentation.<name>.folds: [a, b, c]` becomes experiments `<name>_a`, `<name>_b`, `<name>_c`, each the
+    original with `split` set to its fold and `fold_of: <name>`, so each fold is trained, tuned and tested
+    like any experiment; `cross_validation_groups` maps the name back to them. Run after schema validation
+    and before `check_config`. An experiment with both `split` and `folds` is an error.
+    """
+    expanded = {}
+    for name, exp in config.get("segmentation", {}).items():
+        if FOLD_OF in exp:  # already expanded (the config of a job re-reads the same file)
+            expanded[name] = exp
+            continue
+        folds = exp.get("folds")
+        if not folds:
+            if "split" not in exp:
+                raise ConfigError(f"segmentation.{name}: set split (one named split) or folds (cross-validation)")
+            expanded[name] = exp
+            continue
+        if "split" in exp:
+            raise ConfigError(f"segmentation.{name}: set either split or folds, not both (split: {exp['split']!r})")
+        for fold in folds:
+            fold_name = fold_experiment(name, fold)
+            if fold_name in config["segmentation"]:
+                raise ConfigError(f"segmentation.{name}.folds: {fold!r} would name experiment {fold_name!r}, taken")
+            expanded[fold_name] = {**{k: v for k, v in exp.items() if k != "folds"}, "split": fold, FOLD_OF: name}
+    if "segmentation" in config:
+        config["segmentation"] = expanded
+    return config
+
+
+def cross_validation_groups(config: dict) -> dict[str, list[str]]:
+    """{cross-validation experiment: its fold experiments in fold order} of an expanded config."""
+    groups: dict[str, list[str]] = {}
+    for name, exp in config.get("segmentation", {}).items():
+        if FOLD_OF in exp:
+            groups.setdefault(exp[FOLD_OF], []).append(name)
+    return groups
+
+
+def check_targets(config: dict, name: str) -> None:
+    """`training.target` / `type_head` against the dataset and the mask preprocessing."""
+    exp = config["segmentation"][name]
+    training, key = exp["training"], f"segmentation.{name}.training"
+    target = training.get("target", "binary")
+    if target != "binary" and training.get("mask_preprocessing", "none") != "none":
+        raise ConfigError(
+            f"{key}.mask_preprocessing: {training['mask_preprocessing']!r} makes a binary mask; "
+            f"target {target!r} is derived from the instance maps (use mask_preprocessing: none)"
+        )
+    dataset_format = config["datasets"][exp["dataset"]]["format"]
+    if training.get("type_head") and dataset_format != "pannuke":
+        raise ConfigError(
+            f"{key}.type_head: dataset {exp['dataset']!r} (format {dataset_format!r}) has no nucleus types; "
+            "a type head needs a pannuke-format dataset"
+        )
+
+
 def check_config(config: dict) -> None:
-    """Cross-reference checks; raises ConfigError naming the key, value and valid choices."""
+    """Cross-reference checks; raises ConfigError naming the key, value and valid choices.
+
+    Cross-validation experiments are expanded into their folds first (`expand_folds`, in place).
+    """
+    expand_folds(config)
     datasets = config["datasets"]
     for name, exp in config.get("segmentation", {}).items():
         key = f"segmentation.{name}"
@@ -205,6 +275,7 @@ def check_config(config: dict) -> None:
                 raise choices_error(f"regularization.{reg}.augmentation", cell["augmentation"], pipelines)
         valid_cells = [NO_REGULARIZATION, *config.get("regularization", {})]
         check_robustness(config, name)
+        check_targets(config, name)
         for i, model in enumerate(exp["models"]):
             arch, encoder = model["arch"], model.get("encoder", NO_ENCODER)
             if arch not in ARCH_ENCODERS:

@@ -31,6 +31,8 @@ PIPELINE_PREVIEW = f"{DATASET_DIR}/augment/{{pipeline}}_preview.png"
 # --- one segmentation experiment and its model cells ------------------------------------
 SEG_DIR = f"{DATASET_DIR}/{{experiment}}"
 MODEL_DIR = f"{SEG_DIR}/models/{{arch}}/{{encoder}}/{{reg}}"
+# The post-processing settings tuned on the validation split (experiments whose `postprocess` tunes).
+POSTPROCESS_PARAMS = f"{MODEL_DIR}/postprocess.json"
 EVAL_DIR = f"{SEG_DIR}/evaluation/{{arch}}/{{encoder}}/{{reg}}"
 EXPLAIN_DIR = f"{SEG_DIR}/explanations/{{arch}}/{{encoder}}/{{reg}}"
 EXPLAIN_FIGURES = ("figure2_filters", "figure6_gradcam", "figure7_lrp")  # PNG + PDF in EXPLAIN_DIR
@@ -64,6 +66,13 @@ CNN_HISTORY = f"{CLS_DIR}/{CNN_HISTORY_NAME}"
 # --- comparisons across experiments ---------------------------------------------------
 COMPARISONS_DIR = f"{RESULTS}/comparisons"
 COMPARISON_DIR = f"{COMPARISONS_DIR}/{{comparison}}"
+
+# --- nuclei as objects: the PanNuke benchmark per experiment, cross-validation across folds --------------
+PANNUKE_PQ_TABLE = f"{SEG_DIR}/tables/pannuke_pq.csv"  # bPQ/mPQ per model and tissue (PanNuke-format data)
+# A cross-validation experiment (segmentation.<name>.folds) reports under SEG_DIR with experiment = <name>.
+CV_TABLE = f"{SEG_DIR}/tables/cross_validation.csv"  # mean ± std across folds, beside published results
+CV_FOLD_SCORES = f"{SEG_DIR}/tables/cross_validation_folds.csv"  # the same, one numeric row per model and fold
+CV_FIGURE = f"{SEG_DIR}/figures/cross_validation.png"
 
 # Inside an experiment folder (SEG_DIR or CLS_DIR): its tables and figures.
 TABLE = "tables/{name}.csv"

@@ -8,8 +8,21 @@ plain 0-1 (the classic U-Net study, Section 3.1).
 
 `prepare_image` (the optional Gaussian pre-filter of the residual U-Net study)
 and `to_tensor` are shared with inference, so a model sees the same input at
-training and at test time. `preprocess_mask` builds the training target
+training and at test time. `preprocess_mask` builds the binary training target
 (optionally the classic U-Net study's boundary extraction + region filling).
+
+Training targets (`heads.OutputLayout`: binary, contour, hv, optional type head)
+are derived on the fly, from the instance map after `fit_size` and augmentation,
+not cached in the store: the contour target's boundary width (in pixels) and
+the hv maps' per-nucleus scaling to [-1, 1] (HoVer-Net, Graham et al. 2019) are
+defined in the geometry the network sees. A target derived first and then
+resized or rotated would be wrong: a resize thins or thickens the boundary
+(touching interiors can merge), and a rotated hv map still points along the old
+axes. Instance ids go through the nearest-neighbour warps instead, which move
+nuclei exactly; the type map, if any, travels in the same warp so image,
+instances and types stay aligned. The binary target is a per-pixel function of
+the mask (0 stays 0), so deriving it before or after a nearest-neighbour warp is
+the same: it keeps the mask path (and `mask_preprocessing`) it always had.
 """
 
 from __future__ import annotations
@@ -24,7 +37,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from nucleiflow.catalog import INPUT_SCALINGS, MASK_PREPROCESSING
 from nucleiflow.device import IN_PROCESS, DeviceSetup, loader_kwargs
-from nucleiflow.errors import choices_error
+from nucleiflow.errors import ConfigError, DataFormatError, choices_error
+from nucleiflow.segmentation.heads import BINARY, OutputLayout
+from nucleiflow.segmentation.targets import packed_target
 from nucleiflow.store import Store
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -40,7 +55,7 @@ def split_ids(manifest: pd.DataFrame, split: str) -> list[str]:
 
 
 def fit_size(image: np.ndarray, mask: np.ndarray, size: int, policy: str, rng: np.random.Generator | None):
-    """Bring an image/mask pair to (size, size) by the configured policy.
+    """Bring an image/mask pair to (size, size) by the configured policy; `mask` is (H, W) or (H, W, K) maps.
 
     `resize` rescales the whole image (nuclei change scale); `tile` keeps the
     native scale and cuts one size x size tile: random with an `rng`
@@ -51,7 +66,7 @@ def fit_size(image: np.ndarray, mask: np.ndarray, size: int, policy: str, rng: n
         return resize_pair(image, mask, size)
     if policy == "tile":
         image, mask = pad_to(image, size), pad_to(mask, size, mode="constant")
-        h, w = mask.shape
+        h, w = mask.shape[:2]
         if rng is None:
             y, x = (h - size) // 2, (w - size) // 2
         else:
@@ -61,10 +76,11 @@ def fit_size(image: np.ndarray, mask: np.ndarray, size: int, policy: str, rng: n
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: int):
-    h, w = mask.shape
+    h, w = mask.shape[:2]
     if (h, w) != (size, size):
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if h > size else cv2.INTER_LINEAR)
-        mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+        resized = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+        mask = resized.reshape(size, size, *mask.shape[2:])  # OpenCV drops a trailing axis of length 1
     return image, mask
 
 
@@ -125,8 +141,52 @@ def preprocess_mask(instances: np.ndarray, method: str = "none") -> np.ndarray:
     raise choices_error("training.mask_preprocessing", method, MASK_PREPROCESSING)
 
 
+MAX_UINT16_ID = np.iinfo(np.uint16).max
+MAX_FLOAT32_ID = 2**24  # float32 holds every integer up to 2**24 exactly
+
+
+def warpable_ids(instances: np.ndarray, where: str = "instance map") -> np.ndarray:
+    """An instance map in a dtype OpenCV warps exactly: uint16 while ids fit, else ids relabelled 1..n (uint16/float32).
+
+    OpenCV's geometric warps (what albumentations calls) take uint8, uint16, int16 and float32 maps; with
+    nearest-neighbour interpolation each output pixel is a copy of one input pixel, so ids come through intact.
+    """
+    labels = np.asarray(instances)
+    if labels.size and labels.min() < 0:
+        raise DataFormatError(f"{where}: negative instance id {labels.min()}; expected 0 background, 1..n nuclei")
+    if not labels.size or labels.max() <= MAX_UINT16_ID:
+        return labels.astype(np.uint16)
+    ids, inverse = np.unique(labels, return_inverse=True)
+    relabelled = inverse.reshape(labels.shape) + (0 if ids[0] == 0 else 1)
+    top = int(relabelled.max())
+    if top <= MAX_UINT16_ID:
+        return relabelled.astype(np.uint16)
+    if top <= MAX_FLOAT32_ID:
+        return relabelled.astype(np.float32)
+    raise DataFormatError(f"{where}: {top} nuclei in one image; at most {MAX_FLOAT32_ID} can be augmented exactly")
+
+
+def _check_ids_survive(before: np.ndarray, after: np.ndarray, what: str, where: str) -> None:
+    """Refuse a warp that made up ids (a mask interpolated, not nearest-neighbour): they would be fake nuclei."""
+    if before.dtype == np.float32:
+        survived = np.isin(after, before).all()
+    else:
+        present = np.bincount(before.ravel().astype(np.int64)) > 0
+        survived = after.size == 0 or (int(after.max()) < len(present) and present[after.astype(np.int64)].all())
+    if not survived:
+        raise ConfigError(
+            f"{where}: the augmentation pipeline made {what} that were not in the input; "
+            "masks must be warped with nearest-neighbour interpolation (mask_interpolation: 0)"
+        )
+
+
 class SegmentationDataset(Dataset):
-    """(image, mask, index) triples from a store; masks are binary float (1, H, W)."""
+    """(image, target, index) triples from a store; the target is float32 (K, H, W) packed for `layout`.
+
+    binary: (1, H, W) 0/1; contour: (1, H, W) class index; hv: (3, H, W); with a type head one more
+    channel, the type class index (`targets.packed_target`). See the module docstring for why targets
+    are derived after resizing and augmentation.
+    """
 
     def __init__(
         self,
@@ -141,6 +201,7 @@ class SegmentationDataset(Dataset):
         random_tiles: bool = False,
         input_scaling: str = "imagenet",
         mask_preprocessing: str = "none",
+        layout: OutputLayout = BINARY,
     ):
         if policy not in SIZE_POLICIES:
             raise choices_error("training.size_policy", policy, SIZE_POLICIES)
@@ -148,7 +209,12 @@ class SegmentationDataset(Dataset):
             raise choices_error("training.input_scaling", input_scaling, INPUT_SCALINGS)
         if mask_preprocessing not in MASK_PREPROCESSING:
             raise choices_error("training.mask_preprocessing", mask_preprocessing, MASK_PREPROCESSING)
-        self.input_scaling, self.mask_preprocessing = input_scaling, mask_preprocessing
+        if layout.target != "binary" and mask_preprocessing != "none":
+            raise ConfigError(
+                f"training.mask_preprocessing: {mask_preprocessing!r} makes a binary mask; "
+                f"target {layout.target!r} is derived from the instance maps (use mask_preprocessing: none)"
+            )
+        self.input_scaling, self.mask_preprocessing, self.layout = input_scaling, mask_preprocessing, layout
         self.store, self.ids, self.size, self.policy = store, list(ids), size, policy
         self.transform, self.seed, self.prefilter_sigma = transform, seed, prefilter_sigma
         self.random_tiles = random_tiles  # training: a random tile per draw; otherwise the centre tile
@@ -166,17 +232,59 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def _where(self, image_id: str) -> str:
+        return f"{getattr(self.store, 'path', 'store')}/{image_id}"
+
+    def _maps(self, sample) -> list[np.ndarray]:
+        """The per-pixel maps that travel with the image: the binary mask or instance ids, then the type map."""
+        where = self._where(sample.image_id)
+        if self.layout.target == "binary":
+            maps = [preprocess_mask(sample.instances, self.mask_preprocessing)]
+        else:
+            maps = [warpable_ids(sample.instances, where)]
+        if self.layout.type_classes:
+            if sample.classes is None:
+                raise DataFormatError(
+                    f"{where}: training.type_head needs a nucleus type map and this store has none "
+                    "(a type head needs a pannuke-format dataset)"
+                )
+            classes = np.asarray(sample.classes)
+            if classes.size and int(classes.max()) >= self.layout.type_classes:
+                raise DataFormatError(
+                    f"{where}: type map holds class {int(classes.max())}; "
+                    f"a type head of {self.layout.type_classes} classes takes 0..{self.layout.type_classes - 1}"
+                )
+            maps.append(classes)
+        return maps
+
     def __getitem__(self, index: int):
         sample = self.store[self.ids[index]]
         image = prepare_image(sample.image, self.prefilter_sigma)
-        mask = preprocess_mask(sample.instances, self.mask_preprocessing)
+        maps = self._maps(sample)
+        # One array for every map, so a tile, a resize and each augmentation move them all identically.
+        dtype = np.result_type(*maps)
+        stacked = maps[0] if len(maps) == 1 else np.stack([m.astype(dtype, copy=False) for m in maps], axis=-1)
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, mask = fit_size(image, mask, self.size, self.policy, rng if self.random_tiles else None)
+        image, stacked = fit_size(image, stacked, self.size, self.policy, rng if self.random_tiles else None)
         if self.transform is not None:
             self.transform.set_random_seed(int(rng.integers(2**31)))
-            out = self.transform(image=image, mask=mask)
-            image, mask = out["image"], out["mask"]
-        return to_tensor(image, self.input_scaling), torch.from_numpy(mask[None].astype(np.float32)), index
+            out = self.transform(image=image, mask=stacked)
+            if self.layout != BINARY:
+                what = ("mask values" if self.layout.target == "binary" else "instance ids", "type classes")
+                for name, before, after in zip(what, _unstack(stacked), _unstack(out["mask"])):
+                    _check_ids_survive(before, after, name, self._where(sample.image_id))
+            image, stacked = out["image"], out["mask"]
+        if self.layout == BINARY:  # the mask path as it always was
+            target = stacked[None].astype(np.float32)
+        else:
+            first, *classes = _unstack(stacked)
+            target = packed_target(self.layout.target, first.astype(np.int32), classes[0] if classes else None)
+        return to_tensor(image, self.input_scaling), torch.from_numpy(target), index
+
+
+def _unstack(stacked: np.ndarray) -> list[np.ndarray]:
+    """The (H, W) maps of an (H, W) or (H, W, K) array."""
+    return [stacked] if stacked.ndim == 2 else [stacked[..., k] for k in range(stacked.shape[-1])]
 
 
 def make_loader(

@@ -2,9 +2,13 @@
 
 * Filters (the study's Figure 2): the kernels of one named convolution as a grid.
 * Grad-CAM (Figure 6): captum's `LayerGradCam` on a named layer. The explained
-  score is the model's logit summed over the pixels it predicts as nucleus
-  (`target: truth`: over the ground-truth nuclei), so the map shows what makes
-  the model call those pixels nucleus.
+  score is the model's nucleus logit summed over the pixels it predicts as
+  nucleus (`target: truth`: over the ground-truth nuclei), so the map shows
+  what makes the model call those pixels nucleus. The nucleus logit is
+  `heads.foreground_logit` for every training target (binary: the one output
+  channel; contour: log(p_interior + p_boundary) - log(p_background); hv: the
+  foreground channel), so a contour or hv model is asked the same question as
+  a binary one; `ForegroundLogit` wraps a model to output just that.
 * LRP (Figure 7): zennit's composites (default `EpsilonPlusFlat`). Canonizers
   make the graph LRP-ready: BatchNorm is merged into the preceding convolution,
   and every residual addition (our residual U-Net's blocks, torchvision ResNet
@@ -13,7 +17,10 @@
   of being copied to both (the plain gradient of an addition doubles it).
   Concatenated skips need nothing: the gradient of `torch.cat` hands each part
   exactly its own relevance. The initial relevance is the explained score's
-  logits, so the relevance summed over the input approximates that score.
+  logits, so the relevance summed over the input approximates that score. For
+  the contour target the nucleus logit is not linear in the output channels:
+  its gradient splits the relevance between them, so the sum is conserved
+  only up to that first-order step.
 
 One call of `explain_cell` loads the model once and writes all three figures
 and the LRP statistics table.
@@ -47,6 +54,7 @@ from nucleiflow.reporting.figures import save_figure, use_style
 from nucleiflow.reporting.published import published_table
 from nucleiflow.segmentation.data import fit_size, prepare_image, split_ids, to_tensor
 from nucleiflow.segmentation.explain_config import COMPOSITES, TARGETS
+from nucleiflow.segmentation.heads import BINARY, OutputLayout, foreground, foreground_logit, layout_of, probabilities
 from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
@@ -138,12 +146,36 @@ def prepare_for_attribution(model: nn.Module) -> nn.Module:
 # ---------------------------------------------------------------- attributions
 
 
-def target_mask(model: nn.Module, x: torch.Tensor, truth: torch.Tensor | None = None, threshold: float = 0.5):
-    """(logits, probability, mask) with mask the explained pixels: predicted nuclei, or `truth` if given."""
+class ForegroundLogit(nn.Module):
+    """`model` with one output channel, its nucleus logit (`heads.foreground_logit`): what the explanations explain.
+
+    For a binary model this is the model's own output, so its explanations are unchanged.
+    """
+
+    def __init__(self, model: nn.Module, layout: OutputLayout = BINARY):
+        super().__init__()
+        self.model = model
+        self.layout = layout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return foreground_logit(self.model(x), self.layout).unsqueeze(1)
+
+
+def target_mask(
+    model: nn.Module,
+    x: torch.Tensor,
+    truth: torch.Tensor | None = None,
+    threshold: float = 0.5,
+    layout: OutputLayout = BINARY,
+):
+    """(logits, probability, mask): the nucleus probability (N, 1, H, W) and the explained pixels (N, 1, H, W).
+
+    The explained pixels are the predicted nuclei (probability above `threshold`), or `truth` if given.
+    """
     with torch.no_grad():
         logits = model(x)
-    prob = torch.sigmoid(logits)
-    mask = (prob > threshold).float() if truth is None else truth.float().reshape(logits.shape)
+    prob = foreground(probabilities(logits, layout), layout).unsqueeze(1)
+    mask = (prob > threshold).float() if truth is None else truth.float().reshape(prob.shape)
     return logits, prob, mask
 
 
@@ -321,21 +353,23 @@ def explain_cell(
         raise choices_error("explain.target", settings["target"], TARGETS)
     model, _, _ = load_trained(spec, model_path, threads, device="cpu")
     model = prepare_for_attribution(model)
+    layout = layout_of(spec.training)
     gradcam_layer = named_layer(model, settings["gradcam_layer"], "gradcam_layer")
     filter_layer = named_layer(model, settings["filter_layer"], "filter_layer", CONV_LAYERS)
+    explained_model = ForegroundLogit(model, layout)  # the layers above are its sub-modules: hooks still apply
 
     test_ids = split_ids(pd.read_csv(split_path), "test")
     ids = choose_images(test_ids, settings["images"], settings["n"], settings["seed"])
     images, truths, x = model_inputs(Store(store_path), ids, spec.training)
     truth = torch.from_numpy(np.stack(truths)) if settings["target"] == "truth" else None
-    _, prob, mask = target_mask(model, x, truth, spec.training["threshold"])
+    _, prob, mask = target_mask(model, x, truth, spec.training["threshold"], layout)
     predicted = prob[:, 0].numpy() > spec.training["threshold"]
 
     started = time.perf_counter()
-    cams = gradcam(model, x, mask, gradcam_layer)
+    cams = gradcam(explained_model, x, mask, gradcam_layer)
     cam_seconds = (time.perf_counter() - started) / len(ids)
     started = time.perf_counter()
-    relevance, explained = lrp(model, x, mask, settings["composite"])
+    relevance, explained = lrp(explained_model, x, mask, settings["composite"])
     lrp_seconds = (time.perf_counter() - started) / len(ids)
     log.info("%d images: Grad-CAM %.2f s/image, LRP %.2f s/image", len(ids), cam_seconds, lrp_seconds)
     if not np.isfinite(relevance).all():
@@ -348,7 +382,7 @@ def explain_cell(
         outputs["filters"],
     )
     probs = prob[:, 0].numpy()
-    title = f"{label} ({spec.experiment}); explained: logits summed over the {settings['target']} nuclei"
+    title = f"{label} ({spec.experiment}); explained: nucleus logit summed over the {settings['target']} nuclei"
     save_figure(
         explanation_figure(
             ids,

@@ -294,16 +294,22 @@ def object_metrics(
     A boolean or 0/1 prediction is a binary mask and is first turned into
     instances with `instances_from_binary(**instance_options)`; anything else
     is taken as a label map. (So a label map whose only id is 1 is read as a
-    mask: disconnected pieces of it become separate objects.) The counts are
-    named `object_tp/fp/fn` so they cannot collide with the pixel counts of
-    `metrics.pixel_metrics` in one per-image record.
+    mask: disconnected pieces of it become separate objects. `label_metrics`
+    takes a label map as it is.) The counts are named `object_tp/fp/fn` so
+    they cannot collide with the pixel counts of `metrics.pixel_metrics` in
+    one per-image record.
     """
     pred = np.asarray(pred_binary_or_labels)
     if _is_binary(pred):
         pred = instances_from_binary(pred, **instance_options)
     elif instance_options:
         raise DataFormatError(f"instance options {sorted(instance_options)} apply to binary predictions only")
-    overlap = overlaps(true_labels, pred)
+    return label_metrics(true_labels, pred, iou_threshold=iou_threshold, thresholds=thresholds)
+
+
+def label_metrics(true_labels, pred_labels, *, iou_threshold: float = 0.5, thresholds=DSB_THRESHOLDS) -> dict:
+    """`object_metrics` of a predicted label map taken as it is (never re-labelled as a binary mask)."""
+    overlap = overlaps(true_labels, pred_labels)
     pq = _panoptic_quality(overlap, iou_threshold)
     return {
         "aji": _aji(overlap),

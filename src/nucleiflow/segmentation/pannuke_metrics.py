@@ -159,6 +159,68 @@ def _nanmean(values) -> float:
         return float(np.nanmean(values))
 
 
+def image_counts(
+    true_instances,
+    true_types,
+    pred_instances,
+    pred_types,
+    *,
+    class_ids: Sequence[int] = PANNUKE_CLASS_IDS,
+    iou_threshold: float = 0.5,
+    what: str = "",
+) -> tuple[PQCounts, dict[int, PQCounts]]:
+    """One image's binary `PQCounts` and its counts per class (types as `pannuke_scores` takes them).
+
+    `pred_types` None (a model without a type head) types every predicted nucleus 0: bPQ is scored, every
+    class PQ then has no true positive.
+    """
+    suffix = f" {what}" if what else ""
+    truth = _as_label_map(true_instances, f"true instance map{suffix}")
+    pred = _as_label_map(pred_instances, f"predicted instance map{suffix}")
+    truth_types = _types(truth, true_types, f"true types{suffix}")
+    if pred_types is None:
+        predicted_types = {int(i): 0 for i in np.unique(pred) if i > 0}
+    else:
+        predicted_types = _types(pred, pred_types, f"predicted types{suffix}")
+    binary = pq_counts(truth, pred, iou_threshold)
+    per_class = {
+        int(c): pq_counts(
+            nuclei_of_type(truth, truth_types, c), nuclei_of_type(pred, predicted_types, c), iou_threshold
+        )
+        for c in class_ids
+    }
+    return binary, per_class
+
+
+def image_scores(counts: tuple[PQCounts, Mapping[int, PQCounts]]) -> dict:
+    """{bpq, mpq, pq_class_<c>} of one image from `image_counts` (NaN: skipped, as the benchmark script does)."""
+    binary, per_class = counts
+    return {
+        "bpq": binary.pq,
+        "mpq": _nanmean(c.pq for c in per_class.values()),
+        **{f"pq_class_{c}": counts.pq for c, counts in per_class.items()},
+    }
+
+
+def tissue_summary(per_image, *, tissue: str = "tissue") -> dict:
+    """PanNuke's bPQ and mPQ ("pannuke" mode) from per-image `image_scores` columns and a tissue column.
+
+    Returns {"tissue_bpq": {tissue: value}, "tissue_mpq": {...}, "bpq": mean over tissues, "mpq": ...}:
+    per tissue the mean over its images (skipped images are NaN), then the mean over tissues, exactly as
+    `pannuke_scores` computes them from instance maps.
+    """
+    tissues = list(dict.fromkeys(str(t) for t in per_image[tissue]))
+    names = per_image[tissue].astype(str)
+    tissue_bpq = {t: _nanmean(per_image.loc[names == t, "bpq"]) for t in tissues}
+    tissue_mpq = {t: _nanmean(per_image.loc[names == t, "mpq"]) for t in tissues}
+    return {
+        "tissue_bpq": tissue_bpq,
+        "tissue_mpq": tissue_mpq,
+        "bpq": _nanmean(tissue_bpq.values()),
+        "mpq": _nanmean(tissue_mpq.values()),
+    }
+
+
 # ---------------------------------------------------------------- benchmark
 
 
@@ -205,25 +267,16 @@ def pannuke_scores(
     class_ids = tuple(int(c) for c in class_ids)
     records = []
     for index in range(n_images):
-        truth = _as_label_map(true_instances[index], f"true instance map {index}")
-        pred = _as_label_map(pred_instances[index], f"predicted instance map {index}")
-        truth_types = _types(truth, true_types[index], f"true types {index}")
-        predicted_types = _types(pred, pred_types[index], f"predicted types {index}")
-        binary = pq_counts(truth, pred, iou_threshold)
-        per_class = {
-            c: pq_counts(nuclei_of_type(truth, truth_types, c), nuclei_of_type(pred, predicted_types, c), iou_threshold)
-            for c in class_ids
-        }
-        records.append(
-            {
-                "index": index,
-                "tissue": str(tissues[index]),
-                "bpq": binary.pq,
-                "mpq": _nanmean(counts.pq for counts in per_class.values()),
-                **{f"pq_class_{c}": counts.pq for c, counts in per_class.items()},
-                "_counts": per_class,
-            }
+        counts = image_counts(
+            true_instances[index],
+            true_types[index],
+            pred_instances[index],
+            pred_types[index],
+            class_ids=class_ids,
+            iou_threshold=iou_threshold,
+            what=str(index),
         )
+        records.append({"index": index, "tissue": str(tissues[index]), **image_scores(counts), "_counts": counts[1]})
 
     tissue_names = list(dict.fromkeys(record["tissue"] for record in records))  # first-seen order
     tissue_bpq, tissue_mpq = {}, {}

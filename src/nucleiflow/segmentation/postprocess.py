@@ -48,11 +48,12 @@ from scipy import ndimage
 from skimage import morphology, segmentation
 
 from nucleiflow.catalog import INSTANCE_TARGETS
+from nucleiflow.catalog import TTA_MODES as TTA_SETTINGS
 from nucleiflow.errors import ConfigError, DataFormatError, choices_error
 from nucleiflow.segmentation.instances import _remove_small, instances_from_binary, panoptic_quality
 
 FLOODS = ("boundary", "distance")
-TTA_MODES = ("flips", "d4")
+TTA_MODES = tuple(mode for mode in TTA_SETTINGS if mode != "none")  # `none` is no call at all
 
 _FULL_CONNECTIVITY = np.ones((3, 3), dtype=bool)
 
@@ -101,6 +102,65 @@ DEFAULT_PARAMS = {
     "contour": WatershedParams(),
     "hv": WatershedParams(marker_threshold=0.6, marker_opening=2, marker_min_size=10),
 }
+
+
+# What `tune_postprocess` tries when the config gives no grid (`postprocess.grid`): the settings each target's
+# pipeline reads, around the defaults. Binary's min_distance 0 is plain connected components.
+DEFAULT_GRIDS = {
+    "binary": {"foreground_threshold": [0.4, 0.5, 0.6], "min_distance": [0, 3, 6], "min_size": [5, 15]},
+    "contour": {
+        "foreground_threshold": [0.4, 0.5],
+        "marker_threshold": [0.3, 0.5, 0.7],
+        "flood": ["boundary", "distance"],
+        "min_size": [5, 15],
+    },
+    "hv": {
+        "foreground_threshold": [0.4, 0.5],
+        "marker_threshold": [0.4, 0.5, 0.6, 0.7],
+        "marker_opening": [0, 2],
+        "min_size": [5, 15],
+    },
+}
+
+
+def tunes(target: str, postprocess_config: Mapping) -> bool:
+    """Whether an experiment tunes its post-processing: `postprocess.tune`, or by default contour and hv only."""
+    tune = postprocess_config.get("tune")
+    return target != "binary" if tune is None else bool(tune)
+
+
+def configured_params(target: str, postprocess_config: Mapping, threshold: float = 0.5) -> WatershedParams:
+    """The fixed (untuned) settings of an experiment: the target's defaults with the config's keys applied.
+
+    Binary keeps the papers' keys: `watershed` false is connected components (min_distance 0), true splits
+    touching nuclei at distance peaks `min_distance` apart; `min_size` drops small objects. `threshold`
+    (training.threshold) is the foreground cut of every target.
+    """
+    if target not in POSTPROCESSORS:
+        raise choices_error("instance target", target, INSTANCE_TARGETS)
+    base = DEFAULT_PARAMS[target]
+    changes = {"foreground_threshold": float(threshold)}
+    if "min_size" in postprocess_config:
+        changes["min_size"] = int(postprocess_config["min_size"])
+    elif target == "binary":
+        changes["min_size"] = 0  # the papers' object metrics keep every connected component
+    if target == "binary":
+        watershed = postprocess_config.get("watershed", False)
+        changes["min_distance"] = int(postprocess_config.get("min_distance", 3)) if watershed else 0
+    return replace(base, **changes)
+
+
+def params_to_dict(params: WatershedParams) -> dict:
+    return {field.name: getattr(params, field.name) for field in fields(WatershedParams)}
+
+
+def params_from_dict(values: Mapping, what: str = "post-processing settings") -> WatershedParams:
+    """WatershedParams from a dict (e.g. a postprocess.json's `params`); unknown keys are an error naming them."""
+    names = [field.name for field in fields(WatershedParams)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise DataFormatError(f"{what}: unknown key(s) {unknown}; valid: {', '.join(names)}")
+    return WatershedParams(**values)
 
 
 # ---------------------------------------------------------------- helpers
@@ -258,14 +318,18 @@ def tune_postprocess(
 # ---------------------------------------------------------------- test-time augmentation
 
 
-def _dihedral(mode: str) -> list[tuple[bool, int]]:
-    """(flip left-right first, then k quarter turns) for each transform; the identity first."""
+def dihedral(mode: str) -> list[tuple[bool, int]]:
+    """(flip left-right first, then k quarter turns) for each transform; the identity first.
+
+    The forward transform of an (H, W, ...) image is `np.rot90(image[:, ::-1] if flip else image, k)`;
+    `untransform` undoes it on a (C, H, W) prediction.
+    """
     if mode == "flips":  # identity, left-right, up-down (two quarter turns after a left-right flip), both
         return [(False, 0), (True, 0), (True, 2), (False, 2)]
     return [(flip, k) for flip in (False, True) for k in range(4)]
 
 
-def _untransform(prediction: np.ndarray, flip: bool, k: int, hv_channels) -> np.ndarray:
+def untransform(prediction: np.ndarray, flip: bool, k: int, hv_channels) -> np.ndarray:
     """Undo `flip`-then-`k` quarter turns on a (C, H, W) prediction, vector channels included.
 
     np.rot90 by one quarter turn (axes rows, cols) moves an offset (dv, dh) to
@@ -304,7 +368,7 @@ def tta_average(
     if image.ndim not in (2, 3):
         raise DataFormatError(f"image must have shape (H, W) or (H, W, C); got {image.shape}")
     total = None
-    transforms = _dihedral(mode)
+    transforms = dihedral(mode)
     for flip, k in transforms:
         transformed = np.rot90(image[:, ::-1] if flip else image, k, axes=(0, 1))
         prediction = np.asarray(predict_fn(np.ascontiguousarray(transformed)), dtype=np.float64)
@@ -313,7 +377,7 @@ def tta_average(
             if hv_channels is not None:
                 raise DataFormatError("hv_channels needs a (C, H, W) prediction; got a 2-D one")
             prediction = prediction[None]
-        restored = _untransform(prediction, flip, k, hv_channels)
+        restored = untransform(prediction, flip, k, hv_channels)
         restored = restored[0] if squeeze else restored
         total = restored if total is None else total + restored
     return total / len(transforms)

@@ -5,15 +5,19 @@ or a folder of images (`images/` of the image_folders layout, or a flat folder)
 and writes, per image, under `out_dir`:
 
 * ``labels/<id>.tif``: the instance label image (uint16, or uint32 above 65535 nuclei), 0 background
-* ``probabilities/<id>.tif``: the foreground probability (float32, 0-1)
+* ``probabilities/<id>.tif``: the foreground probability (float32, 0-1; contour: interior + boundary)
 * ``overlays/<id>.png``: the image with each nucleus outlined in yellow
-* ``nuclei/<id>.csv``: one row per nucleus (`NUCLEUS_COLUMNS`, skimage `regionprops_table`)
+* ``nuclei/<id>.csv``: one row per nucleus (`NUCLEUS_COLUMNS`, skimage `regionprops_table`), plus
+  `type` (PanNuke class id 1-5, 0 untyped) for a model with a type head
 
 It uses the model's own input policy (`resize`: whole image at the training size,
-probabilities resized back; `tile`: overlapping native-scale tiles streamed through
-the model in batches, averaged into one probability map) and its experiment's
-post-processing. Nuclei are found once on the whole stitched probability map,
-never per tile, so a nucleus across a tile border is neither cut nor counted twice.
+maps resized back; `tile`: overlapping native-scale tiles streamed through
+the model in batches, averaged into one map per channel), its test-time
+augmentation and its post-processing: the target's watershed
+(`postprocess.postprocess`) with the model's tuned settings (postprocess.json)
+or its experiment's fixed ones (`inference.postprocessing`). Nuclei are found
+once on the whole stitched maps, never per tile, so a nucleus across a tile
+border is neither cut nor counted twice.
 
 `evaluate_on` scores a model on another dataset's images with the metrics of the
 evaluate stage (`inference.evaluate_split`).
@@ -41,8 +45,16 @@ from nucleiflow.device import DeviceSetup
 from nucleiflow.errors import DataFormatError
 from nucleiflow.io import atomic_dir
 from nucleiflow.segmentation.data import split_ids
-from nucleiflow.segmentation.inference import evaluate_split, predict_resized, predict_tiled
-from nucleiflow.segmentation.instances import instances_from_binary
+from nucleiflow.segmentation.heads import BINARY, OutputLayout, foreground
+from nucleiflow.segmentation.inference import (
+    NO_TTA,
+    EvalOptions,
+    evaluate_split,
+    nuclei_of,
+    predict_image,
+    predicted_types,
+)
+from nucleiflow.segmentation.postprocess import WatershedParams
 from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
@@ -61,12 +73,16 @@ NUCLEUS_COLUMNS = (
     "mean_green",
     "mean_blue",
 )
+TYPE_COLUMN = "type"  # added to the nucleus rows of a model with a type head
 IMAGE_COLUMNS = ("image_id", "height", "width", "n_nuclei", "foreground_fraction", "seconds")
 
 
 @dataclass
 class LoadedModel:
-    """A trained model ready for inference, with the settings it was trained with."""
+    """A trained model ready for inference, with the settings it was trained with and its post-processing.
+
+    `params` None: the target's fixed settings at `threshold` (`inference.EvalOptions`).
+    """
 
     model: torch.nn.Module
     setup: DeviceSetup
@@ -76,39 +92,69 @@ class LoadedModel:
     batch_size: int
     prefilter_sigma: float
     input_scaling: str
+    layout: OutputLayout = BINARY
+    params: WatershedParams | None = None
+    tta: str = NO_TTA
 
     @property
     def prepare(self) -> dict:
         """The input preparation the model was trained with (pre-filter, scaling): inference must match it."""
         return {"prefilter_sigma": self.prefilter_sigma, "input_scaling": self.input_scaling}
 
+    @property
+    def options(self) -> EvalOptions:
+        return EvalOptions(
+            self.size,
+            self.threshold,
+            self.setup,
+            self.policy,
+            self.batch_size,
+            params=self.params,
+            progress=False,
+            layout=self.layout,
+            tta=self.tta,
+            **self.prepare,
+        )
 
-def load_model(spec: ModelSpec | dict, model_path, threads: int = 1) -> LoadedModel:
-    """The best checkpoint of a model cell on the configured device (the checkpoint must match `spec`)."""
-    from nucleiflow.segmentation.run import load_trained
+
+def load_model(
+    spec: ModelSpec | dict, model_path, threads: int = 1, *, postprocess: dict | None = None, params_path=None
+) -> LoadedModel:
+    """The best checkpoint of a model cell on the configured device (the checkpoint must match `spec`).
+
+    Its post-processing: the tuned settings of `params_path` (the model's postprocess.json), else the
+    experiment's `postprocess` section (`inference.postprocessing`).
+    """
+    from nucleiflow.segmentation.run import eval_settings, load_trained, spec_postprocessing
 
     spec = ModelSpec.from_dict(spec)
-    training = spec.training
+    chosen = spec_postprocessing(spec, postprocess, params_path)
     model, setup, _ = load_trained(spec, model_path, threads)
     model.eval().to(setup.device)
+    settings = eval_settings(spec)
     return LoadedModel(
         model,
         setup,
-        training["input_size"],
-        training.get("size_policy", "resize"),
-        training["threshold"],
-        training["batch_size"],
-        training.get("prefilter_sigma", 0.0) or 0.0,
-        training.get("input_scaling", "imagenet"),
+        settings["size"],
+        settings["policy"],
+        settings["threshold"],
+        settings["batch_size"],
+        settings["prefilter_sigma"] or 0.0,
+        settings["input_scaling"],
+        layout=settings["layout"],
+        params=chosen.params,
+        tta=chosen.tta,
     )
+
+
+def predicted_maps(loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
+    """The model's maps (C, H, W) float32 of one RGB uint8 image at its native size (`heads.probabilities`)."""
+    return predict_image(loaded.model, image, loaded.options).astype(np.float32)
 
 
 def probability(loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
     """Foreground probability (H, W) float32 of one RGB uint8 image at its native size."""
-    if loaded.policy == "tile":
-        tiled = predict_tiled(loaded.model, image, loaded.size, loaded.setup, loaded.batch_size, **loaded.prepare)
-        return tiled.astype(np.float32)
-    return predict_resized(loaded.model, [image], loaded.size, loaded.setup, **loaded.prepare)[0].astype(np.float32)
+    return foreground(predicted_maps(loaded, image)[None], loaded.layout)[0]
 
 
 # ---------------------------------------------------------------- reading the images to segment
@@ -132,10 +178,14 @@ def image_reader(source: str | Path) -> tuple[list[str], callable]:
 # ---------------------------------------------------------------- per-image outputs
 
 
-def nucleus_table(image_id: str, labels: np.ndarray, image: np.ndarray) -> pd.DataFrame:
-    """One row per nucleus: label, centroid, area, perimeter, eccentricity, solidity, mean intensity per channel."""
+def nucleus_table(image_id: str, labels: np.ndarray, image: np.ndarray, types: dict | None = None) -> pd.DataFrame:
+    """One row per nucleus: label, centroid, area, perimeter, eccentricity, solidity, mean intensity per channel.
+
+    With `types` ({label: type}, a type head's vote) a `type` column follows.
+    """
+    columns = list(NUCLEUS_COLUMNS) + ([TYPE_COLUMN] if types is not None else [])
     if not labels.any():
-        return pd.DataFrame(columns=list(NUCLEUS_COLUMNS))
+        return pd.DataFrame(columns=columns)
     props = regionprops_table(
         labels,
         intensity_image=image,
@@ -152,7 +202,9 @@ def nucleus_table(image_id: str, labels: np.ndarray, image: np.ndarray) -> pd.Da
     )
     table.insert(0, "image_id", image_id)
     table["area"] = table["area"].astype(int)
-    return table[list(NUCLEUS_COLUMNS)]
+    if types is not None:
+        table[TYPE_COLUMN] = [int(types.get(int(label), 0)) for label in table["label"]]
+    return table[columns]
 
 
 def outline_overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -178,16 +230,18 @@ def predict_images(
     source: str | Path,
     out_dir: str | Path,
     *,
-    postprocess: dict | None = None,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Segment every image of `source` into `out_dir` (layout in the module docstring), atomically.
 
-    Returns (one row per image: IMAGE_COLUMNS, one row per nucleus: NUCLEUS_COLUMNS).
+    Returns (one row per image: IMAGE_COLUMNS, one row per nucleus: NUCLEUS_COLUMNS and, with a type
+    head, `type`). The settings are the loaded model's (`load_model`).
     """
     ids, read = image_reader(source)
     if not ids:
         raise DataFormatError(f"{source}: no images to segment")
+    options = loaded.options
+    columns = list(NUCLEUS_COLUMNS) + ([TYPE_COLUMN] if loaded.layout.type_classes else [])
     rows, tables = [], []
     with atomic_dir(out_dir) as tmp:
         for sub in ("labels", "probabilities", "overlays", "nuclei"):
@@ -195,10 +249,12 @@ def predict_images(
         for image_id in tqdm(ids, desc="predict", unit="img", disable=not progress):
             image = read(image_id)
             started = time.perf_counter()
-            prob = probability(loaded, image)
-            labels = instances_from_binary(prob > loaded.threshold, **(postprocess or {}))
+            maps = predicted_maps(loaded, image)
+            prob = foreground(maps[None], loaded.layout)[0]
+            labels = nuclei_of(maps, loaded.layout, options.watershed)
+            types = predicted_types(labels, maps, loaded.layout)
             seconds = time.perf_counter() - started
-            nuclei = nucleus_table(image_id, labels, image)
+            nuclei = nucleus_table(image_id, labels, image, types)
             write_image_outputs(tmp, image_id, image, prob, labels, nuclei)
             h, w = labels.shape
             rows.append(
@@ -213,7 +269,7 @@ def predict_images(
             )
             if len(nuclei):
                 tables.append(nuclei)
-    nuclei = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(NUCLEUS_COLUMNS))
+    nuclei = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
     return pd.DataFrame(rows, columns=list(IMAGE_COLUMNS)), nuclei
 
 
@@ -234,10 +290,21 @@ def target_ids(store: Store, manifest_path, subset: str) -> list[str]:
 
 
 def evaluate_on(
-    spec, model_path, store_path, manifest_path, subset: str, *, threads: int = 1, postprocess: dict | None = None
+    spec,
+    model_path,
+    store_path,
+    manifest_path,
+    subset: str,
+    *,
+    threads: int = 1,
+    postprocess: dict | None = None,
+    params_path=None,
 ) -> pd.DataFrame:
-    """Per-image pixel and object metrics of one model on another dataset's images (evaluate stage's columns)."""
-    loaded = load_model(spec, model_path, threads)
+    """Per-image pixel and object metrics of one model on another dataset's images (evaluate stage's columns).
+
+    The model's own post-processing is used (`load_model`: tuned on its own validation split, or fixed).
+    """
+    loaded = load_model(spec, model_path, threads, postprocess=postprocess, params_path=params_path)
     store = Store(store_path)
     return evaluate_split(
         loaded.model,
@@ -247,8 +314,10 @@ def evaluate_on(
         threshold=loaded.threshold,
         setup=loaded.setup,
         progress=False,
-        postprocess=postprocess,
+        params=loaded.params,
         policy=loaded.policy,
         batch_size=loaded.batch_size,
+        layout=loaded.layout,
+        tta=loaded.tta,
         **loaded.prepare,
     )

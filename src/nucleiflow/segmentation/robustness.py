@@ -33,7 +33,7 @@ from nucleiflow.errors import ConfigError, DataFormatError, choices_error, requi
 from nucleiflow.segmentation.data import split_ids
 from nucleiflow.segmentation.inference import EvalOptions, evaluate_images
 from nucleiflow.segmentation.robustness_report import NORMALISED
-from nucleiflow.segmentation.run import eval_settings, load_trained
+from nucleiflow.segmentation.run import eval_settings, load_trained, spec_postprocessing
 from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
@@ -206,17 +206,23 @@ def sweep_from_spec(
     *,
     threads: int = 1,
     postprocess: dict | None = None,
+    params_path=None,
     progress: bool = False,
 ) -> pd.DataFrame:
-    """The robustness sweep of one trained cell on the test split: the model is loaded once."""
+    """The robustness sweep of one trained cell on the test split: the model is loaded once.
+
+    Nuclei are found with the clean evaluation's settings: the model's tuned postprocess.json
+    (`params_path`) or the experiment's fixed `postprocess` section.
+    """
     spec = ModelSpec.from_dict(spec)
+    chosen = spec_postprocessing(spec, postprocess, params_path)
     model, setup, _ = load_trained(spec, model_path, threads)
     store = Store(store_path)
     ids = split_ids(pd.read_csv(split_path), SPLIT)
     clean = pd.read_csv(clean_path)
     if sorted(clean["image_id"].astype(str)) != sorted(ids):
         raise DataFormatError(f"{clean_path}: its images are not the {SPLIT} split of {split_path}")
-    options = EvalOptions(**eval_settings(spec), setup=setup, postprocess=postprocess or {}, progress=progress)
+    options = EvalOptions(**eval_settings(spec), setup=setup, params=chosen.params, tta=chosen.tta, progress=progress)
     reference = robustness.get("normalisation_reference")
     normaliser = StainNormaliser(reference_image(store, reference)) if reference else None
     frame = sweep(

@@ -1,4 +1,4 @@
-"""One segmentation experiment cell, end to end: build, train, evaluate.
+"""One segmentation experiment cell, end to end: build, train, tune the post-processing, evaluate.
 
 `spec` is the `ModelSpec` of a model cell; the workflow passes it as a plain
 dict (rules/common.smk:model_spec) and the functions here accept either. It
@@ -26,7 +26,17 @@ from nucleiflow.models import build_model, count_parameters, model_size_mb
 from nucleiflow.pretrained import check_weights_available
 from nucleiflow.segmentation.augment import load_pipeline
 from nucleiflow.segmentation.data import SegmentationDataset, make_loader, split_ids
-from nucleiflow.segmentation.inference import evaluate_split, timing_summary
+from nucleiflow.segmentation.heads import layout_of
+from nucleiflow.segmentation.inference import (
+    EvalOptions,
+    evaluate_split,
+    postprocessing,
+    timing_summary,
+    tune_model,
+    tuning_ids,
+    tuning_record,
+)
+from nucleiflow.segmentation.postprocess import DEFAULT_GRIDS
 from nucleiflow.segmentation.training import SegmentationTrainer, TrainSettings
 from nucleiflow.store import Store
 
@@ -50,6 +60,7 @@ def build_from_spec(spec: ModelSpec | dict, encoder_weights: str | None = None) 
     return build_model(
         spec.arch,
         spec.encoder,
+        classes=layout_of(spec.training).channels,
         dropout=reg["dropout"],
         extra_blocks=reg["extra_blocks"],
         encoder_weights=encoder_weights,
@@ -88,6 +99,7 @@ def train_from_spec(
             random_tiles=name == "train",
             input_scaling=training.get("input_scaling", INPUT_SCALINGS[0]),
             mask_preprocessing=training.get("mask_preprocessing", MASK_PREPROCESSING[0]),
+            layout=layout_of(training),
         )
         for name in ("train", "val")
     }
@@ -113,6 +125,7 @@ def train_from_spec(
         lr_factor=training["lr_factor"],
         early_stopping_patience=training["early_stopping_patience"],
         threshold=training["threshold"],
+        layout=layout_of(training),
         seed=spec.seed,
         identity=checkpoint_identity(spec),
     )
@@ -187,7 +200,45 @@ def eval_settings(spec: ModelSpec | dict) -> dict:
         # The input preparation of training (a pre-filter only at training would be a train/test mismatch).
         "prefilter_sigma": training["prefilter_sigma"],
         "input_scaling": training.get("input_scaling", INPUT_SCALINGS[0]),
+        "layout": layout_of(training),
     }
+
+
+def spec_postprocessing(spec: ModelSpec | dict, postprocess: dict | None, params_path=None):
+    """`inference.postprocessing` of a spec's model: its tuned settings (`params_path`) or the experiment's."""
+    training = ModelSpec.from_dict(spec).training
+    return postprocessing(layout_of(training), postprocess, training["threshold"], params_path)
+
+
+def tune_from_spec(
+    spec: ModelSpec | dict,
+    model_path,
+    store_path,
+    split_path,
+    postprocess: dict | None = None,
+    *,
+    threads: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Tune the post-processing of the best checkpoint on the validation split; returns the postprocess.json record.
+
+    At most `postprocess.tune_images` validation images (a sample seeded by the spec's seed) are predicted,
+    with the experiment's test-time augmentation, and every setting of `postprocess.grid` (default: the
+    target's `DEFAULT_GRIDS`) is scored by mean PQ. No other split is read.
+    """
+    spec = ModelSpec.from_dict(spec)
+    config = dict(postprocess or {})
+    layout = layout_of(spec.training)
+    grid = config.get("grid") or DEFAULT_GRIDS[layout.target]
+    tta = config.get("tta", "none")
+    model, setup, _ = load_trained(spec, model_path, threads)
+    store = Store(store_path)
+    ids = tuning_ids(split_ids(pd.read_csv(split_path), "val"), config.get("tune_images", 200), spec.seed)
+    options = EvalOptions(**eval_settings(spec), setup=setup, tta=tta, progress=progress)
+    log.info("tuning the %s post-processing on %d validation images (TTA %s)", layout.target, len(ids), tta)
+    result = tune_model(model, store, ids, options, grid)
+    log.info("tuned: %s, mean validation PQ %.4f", result.params, result.mean_pq)
+    return tuning_record(result, ids, grid, tta)
 
 
 def evaluate_from_spec(
@@ -201,9 +252,15 @@ def evaluate_from_spec(
     threads: int = 1,
     progress: bool = True,
     postprocess: dict | None = None,
+    params_path=None,
 ) -> tuple[pd.DataFrame, dict]:
-    """Per-image metrics and timing of the best checkpoint on one split."""
+    """Per-image metrics and timing of the best checkpoint on one split.
+
+    `postprocess` is the experiment's `postprocess` section; `params_path` the model's tuned settings
+    (postprocess.json), required when the experiment tunes (`inference.postprocessing`).
+    """
     spec = ModelSpec.from_dict(spec)
+    chosen = spec_postprocessing(spec, postprocess, params_path)
     model, setup, state = load_trained(spec, model_path, threads)
     store = Store(store_path)
     ids = split_ids(pd.read_csv(split_path), subset)
@@ -215,7 +272,8 @@ def evaluate_from_spec(
         setup=setup,
         predictions_path=predictions_path,
         progress=progress,
-        postprocess=postprocess,
+        params=chosen.params,
+        tta=chosen.tta,
         **eval_settings(spec),
     )
     timing = timing_summary(per_image, str(setup.device))

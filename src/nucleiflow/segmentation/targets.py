@@ -39,7 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 from nucleiflow.catalog import INSTANCE_TARGETS
-from nucleiflow.errors import ConfigError, choices_error
+from nucleiflow.errors import ConfigError, DataFormatError, choices_error
 from nucleiflow.segmentation.instances import _as_label_map
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
@@ -113,6 +113,8 @@ TARGETS: dict[str, Callable[..., np.ndarray]] = {
     "hv": hv_target,
 }
 TARGET_CHANNELS = {"binary": 1, "contour": 3, "hv": 3}
+# Channels of the training target as a dataset yields it (`packed_target`): contour as one class-index channel.
+PACKED_CHANNELS = {"binary": 1, "contour": 1, "hv": 3}
 
 
 def make_target(name: str, instances, **options) -> np.ndarray:
@@ -120,3 +122,20 @@ def make_target(name: str, instances, **options) -> np.ndarray:
     if name not in TARGETS:
         raise choices_error("instance target", name, INSTANCE_TARGETS)
     return TARGETS[name](instances, **options)
+
+
+def packed_target(name: str, instances, classes=None) -> np.ndarray:
+    """float32 (K, H, W) training target of `name` as losses take it (see `heads`), type class map appended.
+
+    binary: (1, H, W) 0/1; contour: (1, H, W) class index 0/1/2; hv: (3, H, W).
+    `classes` (H, W) nucleus type per pixel (0 background), given for a type head, becomes one more channel.
+    """
+    target = make_target(name, instances).astype(np.float32)
+    if target.ndim == 2:
+        target = target[None]
+    if classes is None:
+        return target
+    classes = np.asarray(classes)
+    if classes.shape != target.shape[1:]:
+        raise DataFormatError(f"type map shape {classes.shape} does not match instance map shape {target.shape[1:]}")
+    return np.concatenate([target, classes[None].astype(np.float32)])

@@ -6,6 +6,11 @@ per (epoch, sample) by the dataset, so a resumed run replays them exactly.
 
 L2 regularisation is a penalty added to the loss on the chosen kernels (as a
 Keras kernel_regularizer), not AdamW-style decay: see `models.l2_penalty`.
+
+The loss follows the training target (`losses.build_target_loss`); Dice, IoU,
+accuracy and sensitivity always count nucleus pixels (`heads.foreground` of
+the prediction vs `heads.foreground_truth`), so they, and the best checkpoint,
+compare across targets.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from nucleiflow.device import DeviceSetup
 from nucleiflow.engine import EngineSettings, StepOutput
 from nucleiflow.engine import Trainer as Engine
 from nucleiflow.models import l2_penalty
-from nucleiflow.segmentation.losses import build_loss
+from nucleiflow.segmentation import heads
+from nucleiflow.segmentation.heads import BINARY, OutputLayout
+from nucleiflow.segmentation.losses import build_target_loss
 from nucleiflow.segmentation.metrics import metrics_from_counts
 
 TRAIN_METRICS = ("loss", "acc", "dice", "sensitivity", "iou")
@@ -35,12 +42,17 @@ class TrainSettings(EngineSettings):
     threshold: float = 0.5
     best_metric: str = "val_dice"
     best_mode: str = "max"
+    layout: OutputLayout = BINARY  # the training target and type head: the loss and what is counted
 
 
-def batch_counts(logits: torch.Tensor, target: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Per-image (tp, fp, fn, tn) as an (N, 4) int64 tensor."""
-    pred = torch.sigmoid(logits.float()) > threshold
-    truth = target > 0.5
+def batch_counts(
+    logits: torch.Tensor, target: torch.Tensor, threshold: float, layout: OutputLayout = BINARY
+) -> torch.Tensor:
+    """Per-image nucleus-pixel (tp, fp, fn, tn) as an (N, 4) int64 tensor, for every target of `layout`."""
+    if target.ndim == 3:  # a channel-less binary mask
+        target = target.unsqueeze(1)
+    pred = heads.foreground(heads.probabilities(logits, layout), layout) > threshold
+    truth = heads.foreground_truth(target, layout)
     dims = tuple(range(1, pred.ndim))
     tp = (pred & truth).sum(dims)
     fp = (pred & ~truth).sum(dims)
@@ -74,18 +86,18 @@ class EpochMeter:
 
 
 class SegmentationStep:
-    """One batch of (images, masks, index): forward under autocast, loss in fp32, pixel counts for the meter."""
+    """One batch of (images, targets, index): forward under autocast, loss in fp32, pixel counts for the meter."""
 
-    def __init__(self, threshold: float):
-        self.threshold = threshold
+    def __init__(self, threshold: float, layout: OutputLayout = BINARY):
+        self.threshold, self.layout = threshold, layout
 
     def __call__(self, trainer: Engine, batch) -> StepOutput:
-        images, masks, _ = batch
-        images, masks = trainer.to_device(images, image=True), trainer.to_device(masks)
+        images, targets, _ = batch
+        images, targets = trainer.to_device(images, image=True), trainer.to_device(targets)
         with trainer.autocast():
             logits = trainer.model(images)
-        loss = trainer.loss_fn(logits.float(), masks)
-        return StepOutput(loss, (batch_counts(logits.detach(), masks, self.threshold),))
+        loss = trainer.loss_fn(logits.float(), targets)
+        return StepOutput(loss, (batch_counts(logits.detach(), targets, self.threshold, self.layout),))
 
 
 class SegmentationTrainer(Engine):
@@ -106,8 +118,8 @@ class SegmentationTrainer(Engine):
             settings,
             setup,
             out_dir,
-            loss_fn=build_loss(settings.loss),
-            step=SegmentationStep(settings.threshold),
+            loss_fn=build_target_loss(settings.layout, settings.loss),
+            step=SegmentationStep(settings.threshold, settings.layout),
             meter=EpochMeter,
             penalty=(lambda m: l2_penalty(m, l2, scope)) if l2 else None,
             progress=progress,
