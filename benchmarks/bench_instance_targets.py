@@ -8,6 +8,7 @@ solution's masks, none of them in any training set of ours), tunes each
 target's watershed on the validation images only, and scores the test images:
 
 * pixel IoU of the foreground;
+* the standard deviation of PQ over the test images, and the tuned setting's mean PQ on the validation images;
 * AJI (Kumar et al. 2017), PQ (Kirillov et al. 2019; IoU > 0.5 matches) and
   the DSB2018 competition's object score (mean over IoU thresholds 0.5-0.95 of
   TP / (TP + FP + FN)), mean over test images.
@@ -19,16 +20,17 @@ binary model can do, not with a strawman. The split (seed, fractions, strata)
 is the workflow's own `splits.make_split`. Prints a Markdown table and the
 training time of each model; writes the table as CSV to `--out`.
 
-    .venv/bin/python benchmarks/bench_instance_targets.py                 # 40 epochs per target
+    .venv/bin/python benchmarks/bench_instance_targets.py                 # 60 epochs per target
     .venv/bin/python benchmarks/bench_instance_targets.py --epochs 2      # a quick check of the path
+    .venv/bin/python benchmarks/bench_instance_targets.py --workdir /tmp/targets --tta d4  # models kept, reused
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +38,7 @@ import torch
 import yaml
 from snakemake.utils import validate
 
+from nucleiflow.catalog import TTA_MODES
 from nucleiflow.config import check_config, model_spec
 from nucleiflow.datasets.dsb2018 import convert_dsb2018
 from nucleiflow.io import write_csv, write_json
@@ -56,7 +59,7 @@ SPLIT = {
 }
 
 
-def experiment_config(target: str, epochs: int, threads: int) -> dict:
+def experiment_config(target: str, epochs: int, tta: str) -> dict:
     training = {
         "epochs": epochs,
         "batch_size": 4,
@@ -77,11 +80,11 @@ def experiment_config(target: str, epochs: int, threads: int) -> dict:
         "training": training,
         "evaluate_splits": ["test"],
         # Binary: the demo's fixed watershed; every target is also tuned on the validation images below.
-        "postprocess": {"watershed": True, "tune": True},
+        "postprocess": {"watershed": True, "tune": True, "tta": tta},
     }
 
 
-def build_config(epochs: int, threads: int, seed: int) -> dict:
+def build_config(epochs: int, tta: str, seed: int) -> dict:
     config = {
         "seed": seed,
         "datasets": {
@@ -92,26 +95,33 @@ def build_config(epochs: int, threads: int, seed: int) -> dict:
             }
         },
         "augmentation": {"flips_rotations": {"rotate": True, "hflip": 0.5, "vflip": 0.5}},
-        "segmentation": {f"dsb_{t}": experiment_config(t, epochs, threads) for t in TARGETS},
+        "segmentation": {f"dsb_{t}": experiment_config(t, epochs, tta) for t in TARGETS},
     }
     validate(config, str(SCHEMA))  # fills the schema's defaults, as the workflow does
     check_config(config)
     return config
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="split, initialisation and augmentation seed")
+    parser.add_argument("--tta", choices=TTA_MODES, default="none", help="test-time augmentation, tuning included")
     parser.add_argument("--data", type=Path, default=SHARED_DSB)
-    parser.add_argument("--workdir", type=Path, help="keep stores, models and evaluations here (default: temporary)")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep the store and models here (default: temporary); trained models are reused"
+    )
     parser.add_argument("--out", type=Path, help="write the table as CSV")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     if not args.data.is_dir():
         raise SystemExit(f"{args.data}: not found; the 45 shared DSB2018 images are expected there")
     torch.set_num_threads(args.threads)
-    config = build_config(args.epochs, args.threads, args.seed)
+    config = build_config(args.epochs, args.tta, args.seed)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
@@ -132,11 +142,9 @@ def main() -> None:
             name = f"dsb_{target}"
             spec = model_spec(config, "dsb2018", name, "resunet", "none", "none")
             model_dir = work / name
-            started = time.perf_counter()
             info = train_from_spec(spec, store_path, split_path, pipeline_path, model_dir, threads=args.threads)
-            train_seconds = time.perf_counter() - started
             postprocess = config["segmentation"][name]["postprocess"]
-            tuned_path = model_dir / "postprocess.json"
+            tuned_path = model_dir / f"postprocess_tta_{args.tta}.json"
             record = tune_from_spec(
                 spec, model_dir / "model.pt", store_path, split_path, postprocess, threads=args.threads, progress=False
             )
@@ -164,15 +172,17 @@ def main() -> None:
                         "target": target,
                         "post-processing": label,
                         **{title: per_image[key].mean() for key, title in METRICS.items()},
+                        "PQ std": per_image["pq"].std(),  # spread over the test images
+                        "val PQ": json.loads(params_path.read_text())["mean_pq"] if params_path else None,
                         "epochs": info["epochs_run"],
-                        "train s": round(train_seconds),
+                        "train s": round(info["train_seconds"]),
                     }
                 )
         table = pd.DataFrame(rows)
     print(table.to_markdown(index=False, floatfmt=".3f"))
     if args.out:
         write_csv(args.out, table)
-    print(yaml.safe_dump({"torch_threads": args.threads, "epochs": args.epochs, "seed": args.seed}).strip())
+    print(yaml.safe_dump({"torch_threads": args.threads, "epochs": args.epochs, "seed": args.seed, "tta": args.tta}))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ HOW_PROVEN = {
     ".venv/bin/python benchmarks/bench_data_pipeline.py --device cuda --encoder resnet50 --size 256 --batch 16 "
     "--workers 0,3,7 --amp --store results/pannuke/store.h5": BENCHMARK_ARGS,
     ".venv/bin/python benchmarks/bench_explain.py": BENCHMARK_ARGS,
+    ".venv/bin/python benchmarks/bench_instance_targets.py --workdir /tmp/targets": BENCHMARK_ARGS,
+    ".venv/bin/python benchmarks/bench_instance_targets.py --workdir /tmp/targets --tta d4": BENCHMARK_ARGS,
     ".venv/bin/snakemake -c2 results/dsb2018/dsb_resunet/explanations/resunet/none/none/lrp_statistics.csv": DRY_RUN,
     OWN_IMAGES_COMMAND: "test_own_images_readme_steps_plan_the_prediction",
 }
