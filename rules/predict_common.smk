@@ -7,6 +7,7 @@ from nucleiflow.config import (
     evaluate_on_targets,
     inference_cell,
     inference_source,
+    tunes_postprocess,
 )
 from nucleiflow.paths import (
     CROSS_EVAL,
@@ -35,18 +36,15 @@ wildcard_constraints:
 CELL_KEYS = ("dataset", "experiment", "arch", "encoder", "reg")
 
 
-def tunes_postprocess(name):
+def experiment_tunes(name):
     """Whether experiment `name` tunes its post-processing on the validation split."""
-    # Imported here: the post-processing module needs scipy and scikit-image, only asked for when used.
-    from nucleiflow.segmentation.postprocess import tunes
-
     exp = SEGMENTATION[name]
-    return tunes(exp["training"].get("target", "binary"), exp.get("postprocess", {}))
+    return tunes_postprocess(exp["training"].get("target", "binary"), exp.get("postprocess", {}))
 
 
 def tuned_params_of(cell):
     """The tuned settings file of a model cell (a dict of CELL_KEYS); nothing when its experiment does not tune."""
-    if not tunes_postprocess(cell["experiment"]):
+    if not experiment_tunes(cell["experiment"]):
         return []
     return [POSTPROCESS_PARAMS.format(**{key: cell[key] for key in CELL_KEYS})]
 

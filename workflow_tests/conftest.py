@@ -108,3 +108,16 @@ def dsb_store(tmp_path_factory) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def touching_discs(centres, radii, shape=(64, 64)) -> np.ndarray:
+    """Label map of discs; where two overlap, a pixel goes to the disc it is relatively closer to (they touch)."""
+    rows, cols = np.indices(shape)
+    labels = np.zeros(shape, dtype=np.int32)
+    nearest = np.full(shape, np.inf)
+    for label, ((r, c), radius) in enumerate(zip(centres, radii), start=1):
+        distance = np.hypot(rows - r, cols - c) / radius
+        inside = (distance <= 1) & (distance < nearest)
+        labels[inside] = label
+        nearest[inside] = distance[inside]
+    return labels

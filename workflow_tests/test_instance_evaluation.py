@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
+from conftest import touching_discs as discs
 
 from nucleiflow.device import setup_device
 from nucleiflow.engine import save_checkpoint
@@ -62,19 +63,6 @@ CLEAN = {
     "contour": WatershedParams(min_size=0, marker_min_size=0),
     "hv": replace(DEFAULT_PARAMS["hv"], min_size=0),
 }
-
-
-def discs(centres, radii, shape=(SIZE, SIZE)):
-    """Label map of discs; where two overlap, a pixel goes to the disc it is relatively closer to (they touch)."""
-    rows, cols = np.indices(shape)
-    labels = np.zeros(shape, dtype=np.int32)
-    nearest = np.full(shape, np.inf)
-    for label, ((r, c), radius) in enumerate(zip(centres, radii), start=1):
-        distance = np.hypot(rows - r, cols - c) / radius
-        inside = (distance <= 1) & (distance < nearest)
-        labels[inside] = label
-        nearest[inside] = distance[inside]
-    return labels
 
 
 _BASE = [

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import touching_discs as discs
 from scipy import ndimage
 
 from nucleiflow import catalog
@@ -26,22 +27,6 @@ from nucleiflow.segmentation.postprocess import (
     tune_postprocess,
 )
 from nucleiflow.segmentation.targets import contour_target, hv_target, make_target
-
-SHAPE = (64, 64)
-
-
-def discs(centres, radii, shape=SHAPE):
-    """Label map of discs; where two overlap, a pixel goes to the disc it is relatively closer to (they touch)."""
-    rows, cols = np.indices(shape)
-    labels = np.zeros(shape, dtype=np.int32)
-    nearest = np.full(shape, np.inf)
-    for label, ((r, c), radius) in enumerate(zip(centres, radii), start=1):
-        distance = np.hypot(rows - r, cols - c) / radius
-        inside = (distance <= 1) & (distance < nearest)
-        labels[inside] = label
-        nearest[inside] = distance[inside]
-    return labels
-
 
 # Touching pairs, a touching row of three, isolated nuclei and one cut by the image edge.
 SCENES = [

@@ -228,6 +228,12 @@ def cross_validation_groups(config: dict) -> dict[str, list[str]]:
     return groups
 
 
+def tunes_postprocess(target: str, postprocess_config: Mapping) -> bool:
+    """Whether an experiment tunes its post-processing: `postprocess.tune`, or by default contour and hv only."""
+    tune = postprocess_config.get("tune")
+    return target != "binary" if tune is None else bool(tune)
+
+
 def check_targets(config: dict, name: str) -> None:
     """`training.target` / `type_head` against the dataset and the mask preprocessing."""
     exp = config["segmentation"][name]

@@ -108,14 +108,19 @@ def _check_document(document) -> None:
 # ---------------------------------------------------------------- loading
 
 
+def read_package_yaml(filename: str) -> object:
+    """A YAML file shipped in `nucleiflow.reporting`, parsed; a one-line DataFormatError naming it if invalid."""
+    text = resources.files("nucleiflow.reporting").joinpath(filename).read_text(encoding="utf-8")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise DataFormatError(f"{filename}: not valid YAML ({str(err).splitlines()[0]})") from err
+
+
 @functools.lru_cache(maxsize=1)
 def _parsed() -> dict:
     """The validated document, read once per process from the installed package."""
-    text = resources.files("nucleiflow.reporting").joinpath(DATA_FILE).read_text(encoding="utf-8")
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise DataFormatError(f"{DATA_FILE}: not valid YAML ({str(err).splitlines()[0]})") from err
+    document = read_package_yaml(DATA_FILE)
     _check_document(document)
     return document
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import copy
 import functools
-from importlib import resources
 from numbers import Real
 
 import pandas as pd
-import yaml
 
 from nucleiflow.errors import DataFormatError, choices_error
+from nucleiflow.reporting.published import read_package_yaml
 
 DATA_FILE = "reference_results.yaml"
 FORMAT_VERSION = 1
@@ -73,11 +72,7 @@ def _check_document(document) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _parsed() -> dict:
-    text = resources.files("nucleiflow.reporting").joinpath(DATA_FILE).read_text(encoding="utf-8")
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise DataFormatError(f"{DATA_FILE}: not valid YAML ({str(err).splitlines()[0]})") from err
+    document = read_package_yaml(DATA_FILE)
     _check_document(document)
     return document
 

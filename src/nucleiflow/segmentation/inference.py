@@ -49,6 +49,7 @@ import torch
 from tqdm import tqdm
 
 from nucleiflow.catalog import TTA_MODES
+from nucleiflow.config import tunes_postprocess
 from nucleiflow.device import DeviceSetup
 from nucleiflow.errors import ConfigError, DataFormatError, choices_error
 from nucleiflow.io import atomic_path, read_json
@@ -67,7 +68,6 @@ from nucleiflow.segmentation.postprocess import (
     params_to_dict,
     postprocess,
     tune_postprocess,
-    tunes,
 )
 from nucleiflow.segmentation.predictions import write_probability
 from nucleiflow.segmentation.targets import HV_CHANNELS
@@ -146,7 +146,7 @@ def postprocessing(
 ) -> Postprocessing:
     """The settings of one run: a tuning record's if given, else the experiment's fixed ones; logged.
 
-    An experiment that tunes (`postprocess.tunes`) must pass its record: silently falling back to the
+    An experiment that tunes (`config.tunes_postprocess`) must pass its record: silently falling back to the
     defaults would report a number nobody configured.
     """
     config = dict(postprocess_config or {})
@@ -155,7 +155,7 @@ def postprocessing(
     if params_path is not None:
         params = read_tuned_params(params_path, target)
         source = f"tuned on the validation split ({params_path})"
-    elif tunes(target, config):
+    elif tunes_postprocess(target, config):
         raise ConfigError(
             f"postprocess.tune: the {target} model's settings are tuned on the validation split; "
             "pass its postprocess.json (rule tune_postprocess), or set postprocess.tune: false"

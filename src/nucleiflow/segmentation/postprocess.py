@@ -123,12 +123,6 @@ DEFAULT_GRIDS = {
 }
 
 
-def tunes(target: str, postprocess_config: Mapping) -> bool:
-    """Whether an experiment tunes its post-processing: `postprocess.tune`, or by default contour and hv only."""
-    tune = postprocess_config.get("tune")
-    return target != "binary" if tune is None else bool(tune)
-
-
 def configured_params(target: str, postprocess_config: Mapping, threshold: float = 0.5) -> WatershedParams:
     """The fixed (untuned) settings of an experiment: the target's defaults with the config's keys applied.
 
