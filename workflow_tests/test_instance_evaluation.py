@@ -22,16 +22,15 @@ from nucleiflow.errors import ConfigError, DataFormatError
 from nucleiflow.io import write_csv, write_json
 from nucleiflow.segmentation import inference, predictor, run
 from nucleiflow.segmentation.heads import OutputLayout
-from nucleiflow.segmentation.inference import PANNUKE_COLUMNS, evaluate_split, tune_model, tuning_ids
+from nucleiflow.segmentation.inference import evaluate_split, tune_model, tuning_ids
 from nucleiflow.segmentation.instances import label_metrics, object_metrics
+from nucleiflow.segmentation.pannuke_metrics import PANNUKE_COLUMNS
 from nucleiflow.segmentation.postprocess import (
     DEFAULT_GRIDS,
     DEFAULT_PARAMS,
     WatershedParams,
     configured_params,
-    dihedral,
     params_to_dict,
-    untransform,
 )
 from nucleiflow.segmentation.predict import evaluate_on, predict_images
 from nucleiflow.segmentation.predictor import InferenceConfig, Predictor, read_tuned_params
@@ -286,22 +285,6 @@ def test_pannuke_columns_with_and_without_a_type_head(pannuke_like):
 
 
 # ---------------------------------------------------------------- test-time augmentation
-
-
-def test_batched_untransform_is_postprocess_untransform():
-    from nucleiflow.segmentation.predictor import transform_batch, untransform_batch
-
-    rng = np.random.default_rng(0)
-    maps = rng.normal(size=(2, 5, 8, 8)).astype(np.float32)
-    image = rng.integers(0, 255, (8, 8, 3)).astype(np.uint8)
-    for flip, k in dihedral("d4"):
-        for hv in (None, (1, 2)):
-            batched = untransform_batch(torch.from_numpy(maps), flip, k, hv).numpy()
-            for n in range(2):
-                np.testing.assert_array_equal(batched[n], untransform(maps[n], flip, k, hv))
-        forward = transform_batch(torch.from_numpy(image.transpose(2, 0, 1).copy())[None], flip, k)[0]
-        expected = np.rot90(image[:, ::-1] if flip else image, k, axes=(0, 1))
-        np.testing.assert_array_equal(forward.numpy().transpose(1, 2, 0), expected)
 
 
 @pytest.mark.parametrize("mode", ["flips", "d4"])

@@ -16,8 +16,9 @@ from nucleiflow.models import build_model
 from nucleiflow.segmentation import report as sr
 from nucleiflow.segmentation.augment import build_pipeline, save_pipeline
 from nucleiflow.segmentation.data import to_tensor
-from nucleiflow.segmentation.inference import evaluate_split, soft_dice_loss, timing_summary
+from nucleiflow.segmentation.inference import evaluate_split, timing_summary
 from nucleiflow.segmentation.instances import object_metrics
+from nucleiflow.segmentation.losses import soft_dice
 from nucleiflow.segmentation.predictions import read_probability
 from nucleiflow.segmentation.predictor import InferenceConfig, Predictor, tile_origins
 from nucleiflow.segmentation.run import evaluate_from_spec, train_from_spec
@@ -242,11 +243,14 @@ def test_empty_split_is_an_error(dsb_store):
 
 
 def test_soft_dice_loss_bounds():
-    truth = np.zeros((8, 8))
+    truth = torch.zeros((8, 8), dtype=torch.float64)
     truth[:4] = 1
-    assert soft_dice_loss(truth, truth) == pytest.approx(0.0)
-    assert soft_dice_loss(1 - truth, truth) == pytest.approx(1 - 1 / 65)
-    assert soft_dice_loss(np.zeros((8, 8)), np.zeros((8, 8))) == 0.0  # empty vs empty: perfect
+    assert float(soft_dice(truth, truth, (0, 1))) == pytest.approx(0.0)
+    assert float(soft_dice(1 - truth, truth, (0, 1))) == pytest.approx(1 - 1 / 65)
+    assert float(soft_dice(torch.zeros(8, 8), torch.zeros(8, 8), (0, 1))) == 0.0  # empty vs empty: perfect
+    # Per item over the given dims: a batch of the two cases.
+    both = soft_dice(torch.stack([truth, 1 - truth]), torch.stack([truth, truth]), (1, 2))
+    np.testing.assert_allclose(both.numpy(), [0.0, 1 - 1 / 65])
 
 
 def test_report_tables_from_stage_outputs(trained, pannuke_store, tmp_path):

@@ -16,8 +16,8 @@ papers' connected components or distance watershed);
 `predictor.InferenceConfig.from_spec` decides which, and says so in the log.
 
 PanNuke stores (samples with a class map) add the benchmark's per-image
-columns (`PANNUKE_COLUMNS`: tissue, bpq, mpq, pq_class_1..5; Gamper et al.
-2020). mPQ and the class PQs need predicted nucleus types, so they are NaN for
+columns (`pannuke_metrics.PANNUKE_COLUMNS`: tissue, bpq, mpq, pq_class_1..5;
+Gamper et al. 2020). mPQ and the class PQs need predicted nucleus types, so they are NaN for
 a model without a type head (scoring its untyped nuclei would give 0 in every
 class present, a number about the missing head rather than the segmentation);
 bPQ is scored for every model.
@@ -39,8 +39,9 @@ from tqdm import tqdm
 from nucleiflow.errors import ConfigError, DataFormatError
 from nucleiflow.io import atomic_path
 from nucleiflow.segmentation.instances import label_metrics
+from nucleiflow.segmentation.losses import soft_dice
 from nucleiflow.segmentation.metrics import confusion_counts, metrics_from_counts
-from nucleiflow.segmentation.pannuke_metrics import PANNUKE_CLASS_IDS, image_counts, image_scores
+from nucleiflow.segmentation.pannuke_metrics import image_counts, image_scores
 from nucleiflow.segmentation.postprocess import DEFAULT_GRIDS, TuningResult, params_to_dict, tune_postprocess
 from nucleiflow.segmentation.predictions import write_probability
 from nucleiflow.segmentation.predictor import Predictor
@@ -49,18 +50,11 @@ from nucleiflow.store import Store
 log = logging.getLogger(__name__)
 WARMUP_BATCHES = 1  # the first batch pays for lazy initialisation (cuDNN autotuning, allocations)
 # The PanNuke benchmark's per-image columns, added for stores with nucleus classes (names other stages read).
-PANNUKE_COLUMNS = ("tissue", "bpq", "mpq", *(f"pq_class_{c}" for c in PANNUKE_CLASS_IDS))
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":  # kernels run asynchronously: wait for them before reading the clock
         torch.cuda.synchronize(device)
-
-
-def soft_dice_loss(prob: np.ndarray, truth: np.ndarray, smooth: float = 1.0) -> float:
-    """The PanNuke paper's Dice loss on one image's probabilities (as in losses.DiceLoss)."""
-    intersection = float((prob * truth).sum())
-    return 1.0 - (2.0 * intersection + smooth) / (float(prob.sum()) + float(truth.sum()) + smooth)
 
 
 def _predict_batches(predictor: Predictor, store, ids, image_of=None):
@@ -81,7 +75,7 @@ def _predict_batches(predictor: Predictor, store, ids, image_of=None):
 
 
 def pannuke_columns(sample, labels: np.ndarray, types: dict[int, int] | None, tissue) -> dict:
-    """The PanNuke benchmark's columns of one image (`PANNUKE_COLUMNS`; module docstring for the NaNs)."""
+    """The PanNuke benchmark's columns of one image (`pannuke_metrics.PANNUKE_COLUMNS`; NaNs: module docstring)."""
     scores = image_scores(image_counts(sample.instances, sample.classes, labels, types, what=sample.image_id))
     if types is None:  # no type head: only bPQ means something
         scores = {key: (value if key == "bpq" else float("nan")) for key, value in scores.items()}
@@ -145,7 +139,9 @@ def _evaluate(predictor: Predictor, store, ids, h5, progress: bool, image_of=Non
         labels, types = predictor.nuclei_from_maps(maps)
         row = {
             "image_id": sample.image_id,
-            "loss": soft_dice_loss(prob, truth),
+            # The training loss's soft Dice (`losses.soft_dice`) on the image's probabilities, in float64 (a
+            # whole image's sums).
+            "loss": float(soft_dice(torch.from_numpy(prob.astype(np.float64)), torch.from_numpy(truth), (0, 1))),
             **metrics_from_counts(*counts),
             "tp": counts[0],
             "fp": counts[1],
