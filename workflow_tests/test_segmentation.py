@@ -20,13 +20,12 @@ from nucleiflow.segmentation.inference import (
     evaluate_split,
     forward_probability,
     predict_tiled,
-    soft_dice_loss,
     tile_origins,
     timing_summary,
 )
 from nucleiflow.segmentation.instances import object_metrics
 from nucleiflow.segmentation.predictions import read_probability
-from nucleiflow.segmentation.run import evaluate_from_spec, train_from_spec
+from nucleiflow.segmentation.run import eval_settings, evaluate_from_spec, train_from_spec
 from nucleiflow.splits import make_split
 from nucleiflow.store import Store
 
@@ -122,7 +121,7 @@ def test_evaluation_metrics_predictions_and_timing(trained, pannuke_store):
         assert row.f1 == row.dice
         assert row.iou == pytest.approx(row.tp / (row.tp + row.fp + row.fn) if row.tp + row.fp + row.fn else 1)
         assert row.sensitivity == pytest.approx(row.tp / (row.tp + row.fn) if row.tp + row.fn else float(row.fp == 0))
-        # The loss is the soft Dice of the probabilities, 1 - (2 sum(p g) + 1) / (sum(p) + sum(g) + 1).
+        # The loss is the training loss (TRAINING: dice): 1 - (2 sum(p g) + 1) / (sum(p) + sum(g) + 1).
         soft = 1 - (2 * prob[truth].sum() + 1) / (prob.sum() + truth.sum() + 1)
         assert row.loss == pytest.approx(soft, abs=2e-3)
     # The stored probabilities are the best checkpoint's, predicted here by hand for one image: resized to the
@@ -258,12 +257,12 @@ def test_empty_split_is_an_error(dsb_store):
         evaluate_split(MaskEcho(), Store(dsb_store), [], size=64, threshold=0.5, setup=setup_device("cpu"))
 
 
-def test_soft_dice_loss_bounds():
-    truth = np.zeros((8, 8))
-    truth[:4] = 1
-    assert soft_dice_loss(truth, truth) == pytest.approx(0.0)
-    assert soft_dice_loss(1 - truth, truth) == pytest.approx(1 - 1 / 65)
-    assert soft_dice_loss(np.zeros((8, 8)), np.zeros((8, 8))) == 0.0  # empty vs empty: perfect
+def test_the_evaluated_loss_is_the_specs_training_loss():
+    # Tables 2-4's Loss column: the loss each experiment trained with, not one fixed Dice for all.
+    for loss in ("dice_squared", "bce_dice"):
+        spec = _spec()
+        spec["training"] = {**TRAINING, "loss": loss}
+        assert eval_settings(spec)["loss"] == loss
 
 
 def test_report_tables_from_stage_outputs(trained, pannuke_store, tmp_path):

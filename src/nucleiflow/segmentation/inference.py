@@ -56,6 +56,7 @@ from nucleiflow.io import atomic_path, read_json
 from nucleiflow.segmentation.data import SIZE_POLICIES, pad_to, prepare_image, resize_pair, to_tensor
 from nucleiflow.segmentation.heads import BINARY, OutputLayout, foreground, probabilities
 from nucleiflow.segmentation.instances import label_metrics
+from nucleiflow.segmentation.losses import evaluation_loss
 from nucleiflow.segmentation.metrics import confusion_counts, metrics_from_counts
 from nucleiflow.segmentation.pannuke_metrics import PANNUKE_CLASS_IDS, image_counts, image_scores, nucleus_types
 from nucleiflow.segmentation.postprocess import (
@@ -101,6 +102,7 @@ class EvalOptions:
     input_scaling: str = "imagenet"
     layout: OutputLayout = BINARY
     tta: str = NO_TTA
+    loss: str = "dice"  # the training loss (training.loss): each image's `loss` column is this loss
 
     def __post_init__(self):
         if self.policy not in SIZE_POLICIES:
@@ -173,12 +175,6 @@ def postprocessing(
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def soft_dice_loss(prob: np.ndarray, truth: np.ndarray, smooth: float = 1.0) -> float:
-    """The PanNuke paper's Dice loss on one image's probabilities (as in losses.DiceLoss)."""
-    intersection = float((prob * truth).sum())
-    return 1.0 - (2.0 * intersection + smooth) / (float(prob.sum()) + float(truth.sum()) + smooth)
 
 
 def transform_batch(x: torch.Tensor, flip: bool, k: int) -> torch.Tensor:
@@ -385,6 +381,7 @@ def evaluate_split(
     input_scaling: str = "imagenet",
     layout: OutputLayout = BINARY,
     tta: str = NO_TTA,
+    loss: str = "dice",
 ) -> pd.DataFrame:
     """Per-image pixel and object metrics (and counts, seconds) for `ids`.
 
@@ -411,6 +408,7 @@ def evaluate_split(
         input_scaling=input_scaling,
         layout=layout,
         tta=tta,
+        loss=loss,
     )
     model.eval().to(setup.device)
     if predictions_path is None:
@@ -449,7 +447,7 @@ def _evaluate(model, store, ids, h5, options: EvalOptions, image_of=None) -> pd.
         labels = nuclei_of(maps, layout, params)
         row = {
             "image_id": sample.image_id,
-            "loss": soft_dice_loss(prob, truth),
+            "loss": evaluation_loss(options.loss, prob, truth),
             **metrics_from_counts(*counts),
             "tp": counts[0],
             "fp": counts[1],

@@ -201,6 +201,7 @@ def eval_settings(spec: ModelSpec | dict) -> dict:
         "prefilter_sigma": training["prefilter_sigma"],
         "input_scaling": training.get("input_scaling", INPUT_SCALINGS[0]),
         "layout": layout_of(training),
+        "loss": training["loss"],  # the evaluated `loss` column is the training objective
     }
 
 
