@@ -13,7 +13,7 @@ per_image = sr.collect(list(snakemake.input.per_image), cells, subsets, pd.read_
 frame = sr.comparison_frame(
     sr.metrics_summary(per_image), list(snakemake.input.infos), list(snakemake.input.timing), cells, subsets
 )
-table = sr.versus_paper(frame, snakemake.params.study)
+table = sr.versus_paper(frame, snakemake.params.study, snakemake.params.dataset_split)
 write_table(snakemake.output.table, table, f"Ours beside the published values ({snakemake.params.study} study)")
 log.info("%d comparisons with the %s study", len(table), snakemake.params.study)
 paper_index.write_index(

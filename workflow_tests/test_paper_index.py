@@ -54,6 +54,11 @@ def test_index_lists_every_item_with_its_file_and_the_run_status():
     assert "| Figure 1 | Contracting block | - | not reproducible |" in text
     resunet = pi.index_markdown("resunet_dsb2018", "dsb_resunet", "dsb2018", ("test",), comparisons=("resunet_splits",))
     assert "[../../comparisons/resunet_splits/table.csv]" in resunet
+    # Table 2's row of the experiment's own split is in its vs_paper too, beside the comparison.
+    table2 = next(line for line in resunet.splitlines() if line.startswith("| Table 2 |"))
+    assert "[tables/vs_paper.csv]" in table2
+    seen = next(line for line in resunet.splitlines() if line.startswith("| Text, Section 5.2 |"))
+    assert "not in this run" in seen  # evaluated on test only: the seen-data comparison needs train
     assert "`explanations/<arch>/<encoder>/<reg>/figure6_gradcam.png`" in resunet and "rule `explain`" in resunet
 
 
@@ -67,3 +72,8 @@ def test_readme_holds_the_generated_table_of_every_paper(paper):
         "README's paper tables drifted from nucleiflow.reporting.paper_index; regenerate them with "
         "`.venv/bin/python -m nucleiflow.reporting.paper_index`"
     )
+
+
+def test_pannuke_table1_is_approximated_because_the_decoders_differ():
+    table1 = next(item for item in pi.PANNUKE.items if item.item == "Table 1")
+    assert table1.status == pi.APPROXIMATED and "segmentation-models-pytorch" in table1.why
