@@ -77,3 +77,22 @@ def test_readme_holds_the_generated_table_of_every_paper(paper):
 def test_pannuke_table1_is_approximated_because_the_decoders_differ():
     table1 = next(item for item in pi.PANNUKE.items if item.item == "Table 1")
     assert table1.status == pi.APPROXIMATED and "segmentation-models-pytorch" in table1.why
+
+
+@pytest.mark.parametrize(
+    "paper, declared",
+    [
+        ("pannuke", ["Kaggle", "assumption", "Dropout2d", "every convolution", "equation 4", "reduce on plateau"]),
+        ("pannuke", ["median"]),
+        ("resunet_dsb2018", ["BBBC038", "256 x 256", "ImageNet", "reduce on plateau", "median"]),
+        ("classic_unet_dsb2018", ["Kaggle", "reduce on plateau", "median"]),
+        ("classification", ["micro", "batch size", "learning rate", "head-only", "small CNN's design"]),
+        ("classification", ["augmented training set", "QDA after a PCA", "Platt", "soft voting"]),
+    ],
+)
+def test_every_paper_index_declares_the_workflows_own_choices(paper, declared):
+    text = pi.index_markdown(paper, "experiment", "dataset", ("train", "val", "test"))
+    notes = text.split(pi.NOTES_HEADING, 1)[1]
+    for phrase in declared:
+        assert phrase in notes, f"{paper}: the paper index does not declare {phrase!r}"
+    assert pi.NOTES_HEADING in pi.readme_tables()

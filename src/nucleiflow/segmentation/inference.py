@@ -16,8 +16,9 @@ foreground probability (`heads.foreground`) at the training threshold. Nuclei
 come from the target's post-processing (`postprocess.postprocess`) with one
 `WatershedParams`: tuned on the validation split (`tune_model`, written as the
 model's postprocess.json) or the experiment's fixed settings
-(`postprocess.configured_params`, which for a binary model is exactly the
-papers' connected components or distance watershed). `postprocessing` decides
+(`postprocess.configured_params`: for a binary model, connected components or a
+distance watershed, our choice: the four papers do not say how they separate
+nuclei). `postprocessing` decides
 which, and says so in the log.
 
 Test-time augmentation (`postprocess.tta`: flips or d4) averages the maps over

@@ -130,6 +130,7 @@ def comparison_frame(
             "encoder": cell["encoder"],
             "reg": cell["reg"],
             "split": subset,
+            # The median per image (robust to stalls), where the papers give an average: declared in the paper index.
             "inference_s": timing["median_s"],
             "training_min": info["train_seconds"] / 60.0,
             "parameters": info["trainable"],
