@@ -96,3 +96,24 @@ def test_every_paper_index_declares_the_workflows_own_choices(paper, declared):
     for phrase in declared:
         assert phrase in notes, f"{paper}: the paper index does not declare {phrase!r}"
     assert pi.NOTES_HEADING in pi.readme_tables()
+
+
+# Phrases that credited the papers with the workflow's own choices (none of the four papers says these).
+MISATTRIBUTIONS = (
+    "the study's setting",
+    "papers' connected components",
+    "the paper's SVC",
+    "the paper's schedule",
+    "L2 is a penalty `l2 * sum(w^2)` on the kernels of the added blocks",
+)
+
+
+def test_no_file_credits_the_papers_with_our_choices():
+    files = [REPO / "README.md", *(REPO / "config").glob("*.yaml"), *(REPO / "src" / "nucleiflow").rglob("*.py")]
+    found = [
+        f"{path.relative_to(REPO)}: {phrase!r}"
+        for path in files
+        for phrase in MISATTRIBUTIONS
+        if phrase in path.read_text()
+    ]
+    assert not found, found

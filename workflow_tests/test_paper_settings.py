@@ -216,6 +216,9 @@ def test_paper_config_uses_the_papers_settings():
     assert seg["pannuke_paper"]["augmentation"] is None and seg["pannuke_paper"]["training"]["loss"] == "dice_squared"
     reg = config["regularization"]
     assert reg["unet_resnet50"]["decoder_dropout"] == [0.2, 0.5]
+    # Section 5.2's seen-data comparison needs the original split's train and val evaluated; Table 2 only test.
+    assert {"train", "val", "test"} <= set(seg["dsb_resunet_original"]["evaluate_splits"])
+    assert seg["dsb_resunet_80_10_10"]["evaluate_splits"] == seg["dsb_resunet_70_20_10"]["evaluate_splits"] == ["test"]
 
 
 def test_paper_regularization_follows_each_models_own_section():
