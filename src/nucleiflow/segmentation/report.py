@@ -160,8 +160,11 @@ def versus_paper(frame: pd.DataFrame, study: str, dataset_split: str | None = No
             continue  # the paper's numbers for another split of the data
         if DATASET_SPLIT in spec["keys"] and dataset_split is None:
             continue
-        ours_all = frame.assign(**{DATASET_SPLIT: dataset_split}) if DATASET_SPLIT in spec["keys"] else frame
-        metrics = [m for m in spec["metrics"] if m in ours_all or f"{m}_mean" in ours_all]
+        ours_all, metrics = frame, spec["metrics"]
+        if DATASET_SPLIT in spec["keys"]:
+            ours_all = frame.assign(**{DATASET_SPLIT: dataset_split})
+            # Table 2 of the residual U-Net study also prints each split's image counts: reference, not results.
+            metrics = [m for m in metrics if m in ours_all or f"{m}_mean" in ours_all]
         keys = _keys(study, table)
         for reg, ours in ours_all.groupby("reg", sort=False):
             wide = beside_published(ours.drop_duplicates(keys), study, table, metrics=metrics)
