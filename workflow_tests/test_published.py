@@ -425,8 +425,8 @@ def test_a_split_variant_is_compared_with_its_own_splits_row():
     table = versus_paper(_resunet_frame(), "resunet_dsb2018", "split_80_10_10")
     iou = table[table["metric"] == "iou"]
     # Table 2's 80/10/10 row (0.85), not Table 1's original-split 0.882.
-    assert iou[["table", "dataset_split", "ours", "paper"]].values.tolist() == [
-        ["split_iou", "split_80_10_10", 0.80, 0.85]
+    assert iou[["table", "dataset_split", "split", "ours", "paper"]].values.tolist() == [
+        ["split_iou", "split_80_10_10", "test", 0.80, 0.85]
     ]
     assert not set(table["table"]) & {"test_metrics", "seen_data"}  # measured on the original split
     assert set(table["table"]) == {"split_iou", "timing", "model_size"}

@@ -170,7 +170,8 @@ def versus_paper(frame: pd.DataFrame, study: str, dataset_split: str | None = No
             wide = beside_published(ours.drop_duplicates(keys), study, table, metrics=metrics)
             wide = wide[wide["source"].notna()]  # our rows the paper has no counterpart for
             if DATASET_SPLIT in keys:
-                wide = wide[wide[DATASET_SPLIT] == dataset_split]  # only the row of our own split
+                # Only the row of our own split, scored on the evaluated split first in the frame (test).
+                wide = wide[wide[DATASET_SPLIT] == dataset_split].assign(split=ours["split"].iloc[0])
             # The paper's note (a garbled print, a definition that differs from ours) travels with its numbers.
             notes = published_table(study, table)[[*keys, "note"]].drop_duplicates(keys)
             wide = wide.merge(notes, on=keys, how="left") if keys else wide.assign(note=notes["note"].iloc[0])
