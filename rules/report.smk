@@ -102,6 +102,8 @@ rule segmentation_vs_paper:
         runs=evaluation_runs,
         subsets=lambda wc: experiment(wc)["evaluate_splits"],
         study=lambda wc: experiment(wc)["published"],
+        # Each published table is compared with the experiment on the split of the data it was measured on.
+        dataset_split=lambda wc: experiment(wc).get("split"),
         comparisons=experiment_comparisons,
     script:
         "../scripts/segmentation_vs_paper.py"

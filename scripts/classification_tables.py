@@ -34,7 +34,7 @@ def cnn_table(sm, log):
     write_table(
         sm.output.vs_paper,
         tables.cnn_vs_paper(history, model, variant, sm.params.report_epochs, sm.params.study),
-        f"{caption}: validation accuracy at the last reported epoch beside the published value",
+        f"{caption}: the last reported epoch beside the published values. {tables.CNN_METRICS_NOTE}",
     )
     log.info("%s written", study.cnn_table_name(model, variant))
 

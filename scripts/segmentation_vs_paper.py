@@ -10,7 +10,7 @@ from nucleiflow.segmentation import report as sr
 log = setup_logging(snakemake.log[0])
 runs, subsets = snakemake.params.runs, snakemake.params.subsets
 frame = sr.comparison_frame(sr.metrics_summary(sr.collect(runs, pd.read_csv)), runs)
-table = sr.versus_paper(frame, snakemake.params.study)
+table = sr.versus_paper(frame, snakemake.params.study, snakemake.params.dataset_split)
 write_table(snakemake.output.table, table, f"Ours beside the published values ({snakemake.params.study} study)")
 log.info("%d comparisons with the %s study", len(table), snakemake.params.study)
 paper_index.write_index(

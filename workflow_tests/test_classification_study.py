@@ -168,11 +168,12 @@ def test_multiclass_metrics_are_weighted_and_auc_is_one_vs_rest_over_present_cla
     metrics = training.epoch_metrics(labels, probs, 0.4)
     assert metrics["accuracy"] == pytest.approx(4 / 6)
     # per class precision 2/3, 1/2, 1; supports 3, 1, 2
-    assert metrics["precision"] == pytest.approx((3 * 2 / 3 + 1 * 0.5 + 2 * 1.0) / 6)
-    assert metrics["recall"] == pytest.approx(metrics["accuracy"])  # weighted recall is accuracy
+    assert metrics["class_precision"] == pytest.approx((3 * 2 / 3 + 1 * 0.5 + 2 * 1.0) / 6)
+    assert metrics["class_recall"] == pytest.approx(metrics["accuracy"])  # weighted recall is accuracy
     assert 0 < metrics["auc"] <= 1
     binary = training.epoch_metrics(np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), 0.3)
-    assert binary["recall"] == pytest.approx(0.5) and binary["precision"] == pytest.approx(1.0)
+    assert binary["class_recall"] == pytest.approx(0.5) and binary["class_precision"] == pytest.approx(1.0)
+    assert binary["recall"] == binary["precision"] == pytest.approx(binary["accuracy"])
 
 
 # --- transfer learning ------------------------------------------------------------------------------
@@ -327,11 +328,16 @@ def test_cnn_tables_at_report_epochs_and_beside_the_paper():
     history = _history()
     table = tables.cnn_run_table(history, [1, 10, 20])
     assert table["Epoch"].tolist() == [1, 10]
-    assert list(table.columns)[:3] == ["Epoch", "Accuracy", "Loss"] and table.columns[-1] == "Val AUC"
+    assert list(table.columns)[:3] == ["Epoch", "Accuracy", "Loss"] and table.columns[10] == "Val AUC"
+    assert table.columns[-1] == "Val recall (per class)"  # the per-class figures after the paper's columns
     companion = tables.cnn_vs_paper(history, "inception_resnet_v2", "augmented", [1, 10, 20])
     assert companion[["model", "variant", "epoch"]].values.tolist() == [["inception_resnet_v2", "augmented", 10]]
     assert companion["val_accuracy_paper"].iloc[0] == 0.96  # Table VI at its last reported epoch (100)
     assert companion["val_accuracy_ours"].iloc[0] == history.loc[9, "val_accuracy"]
+    # The paper's precision (Keras, micro over the one-hot columns) sits beside ours, not the per-class one.
+    assert companion["val_precision_ours"].iloc[0] == history.loc[9, "val_precision"]
+    assert "val_class_precision_ours" not in companion
+    assert "micro-averaged over both columns" in tables.CNN_METRICS_NOTE
     small = tables.cnn_vs_paper(history, "small_cnn", "base", [1, 10], study=None)
     assert len(small) == 1 and small["val_accuracy_paper"].isna().all()
     assert small["source"].iloc[0] == tables.NO_PUBLISHED_SOURCE

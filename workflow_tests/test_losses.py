@@ -2,11 +2,12 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from nucleiflow.errors import ConfigError
-from nucleiflow.segmentation.losses import LOSSES, BCEDiceLoss, DiceLoss, build_loss
+from nucleiflow.segmentation.losses import LOSSES, BCEDiceLoss, DiceLoss, build_loss, evaluation_loss
 
 CONFIDENT = 20.0  # a logit whose sigmoid is 1 to within float32 precision
 
@@ -155,3 +156,36 @@ def test_build_loss_returns_registered_losses():
 def test_unknown_loss_lists_the_choices():
     with pytest.raises(ConfigError, match=r"training\.loss: 'focal'.*bce, bce_dice, dice"):
         build_loss("focal")
+
+
+# ---------------------------------------------------------------- the evaluated loss (Tables 2-4's Loss column)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_the_evaluated_loss_is_the_training_loss_of_the_same_name(name):
+    # The PanNuke study's Loss column is its training loss (equation 4: dice_squared), the residual U-Net
+    # study's BCE + Dice: evaluation recomputes exactly the configured training loss from probabilities.
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(1, 1, 24, 24, generator=generator) * 3
+    target = disk_target(batch=1, size=24)
+    expected = build_loss(name)(logits, target).item()
+    prob = torch.sigmoid(logits)[0, 0].double().numpy()
+    assert evaluation_loss(name, prob, target[0, 0].numpy()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_squared_dice_loss_is_not_the_plain_soft_dice():
+    generator = torch.Generator().manual_seed(6)
+    prob = torch.rand(16, 16, generator=generator).numpy()
+    truth = (prob > 0.4).astype(float)
+    assert evaluation_loss("dice_squared", prob, truth) < evaluation_loss("dice", prob, truth) - 0.05
+
+
+def test_evaluated_dice_loss_bounds_and_refusals():
+    truth = np.zeros((8, 8))
+    truth[:4] = 1
+    assert evaluation_loss("dice", truth, truth) == pytest.approx(0.0)
+    assert evaluation_loss("dice", 1 - truth, truth) == pytest.approx(1 - 1 / 65)
+    assert evaluation_loss("dice", np.zeros((8, 8)), np.zeros((8, 8))) == 0.0  # empty vs empty: perfect
+    assert math.isfinite(evaluation_loss("bce_dice", 1 - truth, truth))  # confident and wrong: clipped, finite
+    with pytest.raises(ConfigError, match="training.loss"):
+        evaluation_loss("focal", truth, truth)

@@ -54,6 +54,11 @@ def test_index_lists_every_item_with_its_file_and_the_run_status():
     assert "| Figure 1 | Contracting block | - | not reproducible |" in text
     resunet = pi.index_markdown("resunet_dsb2018", "dsb_resunet", "dsb2018", ("test",), comparisons=("resunet_splits",))
     assert "[../../comparisons/resunet_splits/table.csv]" in resunet
+    # Table 2's row of the experiment's own split is in its vs_paper too, beside the comparison.
+    table2 = next(line for line in resunet.splitlines() if line.startswith("| Table 2 |"))
+    assert "[tables/vs_paper.csv]" in table2
+    seen = next(line for line in resunet.splitlines() if line.startswith("| Text, Section 5.2 |"))
+    assert "not in this run" in seen  # evaluated on test only: the seen-data comparison needs train
     assert "`explanations/<arch>/<encoder>/<reg>/figure6_gradcam.png`" in resunet and "rule `explain`" in resunet
 
 
@@ -67,3 +72,48 @@ def test_readme_holds_the_generated_table_of_every_paper(paper):
         "README's paper tables drifted from nucleiflow.reporting.paper_index; regenerate them with "
         "`.venv/bin/python -m nucleiflow.reporting.paper_index`"
     )
+
+
+def test_pannuke_table1_is_approximated_because_the_decoders_differ():
+    table1 = next(item for item in pi.PANNUKE.items if item.item == "Table 1")
+    assert table1.status == pi.APPROXIMATED and "segmentation-models-pytorch" in table1.why
+
+
+@pytest.mark.parametrize(
+    "paper, declared",
+    [
+        ("pannuke", ["Kaggle", "assumption", "Dropout2d", "every convolution", "equation 4", "reduce on plateau"]),
+        ("pannuke", ["median"]),
+        ("resunet_dsb2018", ["BBBC038", "256 x 256", "ImageNet", "reduce on plateau", "median"]),
+        ("classic_unet_dsb2018", ["Kaggle", "reduce on plateau", "median"]),
+        ("classification", ["micro", "batch size", "learning rate", "head-only", "small CNN's design"]),
+        ("classification", ["augmented training set", "QDA after a PCA", "Platt", "soft voting"]),
+    ],
+)
+def test_every_paper_index_declares_the_workflows_own_choices(paper, declared):
+    text = pi.index_markdown(paper, "experiment", "dataset", ("train", "val", "test"))
+    notes = text.split(pi.NOTES_HEADING, 1)[1]
+    for phrase in declared:
+        assert phrase in notes, f"{paper}: the paper index does not declare {phrase!r}"
+    assert pi.NOTES_HEADING in pi.readme_tables()
+
+
+# Phrases that credited the papers with the workflow's own choices (none of the four papers says these).
+MISATTRIBUTIONS = (
+    "the study's setting",
+    "papers' connected components",
+    "the paper's SVC",
+    "the paper's schedule",
+    "L2 is a penalty `l2 * sum(w^2)` on the kernels of the added blocks",
+)
+
+
+def test_no_file_credits_the_papers_with_our_choices():
+    files = [REPO / "README.md", *(REPO / "config").glob("*.yaml"), *(REPO / "src" / "nucleiflow").rglob("*.py")]
+    found = [
+        f"{path.relative_to(REPO)}: {phrase!r}"
+        for path in files
+        for phrase in MISATTRIBUTIONS
+        if phrase in path.read_text()
+    ]
+    assert not found, found

@@ -3,7 +3,7 @@
 Classic U-Net study: 0-1 input scaling, boundary extraction + region filling of the masks, named test
 images (split `force_test`, per-image table rows). Residual U-Net study: the Gaussian pre-filter at
 inference as at training, the stage-1 test set as the test split (`test_source_set`). PanNuke study:
-Dice with squared terms (equation 4), L2 on all conv layers, decoder dropout 0.2 and 0.5 deeper.
+Dice with squared terms (equation 4), L2 and added layers per model section, decoder dropout of both U-Nets.
 """
 
 import numpy as np
@@ -210,5 +210,32 @@ def test_paper_config_uses_the_papers_settings():
     assert dsb["splits"]["original"]["test_source_set"] == "stage1_test"
     assert {"stage1_test.zip", "stage1_solution.csv"} <= set(dsb["files"])
     assert seg["pannuke_paper"]["augmentation"] is None and seg["pannuke_paper"]["training"]["loss"] == "dice_squared"
-    assert config["regularization"]["unet_resnet50"]["decoder_dropout"] == [0.2, 0.5]
-    assert {cell["l2_scope"] for cell in config["regularization"].values()} == {"all_conv"}
+    reg = config["regularization"]
+    assert reg["unet_resnet50"]["decoder_dropout"] == [0.2, 0.5]
+    # Section 5.2's seen-data comparison needs the original split's train and val evaluated; Table 2 only test.
+    assert {"train", "val", "test"} <= set(seg["dsb_resunet_original"]["evaluate_splits"])
+    assert seg["dsb_resunet_80_10_10"]["evaluate_splits"] == seg["dsb_resunet_70_20_10"]["evaluate_splits"] == ["test"]
+
+
+def test_paper_regularization_follows_each_models_own_section():
+    reg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["regularization"]
+    # L2: "all convolutional layers" only in Section 3.1 (U-Net/ResNet-50); the added layers elsewhere.
+    assert {name: cell["l2_scope"] for name, cell in reg.items()} == {
+        "unet_resnet50": "all_conv",
+        "unet_effnetb4": "added_blocks",
+        "deeplab_resnet50": "added_blocks",
+        "deeplab_effnetb4": "added_blocks",
+    }
+    # Added layers: one double convolution (two conv layers) per model, as Sections 3.1, 3.2 and 3.4 say.
+    assert {cell["extra_blocks"] for cell in reg.values()} == {1}
+    model = build_model("deeplabv3plus", "resnet18", extra_blocks=reg["deeplab_effnetb4"]["extra_blocks"])
+    added = [m for m in model.segmentation_head.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(added) == 2  # "two additional convolutional layers"
+    # Dropout: Table 1 on the added layers for all four, and both U-Nets also get their section's decoder rates.
+    assert [reg[n]["dropout"] for n in ("unet_resnet50", "unet_effnetb4", "deeplab_resnet50", "deeplab_effnetb4")] == [
+        0.7,
+        0.5,
+        0.7,
+        0.25,
+    ]
+    assert reg["unet_effnetb4"]["decoder_dropout"] == 0.25 and reg["unet_resnet50"]["decoder_dropout"] == [0.2, 0.5]

@@ -239,6 +239,8 @@ def test_printed_forms_allow_the_papers_formatting():
     )
 
 
+# Anywhere in the text: the prose values' check. Tabled values are checked at their row and column in
+# test_published_positions.py (a value found anywhere proves little: 0.65 or 1.00 occur many times).
 @pytest.mark.parametrize("study, table", all_tables())
 def test_every_value_is_printed_in_the_paper(study, table):
     text = _paper_text(study)
@@ -399,4 +401,55 @@ def test_new_fields_are_checked(change, message):
     document = _document()
     change(document["studies"]["resunet_dsb2018"]["tables"]["timing"])
     with pytest.raises(DataFormatError, match=rf"resunet_dsb2018/timing.*{message}"):
+        _check_document(document)
+
+
+# ---------------------------------------------------------------- each experiment beside the rows of its own split
+
+
+def _resunet_frame():
+    """comparison_frame's layout for one residual U-Net evaluated on train, val and test."""
+    rows = []
+    for split, iou in (("test", 0.80), ("train", 0.90), ("val", 0.85)):
+        rows.append(
+            {"arch": "resunet", "encoder": "none", "reg": "none", "split": split, "acc": 0.95, "precision": 0.9}
+            | {"sensitivity": 0.9, "iou": iou, "loss": 0.1, "inference_s": 0.05, "training_min": 10.0}
+            | {"parameters": 2_000_000}
+        )
+    return pd.DataFrame(rows)
+
+
+def test_a_split_variant_is_compared_with_its_own_splits_row():
+    from nucleiflow.segmentation.report import versus_paper
+
+    table = versus_paper(_resunet_frame(), "resunet_dsb2018", "split_80_10_10")
+    iou = table[table["metric"] == "iou"]
+    # Table 2's 80/10/10 row (0.85), not Table 1's original-split 0.882.
+    assert iou[["table", "dataset_split", "split", "ours", "paper"]].values.tolist() == [
+        ["split_iou", "split_80_10_10", "test", 0.80, 0.85]
+    ]
+    assert not set(table["table"]) & {"test_metrics", "seen_data"}  # measured on the original split
+    assert set(table["table"]) == {"split_iou", "timing", "model_size"}
+    seventy = versus_paper(_resunet_frame(), "resunet_dsb2018", "split_70_20_10")
+    assert seventy.loc[seventy["metric"] == "iou", "paper"].tolist() == [0.83]
+
+
+def test_the_original_split_is_compared_with_table_1_table_2_and_the_seen_data():
+    from nucleiflow.segmentation.report import versus_paper
+
+    table = versus_paper(_resunet_frame(), "resunet_dsb2018", "original")
+    iou = table[table["metric"] == "iou"].set_index("table")
+    assert iou.loc["test_metrics", "paper"] == 0.882 and iou.loc["split_iou", "paper"] == 0.88
+    assert (iou.loc[["test_metrics", "split_iou"], "ours"] == 0.80).all()  # both the test split's
+    seen = table[table["table"] == "seen_data"].set_index(["split", "metric"])
+    assert seen.loc[("train", "iou"), ["ours", "paper"]].tolist() == [0.90, 0.8829]
+    assert seen.loc[("val", "loss"), ["ours", "paper"]].tolist() == [0.1, 0.0717]
+    # No split known (an experiment without `split:`): the split-keyed Table 2 is left out.
+    assert "split_iou" not in set(versus_paper(_resunet_frame(), "resunet_dsb2018")["table"])
+
+
+def test_dataset_split_must_name_a_split():
+    document = _document()
+    document["studies"]["resunet_dsb2018"]["tables"]["test_metrics"]["dataset_split"] = ""
+    with pytest.raises(DataFormatError, match=r"resunet_dsb2018/test_metrics field 'dataset_split' must name a split"):
         _check_document(document)

@@ -118,7 +118,7 @@ def test_evaluation_metrics_predictions_and_timing(trained, pannuke_store):
         assert row.f1 == row.dice
         assert row.iou == pytest.approx(row.tp / (row.tp + row.fp + row.fn) if row.tp + row.fp + row.fn else 1)
         assert row.sensitivity == pytest.approx(row.tp / (row.tp + row.fn) if row.tp + row.fn else float(row.fp == 0))
-        # The loss is the soft Dice of the probabilities, 1 - (2 sum(p g) + 1) / (sum(p) + sum(g) + 1).
+        # The loss is the training loss (TRAINING: dice): 1 - (2 sum(p g) + 1) / (sum(p) + sum(g) + 1).
         soft = 1 - (2 * prob[truth].sum() + 1) / (prob.sum() + truth.sum() + 1)
         assert row.loss == pytest.approx(soft, abs=2e-3)
     # The stored probabilities are the best checkpoint's, predicted here by hand for one image: resized to the
@@ -252,6 +252,14 @@ def test_soft_dice_loss_bounds():
     # Per item over the given dims: a batch of the two cases.
     both = soft_dice(torch.stack([truth, 1 - truth]), torch.stack([truth, truth]), (1, 2))
     np.testing.assert_allclose(both.numpy(), [0.0, 1 - 1 / 65])
+
+
+def test_the_evaluated_loss_is_the_specs_training_loss():
+    # Tables 2-4's Loss column: the loss each experiment trained with, not one fixed Dice for all.
+    for loss in ("dice_squared", "bce_dice"):
+        spec = _spec()
+        spec["training"] = {**TRAINING, "loss": loss}
+        assert InferenceConfig.from_spec(spec).loss == loss
 
 
 def test_report_tables_from_stage_outputs(trained, pannuke_store, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from conftest import REPO
 
 from nucleiflow.errors import ConfigError, DataFormatError
 from nucleiflow.io import write_csv
@@ -169,6 +171,16 @@ def test_pannuke_paper_split_counts_with_exclude_empty():
     rounded = make_split(meta, {**spec, "fractions": {"train": 0.64, "val": 0.16, "test": 0.20}}, seed=42)
     for split, share in {"train": 0.64, "val": 0.16, "test": 0.20}.items():
         assert abs(split_counts(rounded)[split] - 6716 * share) < 1
+
+
+def test_the_paper_configs_pannuke_split_gives_the_papers_exact_counts():
+    spec = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["datasets"]["pannuke"]["splits"]["paper"]
+    assert spec["fractions"] == pytest.approx(fractions_from_counts(PANNUKE_PAPER_COUNTS), abs=1e-9)
+    # A pool of the paper's size (the 7,901 images less the 1,185 empty ones, which is our assumption).
+    assert split_counts(make_split(pannuke_like(), spec, seed=42)) == PANNUKE_PAPER_COUNTS
+    # 0.64 x 6,716 = 4,298.2: the rounded shares of Section 4 cannot give the printed counts.
+    rounded = make_split(pannuke_like(), {**spec, "fractions": {"train": 0.64, "val": 0.16, "test": 0.20}}, seed=42)
+    assert split_counts(rounded) != PANNUKE_PAPER_COUNTS
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,8 @@ from nucleiflow.errors import choices_error
 log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ["classifier", "accuracy", "precision", "recall", "f1", "mcc", "kappa", "fit_seconds"]
+# Our choices, as every hyperparameter here: the paper names the classifiers only (Section III-B). QDA runs
+# after a PCA to at most 20 dimensions with reg_param 0.1; the soft Voting classifier averages these members.
 QDA_MAX_COMPONENTS = 20
 QDA_REG_PARAM = 0.1
 VOTING_MEMBERS = ("Logistic Regression", "Random Forest", "SVM")
@@ -103,9 +105,10 @@ def _qda(seed: int) -> Pipeline:
 
 
 def _svm(seed: int) -> Pipeline:
-    # The paper's SVC(probability=True): Platt scaling fitted on internal 5-fold
-    # cross-validated decision values. scikit-learn 1.9 deprecates that flag in
-    # favour of this exact equivalent (ensemble=False: one SVC on all data).
+    # Our choice (the paper names the SVM only): an RBF SVC with probabilities for
+    # soft voting, by Platt scaling fitted on internal 5-fold cross-validated
+    # decision values, as SVC(probability=True) does; scikit-learn 1.9 deprecates
+    # that flag in favour of this exact equivalent (ensemble=False: one SVC on all data).
     return _scaled(CalibratedClassifierCV(SVC(random_state=seed), method="sigmoid", ensemble=False))
 
 

@@ -29,6 +29,8 @@ from nucleiflow.pretrained import CNN_ARCH, CNN_WEIGHTS, PRETRAINED_CNN_MODELS, 
 class SmallCNN(nn.Module):
     """A compact baseline CNN: four conv-BN-ReLU-maxpool blocks, global pooling, dropout, linear.
 
+    Our design: the classification study calls its model "CNN" and describes no layers.
+
     Widths 32-64-128-256 with 3x3 convolutions: about 0.39 M parameters for
     RGB input and two classes (Inception-ResNet-v2 has 54 M). Global average
     pooling makes it accept any input size of at least 16 px (four halvings).

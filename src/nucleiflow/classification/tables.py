@@ -47,7 +47,19 @@ CNN_COLUMNS = {
     "val_precision": "Val precision",
     "val_recall": "Val recall",
     "val_auc": "Val AUC",
+    # Not in the paper: the per-class figures (training.epoch_metrics), under their own names.
+    "train_class_precision": "Precision (per class)",
+    "train_class_recall": "Recall (per class)",
+    "val_class_precision": "Val precision (per class)",
+    "val_class_recall": "Val recall (per class)",
 }
+# The definitions behind the CNN comparison (Tables III-VI), shown in its caption.
+CNN_METRICS_NOTE = (
+    "Precision and recall are the paper's: Keras' Precision()/Recall() on the one-hot two-column softmax output, "
+    "micro-averaged over both columns (with two classes they equal the accuracy); the positive class's own "
+    "precision and recall are the '(per class)' columns of the run's table. AUC is the positive class's exact ROC "
+    "AUC; Keras' AUC() flattens both columns and approximates with 200 thresholds"
+)
 MODEL_NAMES = {"small_cnn": "Small CNN", "inception_resnet_v2": "InceptionResNetV2"}
 NO_PUBLISHED_SOURCE = "no published values for this dataset"
 
@@ -117,7 +129,7 @@ def cnn_run_table(history: pd.DataFrame, epochs) -> pd.DataFrame:
 def cnn_vs_paper(
     history: pd.DataFrame, model: str, variant: str, epochs, study: str | None = PUBLISHED_STUDY
 ) -> pd.DataFrame:
-    """Validation accuracy at the last reported epoch beside the published value."""
+    """Every Tables III-VI metric at the last reported epoch beside the published value (`CNN_METRICS_NOTE`)."""
     last = select_report_epochs(history, epochs).iloc[[-1]]
     ours = last.assign(model=model, variant=variant)
     companion = _own_rows(_beside(ours, study, "cnn"), {"model": model, "variant": variant})

@@ -6,10 +6,17 @@ and the epoch's learning rate); `run_cnn` is one workflow job: it decides
 pretrained weights, transfer policy and device, trains with checkpoints in a
 folder beside the history (so a killed job resumes), and writes the history.
 
-Metrics work for any number of classes: with two, precision, recall and AUC
-are those of the positive class (index 1: micronucleus, small nucleus); with
-more, precision and recall are support-weighted averages and AUC is the
-support-weighted one-vs-rest AUC. Train metrics are accumulated over the
+`precision` and `recall` are the classification study's (Tables III-VI):
+what Keras' ``Precision()`` / ``Recall()`` give on a one-hot target and the
+softmax output, thresholded at 0.5 and micro-averaged over the class columns.
+With two classes both equal the accuracy (one column exceeds 0.5 per image),
+as in every training and validation cell of the paper's tables. The per-class
+figures keep their own names: `class_precision` and `class_recall` are those
+of the positive class (index 1: micronucleus, small nucleus) with two classes,
+support-weighted averages with more. AUC is the positive class's ROC AUC with
+two classes, the support-weighted one-vs-rest AUC with more (Keras' ``AUC()``
+on a one-hot output flattens the columns and approximates with 200
+thresholds: a small difference the comparison tables declare). Train metrics are accumulated over the
 epoch's batches in training mode (as Keras reports them); validation metrics
 are computed afterwards in eval mode.
 """
@@ -45,10 +52,11 @@ from nucleiflow.io import write_csv
 
 log = logging.getLogger(__name__)
 
-HISTORY_METRICS = ("loss", "accuracy", "precision", "recall", "auc")
+HISTORY_METRICS = ("loss", "accuracy", "precision", "recall", "auc", "class_precision", "class_recall")
 HISTORY_COLUMNS = ["epoch"] + [f"{split}_{m}" for split in ("train", "val") for m in HISTORY_METRICS] + ["lr"]
 REPORT_EPOCHS = (1,) + tuple(range(10, 101, 10))  # the paper's per-epoch tables
-POSITIVE_CLASS = 1  # two classes: micronucleus (or small nucleus); precision, recall and AUC are for this class
+POSITIVE_CLASS = 1  # two classes: micronucleus (or small nucleus); class_precision, class_recall and AUC are its
+KERAS_THRESHOLD = 0.5  # the default threshold of Keras' Precision() and Recall()
 
 
 class ClassificationDataset:
@@ -90,21 +98,42 @@ class ClassificationDataset:
 
 
 def epoch_metrics(labels: np.ndarray, probabilities: np.ndarray, loss: float) -> dict[str, float]:
-    """Loss, accuracy, precision, recall and AUC of one pass.
+    """Loss, accuracy, the paper's precision and recall, AUC, and the per-class precision and recall of one pass.
 
-    Two classes: precision, recall and AUC of the positive class (index 1).
-    More: support-weighted precision and recall, support-weighted one-vs-rest AUC.
+    `precision` / `recall`: Keras' on the one-hot target (`keras_precision_recall`).
+    `class_precision` / `class_recall`: two classes, those of the positive class (index 1); more,
+    support-weighted. AUC: two classes, the positive class's; more, support-weighted one-vs-rest.
     """
     predictions = probabilities.argmax(axis=1)
     binary = probabilities.shape[1] == 2
     average = "binary" if binary else "weighted"
+    precision, recall = keras_precision_recall(labels, probabilities)
     return {
         "loss": loss,
         "accuracy": accuracy_score(labels, predictions),
-        "precision": precision_score(labels, predictions, average=average, pos_label=POSITIVE_CLASS, zero_division=0),
-        "recall": recall_score(labels, predictions, average=average, pos_label=POSITIVE_CLASS, zero_division=0),
+        "precision": precision,
+        "recall": recall,
         "auc": _auc(labels, probabilities),
+        "class_precision": precision_score(
+            labels, predictions, average=average, pos_label=POSITIVE_CLASS, zero_division=0
+        ),
+        "class_recall": recall_score(labels, predictions, average=average, pos_label=POSITIVE_CLASS, zero_division=0),
     }
+
+
+def keras_precision_recall(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
+    """Precision and recall as Keras' ``Precision()`` / ``Recall()`` give them on a one-hot target.
+
+    Every (image, class) cell is one binary decision: predicted where its probability exceeds 0.5, true
+    where the one-hot target is 1; true and false positives and false negatives are summed over all
+    cells (micro average). A pass without a predicted (or without a true) cell gives 0, as Keras does.
+    """
+    onehot = np.eye(probabilities.shape[1], dtype=bool)[np.asarray(labels, dtype=int)]
+    predicted = probabilities > KERAS_THRESHOLD
+    tp = int((predicted & onehot).sum())
+    fp = int((predicted & ~onehot).sum())
+    fn = int((~predicted & onehot).sum())
+    return (tp / (tp + fp) if tp + fp else 0.0), (tp / (tp + fn) if tp + fn else 0.0)
 
 
 def _auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
@@ -247,7 +276,8 @@ def train_classifier(
     settings = EngineSettings(
         epochs=epochs,
         lr=lr,
-        lr_patience=None,  # the paper's schedule: a constant rate (or the transfer policy's two)
+        # Our choice: a constant rate (or the transfer policy's two); the paper states no learning rate or schedule.
+        lr_patience=None,
         seed=seed,
         identity={
             **(identity or {}),

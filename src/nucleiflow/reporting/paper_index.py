@@ -60,6 +60,8 @@ class Paper:
     tables: dict[str, str] = field(default_factory=dict)  # output key -> file name, where not generic
     figures: dict[str, str] = field(default_factory=dict)  # output key -> file name (extra keys: new figures)
     items: tuple[Item, ...] = ()
+    # What the workflow chose where the paper states nothing (or something else), and readings of unclear text.
+    notes: tuple[str, ...] = ()
 
 
 def _t(name: str) -> str:
@@ -71,6 +73,19 @@ def _f(name: str) -> str:
 
 
 DIAGRAM = "an architecture diagram, not a result"
+NOTES_HEADING = (
+    "Workflow choices and readings where the paper states nothing or is unclear (settings as in config/paper.yaml):"
+)
+# Declared for every segmentation study: the engine's default schedule (config training.lr_patience / lr_factor).
+LR_SCHEDULE = (
+    "learning rate: halved when the validation loss has not improved for 5 epochs (reduce on plateau, "
+    "patience 5, factor 0.5), our choice"
+)
+MEDIAN_TIME = (
+    "inference time: the median seconds per image over the evaluated split (warm-up batches left out), where the "
+    "paper gives an average; the paper's hardware differs"
+)
+EVALUATED_LOSS = "Loss: each image's training loss (config training.loss) of its probabilities, averaged over images"
 
 PANNUKE = Paper(
     key="pannuke",
@@ -86,7 +101,14 @@ PANNUKE = Paper(
         "bars_acc": "figure15_acc",
     },
     items=(
-        Item("Table 1", "Comparison of model architectures", (_t("table1_model_sizes"),), REPRODUCED),
+        Item(
+            "Table 1",
+            "Comparison of model architectures",
+            (_t("table1_model_sizes"),),
+            APPROXIMATED,
+            "parameter counts and sizes differ: the paper's Keras decoders (Conv + Transpose, ASPP) are "
+            "segmentation-models-pytorch's decoders here",
+        ),
         Item(
             "Table 2",
             "Performance on the training set",
@@ -147,6 +169,23 @@ PANNUKE = Paper(
         Item("Figure 13", "All models compared by DCS", (_f("figure13_dice"),), REPRODUCED),
         Item("Figure 14", "All models compared by IoU", (_f("figure14_iou"),), REPRODUCED),
         Item("Figure 15", "All models compared by Acc", (_f("figure15_acc"),), REPRODUCED),
+    ),
+    notes=(
+        "data: the TIA Warwick release of PanNuke (three folds, 7,901 tiles); the paper took a copy from Kaggle",
+        "split `paper`: 4,297 / 1,075 / 1,344 images as printed, stratified by tissue, when the pool holds "
+        "the paper's 6,716 images; that the 1,185 left out (7,901 - 6,716) are the images without a nucleus is "
+        "our assumption, not checked on the real folds",
+        "added layers: one double convolution (two 3x3 conv + BN + ReLU) per model, from Sections 3.1, 3.2 and "
+        "3.4; Section 3.3 gives no count for DeepLabV3+/ResNet-50 (two, as its sibling)",
+        "L2: every convolution for U-Net/ResNet-50 (Section 3.1), the added layers for the other three "
+        "(Sections 3.2-3.5)",
+        "dropout: Table 1's rate on the added layers of every model; both U-Nets also get their section's decoder "
+        "rates (U-Net/ResNet-50 0.2 and 0.5 in the deeper half, Section 3.1; U-Net/EfficientNet-B4 0.25, Section "
+        "3.2); channel-wise Dropout2d is our choice",
+        f"{EVALUATED_LOSS}: equation 4 (squared terms) with a smoothing term of 1 that the paper does not give",
+        "inputs: ImageNet statistics for the pretrained encoders, where the paper feeds 0-255 images to Keras",
+        LR_SCHEDULE + "; the paper says the rate was 'adjusted dynamically' from 1e-4",
+        MEDIAN_TIME,
     ),
 )
 
@@ -216,15 +255,37 @@ RESUNET = Paper(
             (_t("metrics"), _t("vs_paper")),
             APPROXIMATED,
             "this experiment trains the residual U-Net only; the DeepLabV3+ and U-Net rows come from a separate "
-            "experiment (config/paper.yaml: dsb_model_comparison); DeepResNet is not in the model zoo",
+            "experiment (config/paper.yaml: dsb_model_comparison); DeepResNet is not in the model zoo; vs_paper "
+            "compares it only with an experiment on the original split",
         ),
         Item(
             "Table 2",
             "Performance across dataset splits",
-            ("../../comparisons/<comparison>/table.csv",),
+            ("../../comparisons/<comparison>/table.csv", _t("vs_paper")),
             REPRODUCED,
-            "one experiment per split, compared by a `comparisons:` entry (e.g. resunet_splits)",
+            "one experiment per split, compared by a `comparisons:` entry (e.g. resunet_splits); each experiment's "
+            "vs_paper holds the row of its own split",
         ),
+        Item(
+            "Text, Section 5.2",
+            "Final training and validation accuracy, IoU and loss (seen data)",
+            (_t("vs_paper"),),
+            APPROXIMATED,
+            "the paper's final-epoch training log; ours the best checkpoint evaluated after training on the train "
+            "(without augmentation) and val splits, the same BCE + Dice loss; original split only",
+            needs_split="train",
+        ),
+    ),
+    notes=(
+        "data: BBBC038 (the 2018 Data Science Bowl's stage 1 training and test sets) downloaded from the Broad "
+        "Institute; the paper's 740 images and its 60 test images are not identified",
+        "inputs: resized to 256 x 256 and normalised with ImageNet statistics (training.input_size, "
+        "input_scaling), our choice; the paper states neither",
+        "epochs, batch size and early-stopping patience: our choice (config/paper.yaml)",
+        f"{EVALUATED_LOSS}: BCE + Dice (Section 5.1.4), equal weights",
+        "instances: a distance watershed on the thresholded foreground (postprocess.watershed), our choice",
+        LR_SCHEDULE,
+        MEDIAN_TIME,
     ),
 )
 
@@ -265,6 +326,13 @@ CLASSIC_UNET = Paper(
             (_f("metric_curves"),),
             REPRODUCED,
         ),
+    ),
+    notes=(
+        "data: BBBC038 stage 1 training (670 images) from the Broad Institute; the paper took Kaggle's "
+        "'processed' copy; its split is not published (ours: a seeded 80/10/10 with Table 2's images in test)",
+        "batch size and learning rate: our choice (config/paper.yaml)",
+        LR_SCHEDULE,
+        MEDIAN_TIME,
     ),
 )
 
@@ -315,6 +383,18 @@ CLASSIFICATION = Paper(
             REPRODUCED,
             "mean over all epochs, beside the averages the paper quotes",
         ),
+    ),
+    notes=(
+        "CNN precision and recall: Keras' on the one-hot output (micro over both columns, equal to accuracy), "
+        "as in the paper's tables; the positive class's own are the '(per class)' columns",
+        "CNNs: batch size, learning rate (constant; the transfer policy's two for the pretrained model), the "
+        "head-only epochs before fine-tuning and the small CNN's design (four conv-BN-ReLU-pool blocks, 32-256 "
+        "channels) are our choices; the paper describes none of them",
+        "augmented training set: its size (classification.augmented_size) is our choice",
+        "classifiers: scikit-learn defaults except QDA after a PCA to at most 20 dimensions with reg_param 0.1, "
+        "the SVM's probabilities by Platt scaling (calibrated SVC), soft voting over logistic regression, random "
+        "forest and SVM; the "
+        "paper gives no hyperparameters",
     ),
 )
 
@@ -379,7 +459,8 @@ def index_markdown(
             item = Item(
                 item.item,
                 item.caption,
-                tuple(f"../../comparisons/{c}/table.csv" for c in comparisons),
+                tuple(f"../../comparisons/{c}/table.csv" for c in comparisons)
+                + tuple(f for f in item.files if "<comparison>" not in f),
                 item.status,
                 item.why,
                 rule=item.rule,
@@ -387,6 +468,8 @@ def index_markdown(
         if item.rule:
             why = f"{why}; made by {item.rule}" if why else f"made by {item.rule}"
         lines.append(f"| {item.item} | {item.caption} | {_files_cell(item, link=True)} | {status} | {why} |")
+    if paper.notes:
+        lines += ["", NOTES_HEADING, "", *(f"- {line}" for line in paper.notes)]
     return "\n".join(lines) + "\n"
 
 
@@ -405,6 +488,8 @@ def readme_tables() -> str:
             status = f"{item.status} ({notes})" if notes else item.status
             parts.append(f"| {item.item} | {_files_cell(item, link=False)} | {status} |")
         parts.append("")
+        if paper.notes:
+            parts += [NOTES_HEADING, "", *(f"- {line}" for line in paper.notes), ""]
     return "\n".join(parts)
 
 

@@ -30,7 +30,10 @@ DATA_FILE = "published_values.yaml"
 FORMAT_VERSION = 1
 
 TABLE_FIELDS = ("source", "keys", "metrics", "rows")
-OPTIONAL_TABLE_FIELDS = ("note", "compare")
+# dataset_split: the workflow's split of the dataset a table's numbers were measured on (a table-level
+# field), or, as a key column, the split each row was measured on; segmentation.report.versus_paper uses it.
+DATASET_SPLIT = "dataset_split"
+OPTIONAL_TABLE_FIELDS = ("note", "compare", DATASET_SPLIT)
 ROW_TEXT_FIELDS = ("source", "note")
 # metric -> the value exactly as the paper prints it, where that is not a plain number ("99.37ms")
 ROW_PRINTED_FIELD = "printed"
@@ -86,6 +89,8 @@ def _check_table(table, where: str) -> None:
     for field in ("keys", "metrics", "rows"):
         if not isinstance(table[field], list) or not table[field]:
             raise DataFormatError(f"{DATA_FILE}: {where} field {field!r} must be a non-empty list")
+    if DATASET_SPLIT in table and (not isinstance(table[DATASET_SPLIT], str) or not table[DATASET_SPLIT]):
+        raise DataFormatError(f"{DATA_FILE}: {where} field {DATASET_SPLIT!r} must name a split of the dataset")
     if not isinstance(table.get("compare", True), bool):
         raise DataFormatError(f"{DATA_FILE}: {where} field 'compare' is {table['compare']!r}, not true or false")
     clash = sorted(set(table["keys"]) & {*table["metrics"], *ROW_TEXT_FIELDS, ROW_PRINTED_FIELD})

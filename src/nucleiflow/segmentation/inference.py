@@ -11,9 +11,9 @@ foreground probability (`heads.foreground`) at the training threshold. Nuclei
 come from the target's post-processing (`postprocess.postprocess`) with one
 `WatershedParams`: tuned on the validation split (`tune_model`, written as the
 model's postprocess.json by `tuning_record`) or the experiment's fixed settings
-(`postprocess.configured_params`, which for a binary model is exactly the
-papers' connected components or distance watershed);
-`predictor.InferenceConfig.from_spec` decides which, and says so in the log.
+(`postprocess.configured_params`: for a binary model, connected components or a
+distance watershed, our choice: the four papers do not say how they separate
+nuclei); `predictor.InferenceConfig.from_spec` decides which, and says so in the log.
 
 PanNuke stores (samples with a class map) add the benchmark's per-image
 columns (`pannuke_metrics.PANNUKE_COLUMNS`: tissue, bpq, mpq, pq_class_1..5;
@@ -39,7 +39,7 @@ from tqdm import tqdm
 from nucleiflow.errors import ConfigError, DataFormatError
 from nucleiflow.io import atomic_path
 from nucleiflow.segmentation.instances import label_metrics
-from nucleiflow.segmentation.losses import soft_dice
+from nucleiflow.segmentation.losses import evaluation_loss
 from nucleiflow.segmentation.metrics import confusion_counts, metrics_from_counts
 from nucleiflow.segmentation.pannuke_metrics import image_counts, image_scores
 from nucleiflow.segmentation.postprocess import DEFAULT_GRIDS, TuningResult, params_to_dict, tune_postprocess
@@ -109,10 +109,11 @@ def evaluate_split(
         image_of: each sample's image replaced by `image_of(sample)` (the robustness sweep's perturbations).
 
     Returns:
-        One row per image: image_id, loss (soft Dice), the pixel metrics of the foreground probability at
-        the config's threshold with their counts, the object metrics of the predicted nuclei, the PanNuke
-        columns for a store with nucleus classes, `seconds` (the image's share of its batch's time) and
-        `warmup` (whether its batch paid for lazy initialisation).
+        One row per image: image_id, loss (the model's training loss, `losses.evaluation_loss`), the pixel
+        metrics of the foreground probability at the config's threshold with their counts, the object
+        metrics of the predicted nuclei, the PanNuke columns for a store with nucleus classes, `seconds`
+        (the image's share of its batch's time) and `warmup` (whether its batch paid for lazy
+        initialisation).
     """
     if not ids:
         raise DataFormatError(f"{store.path}: the split to evaluate holds no images")
@@ -139,9 +140,7 @@ def _evaluate(predictor: Predictor, store, ids, h5, progress: bool, image_of=Non
         labels, types = predictor.nuclei_from_maps(maps)
         row = {
             "image_id": sample.image_id,
-            # The training loss's soft Dice (`losses.soft_dice`) on the image's probabilities, in float64 (a
-            # whole image's sums).
-            "loss": float(soft_dice(torch.from_numpy(prob.astype(np.float64)), torch.from_numpy(truth), (0, 1))),
+            "loss": evaluation_loss(predictor.config.loss, prob, truth),
             **metrics_from_counts(*counts),
             "tp": counts[0],
             "fp": counts[1],

@@ -24,6 +24,7 @@ packed (N, K, H, W) target a `data.SegmentationDataset` yields:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -140,6 +141,35 @@ def build_loss(name: str, **params) -> nn.Module:
     if name not in LOSSES:
         raise choices_error("training.loss", name, LOSSES)
     return LOSSES[name](**params)
+
+
+# Probabilities are clipped here before the logarithm of the BCE: torch's logit form never sees 0 or 1.
+BCE_EPS = 1e-7
+
+
+def evaluation_loss(name: str, prob: np.ndarray, truth: np.ndarray, smooth: float = 1.0) -> float:
+    """The training loss `name` (config `training.loss`) of one image, from its foreground probabilities.
+
+    The same terms as the loss the model trained with, on the probabilities (after resizing to the
+    image and any test-time augmentation) instead of logits, so a split's mean is the training
+    objective evaluated on that split: `dice_squared` is the PanNuke study's equation 4, `bce_dice`
+    the residual U-Net study's BCE + Dice. Models with other targets report their foreground term.
+    """
+    if name not in LOSSES:
+        raise choices_error("training.loss", name, LOSSES)
+    p = np.asarray(prob, dtype=np.float64)
+    g = np.asarray(truth, dtype=np.float64)
+    if p.shape != g.shape:
+        raise ValueError(f"probabilities {p.shape} and truth {g.shape} differ in shape")
+    if name == "dice_squared":
+        intersection = float((p * g).sum())
+        return 1.0 - (2.0 * intersection + smooth) / (float((p * p).sum()) + float((g * g).sum()) + smooth)
+    dice = float(soft_dice(torch.from_numpy(p), torch.from_numpy(g), tuple(range(p.ndim)), smooth))
+    if name == "dice":
+        return dice
+    q = np.clip(p, BCE_EPS, 1.0 - BCE_EPS)
+    bce = float(-(g * np.log(q) + (1.0 - g) * np.log1p(-q)).mean())
+    return bce if name == "bce" else bce + dice  # bce_dice: BCEDiceLoss's default weights 1 and 1
 
 
 def multiclass_dice_loss(

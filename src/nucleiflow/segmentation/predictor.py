@@ -87,6 +87,7 @@ class InferenceConfig:
     watershed: the post-processing settings; None: the target's fixed settings at `threshold`
         (`postprocess.configured_params` of an empty postprocess section; binary: connected components).
     watershed_source: where `watershed` came from, for the log.
+    loss: the training loss (training.loss); each evaluated image's `loss` column is this loss.
     """
 
     input_size: int
@@ -99,6 +100,7 @@ class InferenceConfig:
     tta: str = NO_TTA
     watershed: WatershedParams | None = None
     watershed_source: str = "the target's defaults"
+    loss: str = "dice"
 
     def __post_init__(self):
         if self.size_policy not in SIZE_POLICIES:
@@ -174,6 +176,7 @@ class InferenceConfig:
             tta=tta,
             watershed=watershed,
             watershed_source=source,
+            loss=training["loss"],  # the evaluated `loss` column is the training objective
         )
 
 

@@ -19,7 +19,13 @@ import pandas as pd
 from nucleiflow.catalog import ARCH_DISPLAY, ENCODER_DISPLAY, model_label
 from nucleiflow.io import read_json
 from nucleiflow.reporting import figures, tables
-from nucleiflow.reporting.published import beside_published, published_table, published_tables
+from nucleiflow.reporting.published import (
+    DATASET_SPLIT,
+    beside_published,
+    load_published,
+    published_table,
+    published_tables,
+)
 from nucleiflow.segmentation.instances import OBJECT_METRIC_NAMES
 from nucleiflow.segmentation.metrics import summarize
 from nucleiflow.segmentation.predictions import read_probability
@@ -137,6 +143,7 @@ def comparison_frame(summary: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:
             "encoder": cell["encoder"],
             "reg": cell["reg"],
             "split": subset,
+            # The median per image (robust to stalls), where the papers give an average: declared in the paper index.
             "inference_s": timing["median_s"],
             "training_min": info["train_seconds"] / 60.0,
             "parameters": info["trainable"],
@@ -147,21 +154,43 @@ def comparison_frame(summary: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:
     return frame.merge(pd.DataFrame(extras), on=["arch", "encoder", "reg", "split"], validate="one_to_one")
 
 
-def versus_paper(frame: pd.DataFrame, study: str) -> pd.DataFrame:
-    """Every published number of `study` beside ours, in long form: one row per model, split and metric."""
+def versus_paper(frame: pd.DataFrame, study: str, dataset_split: str | None = None) -> pd.DataFrame:
+    """Every published number of `study` beside ours, in long form: one row per model, split and metric.
+
+    `dataset_split` is the experiment's split of the dataset (config `split`). A published table measured on
+    one split (its `dataset_split` field, e.g. the residual U-Net study's Table 1 on the original split) is
+    compared only with an experiment on that split; a table keyed by `dataset_split` (the same study's
+    Table 2) contributes the row of the experiment's own split, and is left out when the split is unknown.
+    """
     rows = []
     # Quantities without a split key (timing, sizes) are taken from the test split when there is one.
     frame = frame.sort_values("split", key=lambda split: split != "test", kind="stable")
+    specs = load_published()[study]["tables"]
     for table in published_tables()[study]:
-        for reg, ours in frame.groupby("reg", sort=False):
-            wide = beside_published(ours.drop_duplicates(_keys(study, table)), study, table)
+        spec = specs[table]
+        measured_on = spec.get(DATASET_SPLIT)
+        if measured_on is not None and dataset_split is not None and measured_on != dataset_split:
+            continue  # the paper's numbers for another split of the data
+        if DATASET_SPLIT in spec["keys"] and dataset_split is None:
+            continue
+        ours_all, metrics = frame, spec["metrics"]
+        if DATASET_SPLIT in spec["keys"]:
+            ours_all = frame.assign(**{DATASET_SPLIT: dataset_split})
+            # Table 2 of the residual U-Net study also prints each split's image counts: reference, not results.
+            metrics = [m for m in metrics if m in ours_all or f"{m}_mean" in ours_all]
+        keys = _keys(study, table)
+        for reg, ours in ours_all.groupby("reg", sort=False):
+            wide = beside_published(ours.drop_duplicates(keys), study, table, metrics=metrics)
             wide = wide[wide["source"].notna()]  # our rows the paper has no counterpart for
+            if DATASET_SPLIT in keys:
+                # Only the row of our own split, scored on the evaluated split first in the frame (test).
+                wide = wide[wide[DATASET_SPLIT] == dataset_split].assign(split=ours["split"].iloc[0])
             # The paper's note (a garbled print, a definition that differs from ours) travels with its numbers.
-            keys = _keys(study, table)
             notes = published_table(study, table)[[*keys, "note"]].drop_duplicates(keys)
             wide = wide.merge(notes, on=keys, how="left") if keys else wide.assign(note=notes["note"].iloc[0])
             for metric in [c[: -len("_ours")] for c in wide.columns if c.endswith("_ours")]:
-                part = wide[[c for c in wide.columns if c in ("arch", "encoder", "split", "source", "note")]].copy()
+                kept = ("arch", "encoder", "split", DATASET_SPLIT, "source", "note")
+                part = wide[[c for c in wide.columns if c in kept]].copy()
                 part.insert(0, "table", table)
                 part["reg"] = reg
                 part["metric"] = metric
@@ -172,12 +201,25 @@ def versus_paper(frame: pd.DataFrame, study: str) -> pd.DataFrame:
                 )
                 rows.append(part)
     long = pd.concat(rows, ignore_index=True)
-    order = ["table", "arch", "encoder", "reg", "split", "metric", "ours", "paper", "difference", "source", "note"]
+    order = [
+        "table",
+        "arch",
+        "encoder",
+        "reg",
+        DATASET_SPLIT,
+        "split",
+        "metric",
+        "ours",
+        "paper",
+        "difference",
+        "source",
+        "note",
+    ]
     return long[[c for c in order if c in long.columns]]
 
 
 def _keys(study: str, table: str) -> list[str]:
-    return list(published_table(study, table).columns.intersection(["arch", "encoder", "split"]))
+    return list(published_table(study, table).columns.intersection(["arch", "encoder", "split", DATASET_SPLIT]))
 
 
 def timing_table(runs: list[dict]) -> pd.DataFrame:
