@@ -28,7 +28,7 @@ from zennit.types import Convolution
 from nucleiflow.errors import ConfigError
 from nucleiflow.models.resunet import build_resunet
 from nucleiflow.segmentation import explain as E
-from nucleiflow.segmentation.explain_config import explain_cells, explain_settings
+from nucleiflow.workflow.explain import explain_cells, explain_settings
 
 SIZE = 32
 TINY = (4, 8, 16)  # two encoder levels + bridge

@@ -53,7 +53,7 @@ from nucleiflow.models.resunet import ResidualBlock, ResidualUp
 from nucleiflow.reporting.figures import save_figure, use_style
 from nucleiflow.reporting.published import published_table
 from nucleiflow.segmentation.data import fit_size, prepare_image, split_ids, to_tensor
-from nucleiflow.segmentation.explain_config import COMPOSITES, TARGETS
+from nucleiflow.workflow.explain import COMPOSITES, TARGETS
 from nucleiflow.segmentation.heads import BINARY, OutputLayout, foreground, foreground_logit, layout_of, probabilities
 from nucleiflow.store import Store
 
@@ -342,7 +342,7 @@ def explain_cell(
 ) -> pd.DataFrame:
     """Load one trained cell and write its filter, Grad-CAM and LRP figures and the LRP statistics table.
 
-    `settings` is `explain_config.explain_settings`; `outputs` maps `filters`,
+    `settings` is `nucleiflow.workflow.explain.explain_settings`; `outputs` maps `filters`,
     `gradcam`, `lrp` (PNG paths; PDFs beside) and `table` (CSV stem) to paths.
     Explanations run on the CPU in float32. Returns the statistics table.
     """
