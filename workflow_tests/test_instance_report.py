@@ -272,14 +272,20 @@ def cv_config() -> dict:
 
 
 def test_instance_targets_of_a_config_with_folds():
-    from nucleiflow.config import cross_validation_groups, expand_folds
+    from nucleiflow.workflow.cells import (
+        cross_validation_cells,
+        cross_validation_groups,
+        cross_validation_published,
+        expand_folds,
+    )
+    from nucleiflow.workflow.targets import instance_targets
 
     config = cv_config()
     validate(config, str(REPO / "schemas" / "config.schema.yaml"))
     expand_folds(config)
     groups = cross_validation_groups(config)
     assert groups == {"pannuke_cv": ["pannuke_cv_official", "pannuke_cv_official_rot2", "pannuke_cv_official_rot3"]}
-    targets = I.instance_targets(config, groups)
+    targets = instance_targets(config)
     assert "results/pannuke/pannuke_cv/tables/cross_validation.csv" in targets
     assert "results/pannuke/pannuke_cv/figures/cross_validation.png" in targets
     # every PanNuke experiment that tests: the tiny one and each fold; DSB2018 has no PanNuke table
@@ -287,9 +293,9 @@ def test_instance_targets_of_a_config_with_folds():
         f"results/pannuke/{name}/tables/pannuke_pq.csv"
         for name in ("pannuke_cv_official", "pannuke_cv_official_rot2", "pannuke_cv_official_rot3", "pannuke_tiny")
     ]
-    cells = I.cross_validation_cells(config, groups, "pannuke_cv")
+    cells = cross_validation_cells(config, "pannuke_cv")
     assert [c["fold"] for c in cells] == ["official", "official_rot2", "official_rot3"]
-    assert I.cross_validation_published(config, groups, "pannuke_cv")
+    assert cross_validation_published(config, "pannuke_cv")
 
 
 def test_dry_run_of_a_config_with_folds_plans_the_instance_rules(checkout, tmp_path):
@@ -383,12 +389,12 @@ def test_foreground_logit_wrapper_leaves_a_binary_model_unchanged():
 
 def test_explain_cell_runs_for_a_contour_model(monkeypatch, tmp_path, pannuke_store):
     """The explain job end to end for a contour-target model: figures, table, and the nucleus logit explained."""
-    from nucleiflow.config import model_spec
     from nucleiflow.models.resunet import build_resunet
     from nucleiflow.segmentation import explain as E
     from nucleiflow.segmentation import run
     from nucleiflow.segmentation.heads import layout_of
     from nucleiflow.store import Store
+    from nucleiflow.workflow.cells import model_spec
 
     config = yaml.safe_load((REPO / "workflow_tests" / "config_tiny.yaml").read_text())
     validate(config, str(REPO / "schemas" / "config.schema.yaml"))

@@ -14,7 +14,6 @@ import yaml
 from conftest import REPO
 from snakemake.utils import validate
 
-from nucleiflow.config import check_config
 from nucleiflow.errors import ConfigError
 from nucleiflow.models import build_model, l2_parameters, l2_penalty
 from nucleiflow.models.registry import CONV_LAYERS
@@ -24,6 +23,7 @@ from nucleiflow.segmentation.losses import build_loss, soft_dice_loss, squared_d
 from nucleiflow.segmentation.report import per_image_table
 from nucleiflow.splits import make_split
 from nucleiflow.store import Sample
+from nucleiflow.workflow.checks import check_config
 
 # ---------------------------------------------------------------- classic U-Net study
 

@@ -11,12 +11,13 @@ import yaml
 from conftest import REPO
 from snakemake.utils import validate
 
-from nucleiflow.config import check_config, evaluate_on_targets, inference_cell, model_spec
 from nucleiflow.device import setup_device
 from nucleiflow.errors import ConfigError
 from nucleiflow.segmentation.predict import LoadedModel, evaluate_on, load_model, nucleus_table, predict_images
 from nucleiflow.segmentation.predict_report import cross_dataset_table, summary_table
 from nucleiflow.store import Store
+from nucleiflow.workflow.cells import evaluate_on_targets, inference_cell, model_spec
+from nucleiflow.workflow.checks import check_config
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
 

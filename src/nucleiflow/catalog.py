@@ -36,6 +36,15 @@ CLASSIFIER_NAMES = (
     "Histogram Gradient Boosting",
 )
 
+# The classification study's classes: NucRec's (the second is the positive class), and per crop task
+# (`classification.<name>.crops.task`) those of the nuclei cut from a PanNuke store: its five nucleus types,
+# or small vs normal nuclei (the second, small, is the positive class, as micronucleus in NucRec).
+NUCREC_CLASS_NAMES = ("nucleus", "micronucleus")
+CROP_TASK_CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "five_class": ("neoplastic", "inflammatory", "connective", "dead", "epithelial"),
+    "binary": ("normal", "small"),
+}
+
 # The classification study's CNNs, and those with pretrained (timm, ImageNet) weights.
 CNN_MODELS = ("small_cnn", "inception_resnet_v2")
 PRETRAINED_CNN_MODELS = ("inception_resnet_v2",)

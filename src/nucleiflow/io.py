@@ -13,8 +13,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _current_umask() -> int:
@@ -108,6 +110,8 @@ def write_table(
     stem = Path(stem)
     if stem.suffix in TABLE_SUFFIXES:
         stem = stem.with_suffix("")
+    import pandas as pd  # here, not at the top: the workflow imports this module while it builds the DAG
+
     paths = [stem.with_suffix(s) for s in TABLE_SUFFIXES]
     write_csv(paths[0], df)
     shown = df.copy()

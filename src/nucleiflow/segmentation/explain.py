@@ -46,6 +46,8 @@ from zennit.core import Composite
 from zennit.layer import Sum
 from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
 
+from nucleiflow.catalog import EXPLAIN_TARGETS as TARGETS
+from nucleiflow.catalog import LRP_COMPOSITES as COMPOSITES
 from nucleiflow.config import ModelSpec
 from nucleiflow.errors import ConfigError, DataFormatError, choices_error
 from nucleiflow.io import write_table
@@ -53,7 +55,6 @@ from nucleiflow.models.resunet import ResidualBlock, ResidualUp
 from nucleiflow.reporting.figures import save_figure, use_style
 from nucleiflow.reporting.published import published_table
 from nucleiflow.segmentation.data import fit_size, prepare_image, split_ids, to_tensor
-from nucleiflow.workflow.explain import COMPOSITES, TARGETS
 from nucleiflow.segmentation.heads import BINARY, OutputLayout, foreground, foreground_logit, layout_of, probabilities
 from nucleiflow.store import Store
 

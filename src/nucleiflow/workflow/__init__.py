@@ -1,9 +1,9 @@
 """What runs while Snakemake builds the DAG: config expansion, semantic checks, final targets, input functions.
 
 Everything in this package is free of torch, torchvision, scikit-image, OpenCV, scipy, h5py and pandas
-(workflow_tests/workflow/test_dag_imports.py starts a fresh interpreter and checks it), so that parsing the
+(a test imports it in a fresh interpreter and checks), so that parsing the
 workflow stays fast. It imports only the foundation below it (`nucleiflow.config`, `catalog`, `paths`,
-`errors`, `sources`, `reporting.paper_index`); the jobs never import it back except for names.
+`errors`, `download`, `reporting.paper_index`); job code may import its names, never the other way round.
 
 * `cells`: the experiment grid: model cells, folds, cross-validation groups, specs, inference and
   cross-dataset cells
