@@ -23,12 +23,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Style and static checks: ruff (lint + format), snakefmt, Snakemake's own linter.
+# Style and static checks: ruff (lint + format), snakefmt, Snakemake's own linter, the package's layers
+# (import-linter contracts in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint
+	$(BIN)/lint-imports
 
 # Re-resolve the pinned set after editing requirements.in.
 lock: $(STAMP)

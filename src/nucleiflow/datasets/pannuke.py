@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nucleiflow.errors import DataFormatError
-from nucleiflow.splits import content_hash, modality_features
+from nucleiflow.image_keys import content_hash, modality_features
 from nucleiflow.store import StoreWriter
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nucleiflow.catalog import ARCH_ENCODERS, CLASSIFIER_NAMES, NO_ENCODER, SEGMENTATION_FORMATS
+from nucleiflow.catalog import ARCH_ENCODERS, CLASSIFIER_NAMES, METRIC_DISPLAY_NAMES, NO_ENCODER, SEGMENTATION_FORMATS
 from nucleiflow.config import ALL_IMAGES, NO_REGULARIZATION, TrainingSettings
 from nucleiflow.download import resolve_local
 from nucleiflow.errors import ConfigError, choices_error
@@ -21,23 +21,7 @@ from nucleiflow.workflow.cells import (
 )
 from nucleiflow.workflow.explain import check_explain
 
-# Per-image metrics a comparison may show (evaluation's per-image columns).
-COMPARABLE_METRICS = (
-    "loss",
-    "acc",
-    "dice",
-    "sensitivity",
-    "iou",
-    "precision",
-    "f1",
-    "specificity",
-    "mcc",
-    "aji",
-    "pq",
-    "dq",
-    "sq",
-    "map",
-)
+COMPARABLE_METRICS = tuple(METRIC_DISPLAY_NAMES)  # the per-image metrics a comparison or sweep may show
 
 
 def schema_error_message(error) -> str:
