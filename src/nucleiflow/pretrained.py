@@ -119,8 +119,9 @@ def _cached(source: HubFiles, filename: str) -> Path | None:
 
 def cached_files(source: HubFiles) -> list[Path] | None:
     """The cached files the library would load, or None if any is missing."""
-    required = [_cached(source, name) for name in source.required]
-    if any(path is None for path in required):
+    found_required = [_cached(source, name) for name in source.required]
+    required = [path for path in found_required if path is not None]
+    if len(required) < len(found_required):
         return None
     if not source.any_of:
         return required

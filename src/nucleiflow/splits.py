@@ -65,7 +65,7 @@ def modality_clusters(features: pd.DataFrame, n_clusters: int, seed: int) -> np.
     k = min(n_clusters, len(np.unique(x, axis=0)))
     if k <= 1:
         return np.zeros(len(x), int)
-    best_inertia, best = np.inf, None
+    best_inertia, best = np.inf, np.zeros(len(x), int)
     for rng in np.random.default_rng(seed).spawn(KMEANS_RESTARTS):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an empty cluster in one restart is not worth a warning
@@ -187,7 +187,7 @@ def fold_split(metadata: pd.DataFrame, train, val, test, fold_col: str = "fold")
         raise DataFormatError(
             f"store metadata has no {fold_col!r} column; the folds scheme needs a fold per image (PanNuke)"
         )
-    assignment = {}
+    assignment: dict[str, str] = {}
     for name, folds in zip(SPLIT_NAMES, (train, val, test)):
         for fold in _as_list(folds):
             if fold in assignment:

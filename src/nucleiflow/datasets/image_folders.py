@@ -229,7 +229,14 @@ def convert_image_folders(roots: list[str | Path], out_path: str | Path, progres
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise DataFormatError(f"{out_path}: image stem {duplicate!r} occurs in two source folders")
-    summary = {"images": len(samples), "labelled": 0, "unlabelled": 0, "nuclei": 0, "mask_kinds": {}, "scaling": {}}
+    summary: dict = {
+        "images": len(samples),
+        "labelled": 0,
+        "unlabelled": 0,
+        "nuclei": 0,
+        "mask_kinds": {},
+        "scaling": {},
+    }
     with StoreWriter(out_path, "image_folders", BINARY_CLASS_NAMES) as writer:
         for files in tqdm(samples, desc="image folders", unit="img", disable=not progress):
             image, instances, meta = read_sample(files)

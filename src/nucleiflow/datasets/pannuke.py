@@ -230,7 +230,7 @@ def convert_pannuke(roots: list[str | Path], out_path: str | Path, progress: boo
     The store is written atomically: on any error no store (and no temporary) is left.
     """
     folds = find_folds(roots)
-    summary = {"images": 0, "nuclei": 0, "empty_images": 0, "images_with_overlaps": 0, "per_fold": {}}
+    summary: dict = {"images": 0, "nuclei": 0, "empty_images": 0, "images_with_overlaps": 0, "per_fold": {}}
     with StoreWriter(out_path, "pannuke", CLASS_NAMES) as writer:
         for fold in sorted(folds):
             counts = convert_fold(writer, folds[fold], fold, progress)

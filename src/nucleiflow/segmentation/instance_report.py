@@ -245,7 +245,7 @@ def cross_validation_figure(scores: pd.DataFrame, published: bool = True) -> Fig
         spare.remove()
     x = np.arange(len(models))
     ref_styles = ("--", ":", "-.")  # one per published method, the same in every panel
-    ref_handles = {}
+    ref_handles: dict[str, str] = {}
     for ax, metric in zip(axes, metrics):
         means = [summary.at[m, f"{metric}_mean"] for m in models]
         stds = [np.nan_to_num(summary.at[m, f"{metric}_std"]) for m in models]
