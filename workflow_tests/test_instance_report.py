@@ -17,9 +17,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, SNAKEMAKE
+from conftest import REPO, SNAKEMAKE, RegionModel
 from snakemake.utils import validate
-from torch import nn
 
 from nucleiflow.errors import DataFormatError
 from nucleiflow.reporting import reference_results as R
@@ -324,25 +323,6 @@ def test_dry_run_of_a_config_with_folds_plans_the_instance_rules(checkout, tmp_p
 SIZE = 32
 
 
-class ContourRegionModel(nn.Module):
-    """Three-class contour output whose interior/boundary logits see only `region`; background logit constant 0."""
-
-    def __init__(self, region: torch.Tensor):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
-        self.relu = nn.ReLU()
-        self.features = nn.Identity()
-        self.head = nn.Conv2d(4, 3, 1, bias=False)
-        nn.init.uniform_(self.conv.weight, 0.0, 0.5)
-        nn.init.uniform_(self.head.weight, 0.5, 1.0)
-        with torch.no_grad():
-            self.head.weight[0] = 0.0  # channel 0 (background) explains nothing: a channel-0 explanation is empty
-        self.register_buffer("region", region)
-
-    def forward(self, x):
-        return self.head(self.features(self.relu(self.conv(x)) * self.region))
-
-
 def test_contour_explanations_target_the_nucleus_logit():
     from nucleiflow.segmentation import explain as E
     from nucleiflow.segmentation.heads import OutputLayout, foreground_logit
@@ -350,7 +330,7 @@ def test_contour_explanations_target_the_nucleus_logit():
     layout = OutputLayout("contour")
     region = torch.zeros(1, 1, SIZE, SIZE)
     region[..., 4:14, 18:28] = 1.0
-    model = E.prepare_for_attribution(ContourRegionModel(region))
+    model = E.prepare_for_attribution(RegionModel(region, channels=3, silent=(0,)))
     x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
     logits, prob, mask = E.target_mask(model, x, layout=layout)
     softmax = torch.softmax(logits, dim=1)

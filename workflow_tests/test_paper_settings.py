@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, Recorder
 from snakemake.utils import validate
 
 from nucleiflow.errors import ConfigError
@@ -116,14 +116,6 @@ def test_per_image_table_accepts_a_list_of_ids():
 
 
 # ---------------------------------------------------------------- residual U-Net study
-
-
-class Recorder(torch.nn.Module):
-    """Records its input; logits of zeros."""
-
-    def forward(self, x):
-        self.seen = x.clone()
-        return torch.zeros(x.shape[0], 1, *x.shape[2:])
 
 
 @pytest.mark.parametrize("policy", ["resize", "tile"])

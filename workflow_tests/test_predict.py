@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, Brightness
 from snakemake.utils import validate
 
 from nucleiflow.device import setup_device
@@ -20,13 +19,6 @@ from nucleiflow.workflow.cells import evaluate_on_targets, inference_cell, model
 from nucleiflow.workflow.checks import check_config
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
-
-
-class Brightness(torch.nn.Module):
-    """A stand-in model that calls a pixel foreground when its red channel is bright (normalised > 0)."""
-
-    def forward(self, x):
-        return 20.0 * x[:, :1]
 
 
 def disc_image(shape, centres, radius):
