@@ -23,12 +23,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Style and static checks: ruff (lint + format), snakefmt, Snakemake's own linter.
+# Style and static checks: ruff (lint + format), snakefmt, Snakemake's own linter, the package's layers
+# (import-linter contracts in pyproject.toml), the types (mypy, configured there too).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # Re-resolve the pinned set after editing requirements.in.
 lock: $(STAMP)

@@ -26,7 +26,7 @@ import torch
 
 from nucleiflow.models import build_model
 from nucleiflow.segmentation import explain as E
-from nucleiflow.segmentation.explain_config import DEFAULT_LAYERS
+from nucleiflow.workflow.explain import DEFAULT_LAYERS
 
 
 def time_call(fn, repeats: int) -> tuple[float, float]:

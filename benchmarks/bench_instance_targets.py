@@ -39,13 +39,14 @@ import yaml
 from snakemake.utils import validate
 
 from nucleiflow.catalog import TTA_MODES
-from nucleiflow.config import check_config, model_spec
 from nucleiflow.datasets.dsb2018 import convert_dsb2018
 from nucleiflow.io import write_csv, write_json
 from nucleiflow.segmentation.augment import build_pipeline, save_pipeline
 from nucleiflow.segmentation.run import evaluate_from_spec, train_from_spec, tune_from_spec
 from nucleiflow.splits import make_split
 from nucleiflow.store import Store
+from nucleiflow.workflow.cells import model_spec
+from nucleiflow.workflow.checks import check_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DSB = REPO.parent / "shared" / "data" / "dsb2018_stage1_test_sample"

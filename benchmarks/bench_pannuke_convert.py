@@ -107,7 +107,7 @@ def convert_stream(root: Path, out: Path) -> int:
 def convert_naive(root: Path, out: Path, fold: int = 1) -> int:
     """Whole arrays in memory (np.load without mmap), then the converter's per-image steps."""
     from nucleiflow.datasets.pannuke import CLASS_NAMES, fold_files, image_to_uint8, merge_instances
-    from nucleiflow.splits import content_hash, modality_features
+    from nucleiflow.image_keys import content_hash, modality_features
     from nucleiflow.store import StoreWriter
 
     files = fold_files(root, fold)

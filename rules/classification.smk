@@ -1,6 +1,6 @@
 # The classification study: class folders (NucRec, or nucleus crops cut from a PanNuke store) -> split
 # -> offline augmentation -> classic ML grid and CNNs -> Tables I-VI beside the paper, Figure 4.
-from nucleiflow.classification.study import (
+from nucleiflow.workflow.classification import (
     CLASSIC_TABLES,
     CLASSIFIER_FIGURE,
     COUNTS_TABLE,

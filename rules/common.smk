@@ -12,20 +12,6 @@ SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
-from nucleiflow.catalog import SEGMENTATION_FORMATS
-from nucleiflow.classification.study import report_targets as classification_targets
-from nucleiflow.config import (
-    cell_augmentation,
-    check_config,
-    check_local_sources,
-    cross_validation_groups,
-    expand_folds,
-    is_folder_entry,
-    model_spec as cell_spec,
-    robustness_targets,
-    schema_error_message,
-    segmentation_cells,
-)
 from nucleiflow.errors import ConfigError
 from nucleiflow.paths import (
     CLS_DIR,
@@ -52,15 +38,13 @@ from nucleiflow.paths import (
     bench_path,
     log_path,
 )
-from nucleiflow.pretrained import check_offline_weights, cnn_weights_inputs, segmentation_weights_inputs
-from nucleiflow.reporting.paper_index import (
-    GENERIC,
-    SEGMENTATION_PAPERS,
-    figure_names,
-    paper_key,
-    table_names,
-)
-from nucleiflow.download import resolve_local
+from nucleiflow.pretrained import check_offline_weights
+from nucleiflow.reporting.paper_index import GENERIC, SEGMENTATION_PAPERS, figure_names, table_names
+from nucleiflow.workflow.cells import cross_validation_groups, expand_folds
+from nucleiflow.workflow.checks import check_config, check_local_sources, schema_error_message
+from nucleiflow.workflow.inputs import Inputs
+from nucleiflow.workflow.targets import final_targets
+from nucleiflow.workflow.weights import cnn_weights_inputs, segmentation_weights_inputs
 
 try:
     validate(config, "../schemas/config.schema.yaml")
@@ -101,138 +85,28 @@ wildcard_constraints:
     comparison=r"[A-Za-z0-9_]+",
 
 
-# --- input functions ---------------------------------------------------------
-def file_entry(wildcards):
-    return DATASETS[wildcards.dataset]["files"][wildcards.filename]
-
-
-def download_source(wildcards):
-    """A local source (`source:`, a file:// URL or a path) is an input, so a rule can make it."""
-    entry = file_entry(wildcards)
-    local = entry.get("source") or resolve_local(entry["url"])
-    return [str(local)] if local is not None else []
-
-
-def converter_input(dataset, name, entry):
-    """What the converter reads for one file: a folder in place, a .csv as downloaded, else the unpacked archive."""
-    if is_folder_entry(name):  # image_folders: a local folder, never copied
-        return str(resolve_local(entry["url"]))
-    if name.endswith(".csv"):  # DSB2018's stage-1 solution
-        return DOWNLOAD.format(dataset=dataset, filename=name)
-    return UNPACKED.format(dataset=dataset, archive=Path(name).stem)
-
-
-def unpacked_dirs(wildcards):
-    """The converter's inputs, one per file of the dataset."""
-    files = DATASETS[wildcards.dataset]["files"]
-    return [converter_input(wildcards.dataset, name, entry) for name, entry in files.items()]
-
-
-def split_spec(wildcards):
-    return DATASETS[wildcards.dataset]["splits"][wildcards.split]
-
-
-def experiment(wildcards):
-    return SEGMENTATION[wildcards.experiment]
-
-
-def experiment_split(wildcards):
-    return SPLIT.format(dataset=wildcards.dataset, split=experiment(wildcards)["split"])
-
-
-def experiment_pipeline(wildcards):
-    """The cell's augmentation pipeline (its regularization cell's `augmentation`, else the experiment's)."""
-    name = cell_augmentation(config, wildcards.experiment, wildcards.reg)
-    return [PIPELINE.format(dataset=wildcards.dataset, pipeline=name)] if name else []
-
-
-def model_spec(wildcards):
-    """Everything that defines a trained model (a plain dict, as Snakemake compares params for re-runs)."""
-    cell = {key: getattr(wildcards, key) for key in ("dataset", "experiment", "arch", "encoder", "reg")}
-    return cell_spec(config, **cell).to_dict()
-
-
-def cells_of(wildcards):
-    return segmentation_cells(config, wildcards.experiment)
-
-
-def expand_cells(pattern, wildcards, **extra):
-    return [pattern.format(**cell.wildcards, **extra) for cell in cells_of(wildcards)]
-
-
-# The evaluate stage's files of one model and split, by the kind the report package reads them as.
-EVALUATION_FILES = {"per_image": "per_image.csv", "timing": "timing.json", "predictions": "predictions.h5"}
-
-
-def evaluation_runs(wildcards):
-    """One record per model and evaluated split: the model, the split and its files by kind.
-
-    The report rules pass these records as params and `run_files` of them as input, so the package
-    reads every file with the model and split it belongs to (`segmentation.report`), never by position.
-    """
-    runs = []
-    for cell in cells_of(wildcards):
-        model_files = {
-            "info": f"{MODEL_DIR}/train_info.json".format(**cell.wildcards),
-            "history": f"{MODEL_DIR}/history.csv".format(**cell.wildcards),
-        }
-        for subset in experiment(wildcards)["evaluate_splits"]:
-            files = {
-                kind: f"{EVAL_DIR}/{{subset}}_{name}".format(**cell.wildcards, subset=subset)
-                for kind, name in EVALUATION_FILES.items()
-            }
-            runs.append(
-                {"arch": cell.arch, "encoder": cell.encoder, "reg": cell.reg, "subset": subset, **model_files, **files}
-            )
-    return runs
-
-
-def run_files(kind):
-    """Input function: the `kind` file of every evaluation run (`evaluation_runs`), each once."""
-    return lambda wildcards: list(dict.fromkeys(run[kind] for run in evaluation_runs(wildcards)))
-
-
-def comparison_inputs(wildcards):
-    """Per-image files of every model of every compared experiment, on the compared split."""
-    comparison = config["comparisons"][wildcards.comparison]
-    files = []
-    for name in comparison["experiments"]:
-        for cell in segmentation_cells(config, name):
-            files.append(f"{EVAL_DIR}/{comparison['split']}_per_image.csv".format(**cell.wildcards))
-    return files
-
-
-def comparison_cells(wildcards):
-    comparison = config["comparisons"][wildcards.comparison]
-    return [cell.wildcards for name in comparison["experiments"] for cell in segmentation_cells(config, name)]
-
-
-def classification(wildcards):
-    return CLASSIFICATION[wildcards.experiment]
-
-
-def class_root(wildcards):
-    """The class folders: nuclei cropped from the dataset's store (`crops`), else the unpacked release."""
-    if "crops" in classification(wildcards):
-        return f"{CLS_DIR}/crops".format(**wildcards)
-    (root,) = unpacked_dirs(wildcards)
-    return root
-
-
-def augmented_manifest(wildcards):
-    """The augmented training set for the "augmented" variant, nothing for "base"."""
-    if wildcards.variant == "augmented":
-        return [f"{CLS_DIR}/augmented/manifest.csv".format(**wildcards)]
-    return []
-
-
-def cnn_histories(wildcards):
-    cnn = classification(wildcards)["cnn"]
-    return [
-        CNN_HISTORY.format(**wildcards, model=model, variant=variant)
-        for model in cnn["models"]
-        for variant in ("base", "augmented")
-    ]
+# --- input functions (nucleiflow.workflow.inputs) -------------------------------
+INPUTS = Inputs(config)
+file_entry = INPUTS.file_entry
+download_source = INPUTS.download_source
+unpacked_dirs = INPUTS.unpacked_dirs
+split_spec = INPUTS.split_spec
+experiment = INPUTS.experiment
+experiment_split = INPUTS.experiment_split
+experiment_pipeline = INPUTS.experiment_pipeline
+model_spec = INPUTS.model_spec
+cells_of = INPUTS.cells_of
+expand_cells = INPUTS.expand_cells
+evaluation_runs = INPUTS.evaluation_runs
+run_files = INPUTS.run_files
+comparison_inputs = INPUTS.comparison_inputs
+comparison_cells = INPUTS.comparison_cells
+experiment_comparisons = INPUTS.experiment_comparisons
+experiments_of_paper = INPUTS.experiments_of_paper
+classification = INPUTS.classification
+class_root = INPUTS.class_root
+augmented_manifest = INPUTS.augmented_manifest
+cnn_histories = INPUTS.cnn_histories
 
 
 # --- report items ----------------------------------------------------------------
@@ -266,43 +140,10 @@ def cls_report(path, caption, kind):
     )
 
 
-# --- targets -------------------------------------------------------------------
+# --- targets (nucleiflow.workflow.targets) ----------------------------------------
 # Segmentation outputs are named after the paper of the experiment (nucleiflow.reporting.paper_index).
 PAPER_KEYS = (GENERIC, *SEGMENTATION_PAPERS)
 
 
-def experiments_of_paper(paper):
-    """Regex of the experiments named after `paper` (one that matches nothing when there are none)."""
-    names = [n for n, e in SEGMENTATION.items() if paper_key(e.get("published")) == paper]
-    return "|".join(re.escape(n) for n in names) if names else "(?!)"
-
-
-def experiment_comparisons(wildcards):
-    return [n for n, c in config.get("comparisons", {}).items() if wildcards.experiment in c["experiments"]]
-
-
-EDA_OUTPUTS = ("per_image.csv", "summary.csv", "eda.png")
-
-
 def all_targets():
-    targets = []
-    for name, dataset in DATASETS.items():
-        if dataset["format"] in SEGMENTATION_FORMATS:
-            targets += [f"{EDA_DIR}/{f}".format(dataset=name) for f in EDA_OUTPUTS]
-    for name, exp in SEGMENTATION.items():
-        base = SEG_DIR.format(dataset=exp["dataset"], experiment=name)
-        targets += [f"{base}/{TABLE.format(name=t)}" for t in table_names(exp["published"]).values()]
-        targets += [f"{base}/{FIGURE.format(name=f)}" for f in figure_names(exp["published"]).values()]
-        if exp["published"]:
-            targets += [f"{base}/{TABLE.format(name='vs_paper')}", f"{base}/paper_index.md"]
-    targets += predict_targets()  # rules/predict.smk: inference summaries, cross-dataset tables
-    for name in config.get("comparisons", {}):
-        targets.append(f"{COMPARISON_DIR}/table.csv".format(comparison=name))
-    for name, exp in CLASSIFICATION.items():
-        base = CLS_DIR.format(dataset=exp["dataset"], experiment=name)
-        # Tables I-II, one Table III-VI per configured CNN run, class counts, classifier comparison, Figure 4
-        targets += [f"{base}/{target}" for target in classification_targets(exp["cnn"]["models"])]
-    targets += robustness_targets(config)
-    targets += explain_targets(config)  # rules/explain.smk
-    targets += instance_targets()  # rules/instances.smk
-    return targets
+    return final_targets(config)

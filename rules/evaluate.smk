@@ -2,7 +2,7 @@
 # post-processing is tuned (`postprocess.tune`; by default the contour and hv targets) first choose
 # their watershed settings on the validation split (rule tune_postprocess); every later use of the
 # model (evaluation, robustness sweep, cross-dataset evaluation, your own images) reads them
-# (input function `tuned_params`: rules/predict_common.smk, called when the DAG is built).
+# (input function `tuned_params`: nucleiflow.workflow.inputs, called when the DAG is built).
 from nucleiflow.paths import POSTPROCESS_PARAMS
 
 

@@ -1,12 +1,7 @@
 # Stage 5b: explanations of every selected trained model (residual U-Net study, Section 6):
 # its filters (Figure 2), Grad-CAM (Figure 6), LRP (Figure 7) and the LRP statistics.
 from nucleiflow.paths import EXPLAIN_DIR, EXPLAIN_FIGURES, EXPLAIN_TABLE
-from nucleiflow.segmentation.explain_config import check_explain, explain_settings, explain_targets
-
-try:
-    check_explain(config)
-except ConfigError as err:
-    raise WorkflowError(str(err)) from None
+from nucleiflow.workflow.explain import explain_settings
 
 EXPLAIN_REPORTS = {
     name: report(

@@ -1,14 +1,14 @@
 # Stage 6b: nuclei as objects. Per PanNuke-format experiment the benchmark's bPQ/mPQ by tissue (Gamper et
 # al. 2020); per cross-validation experiment (segmentation.<name>.folds) every fold's test scores, their
 # mean ± std across folds and the published results of other methods (nucleiflow.reporting.reference_results).
-from functools import partial
-
 from nucleiflow.paths import CV_FIGURE, CV_FOLD_SCORES, CV_TABLE, PANNUKE_PQ_TABLE, figure_pdf, table_copies
-from nucleiflow.segmentation import instance_report as instances
+from nucleiflow.workflow.cells import (
+    cross_validation_cells,
+    cross_validation_published,
+    pannuke_pq_experiments,
+)
 
-# all_targets() (rules/common.smk) calls it without arguments
-instance_targets = partial(instances.instance_targets, config, CROSS_VALIDATION)
-PANNUKE_PQ_EXPERIMENTS = instances.pannuke_pq_experiments(config)
+PANNUKE_PQ_EXPERIMENTS = pannuke_pq_experiments(config)
 
 
 rule pannuke_pq_table:
@@ -45,7 +45,7 @@ rule cross_validation_table:
     input:
         per_image=lambda wc: [
             f"{EVAL_DIR}/test_per_image.csv".format(**cell)
-            for cell in instances.cross_validation_cells(config, CROSS_VALIDATION, wc.experiment)
+            for cell in cross_validation_cells(config, wc.experiment)
         ],
     output:
         table=report(
@@ -77,7 +77,7 @@ rule cross_validation_table:
         mem_mb=2000,
         runtime=10,
     params:
-        cells=lambda wc: instances.cross_validation_cells(config, CROSS_VALIDATION, wc.experiment),
-        published=lambda wc: instances.cross_validation_published(config, CROSS_VALIDATION, wc.experiment),
+        cells=lambda wc: cross_validation_cells(config, wc.experiment),
+        published=lambda wc: cross_validation_published(config, wc.experiment),
     script:
         "../scripts/cross_validation_table.py"

@@ -1,6 +1,6 @@
 # Your own images: predictions of a trained model (inference.<name>) and cross-dataset
 # evaluation of an experiment's models (segmentation.<experiment>.evaluate_on).
-# Input functions: rules/predict_common.smk.
+# Input functions: nucleiflow.workflow.inputs (bound in rules/predict_common.smk).
 
 
 rule demo_cells:

@@ -10,7 +10,7 @@ rule robustness_sweep:
         store=STORE,
         split=experiment_split,
         clean=f"{EVAL_DIR}/test_per_image.csv",
-        tuned=lambda wc: tuned_params(wc),  # rules/predict_common.smk
+        tuned=lambda wc: tuned_params(wc),  # nucleiflow.workflow.inputs
     output:
         ROBUSTNESS_SWEEP,
     log:

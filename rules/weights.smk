@@ -7,7 +7,7 @@
 # runs (the login node), never on an offline compute node.
 # One job per marker, so adding an encoder to the config never rewrites the other
 # markers (their newer mtime would make finished training jobs re-run).
-from nucleiflow.pretrained import weights_for, weights_targets
+from nucleiflow.workflow.weights import weights_for, weights_targets
 
 
 rule cache_weights:

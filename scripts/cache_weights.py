@@ -7,7 +7,8 @@
 
 from nucleiflow.io import read_json, write_json
 from nucleiflow.log import setup_logging
-from nucleiflow.pretrained import PretrainedModel, cache_encoder_weights, write_weights_marker
+from nucleiflow.pretrained import cache_encoder_weights, write_weights_marker
+from nucleiflow.workflow.weights import PretrainedModel
 
 log = setup_logging(snakemake.log[0])
 

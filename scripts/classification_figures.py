@@ -2,10 +2,11 @@
 
 import pandas as pd
 
-from nucleiflow.classification import study, tables
+from nucleiflow.classification import tables
 from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
 from nucleiflow.reporting import figures, paper_index
+from nucleiflow.workflow import classification as study
 
 log = setup_logging(snakemake.log[0])
 figures.use_style()

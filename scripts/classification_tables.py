@@ -3,9 +3,10 @@ per-epoch CNN table, Table III-VI (cnn_epoch_table); each beside the published v
 
 import pandas as pd
 
-from nucleiflow.classification import study, tables
+from nucleiflow.classification import tables
 from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
+from nucleiflow.workflow import classification as study
 
 
 def classic_tables(sm, log):

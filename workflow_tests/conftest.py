@@ -1,4 +1,4 @@
-"""Shared fixtures: repository paths, the shared real data, small synthetic stores."""
+"""Shared fixtures: repository paths, the shared real data, small synthetic stores, stand-in models."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DSB = REPO.parent / "shared" / "data" / "dsb2018_stage1_test_sample"
@@ -121,3 +123,84 @@ def touching_discs(centres, radii, shape=(64, 64)) -> np.ndarray:
         labels[inside] = label
         nearest[inside] = distance[inside]
     return labels
+
+
+# ---------------------------------------------------------------- stand-in models with known outputs
+# Inference, evaluation and explanations are tested through these: each one's prediction follows from its
+# input, so a test can compute the expected maps, masks and scores by hand.
+
+
+class MaskEcho(torch.nn.Module):
+    """A 'model' whose logits are +-10 where the red channel is above its mean: known predictions."""
+
+    def forward(self, x):
+        red = x[:, :1]
+        return torch.where(red > red.mean(dim=(2, 3), keepdim=True), 10.0, -10.0)
+
+
+class RedEcho(torch.nn.Module):
+    """Logits +10 where a pixel's red value is above the ImageNet mean (0.485 * 255, so red >= 124), else -10.
+
+    Pixel by pixel, so tiled inference at native size gives exactly `red_echo(image)`.
+    """
+
+    def forward(self, x):
+        return torch.where(x[:, :1] > 0, 10.0, -10.0)
+
+
+def red_echo(image: np.ndarray) -> np.ndarray:
+    """RedEcho's prediction, from the raw uint8 image."""
+    return image[..., 0] >= 124
+
+
+class AllNuclei(torch.nn.Module):
+    """Logits +10 everywhere: a constant map, unchanged by resizing."""
+
+    def forward(self, x):
+        return torch.full_like(x[:, :1], 10.0)
+
+
+class PixelModel(torch.nn.Module):
+    """Logits linear in the red channel: a smooth map, so resizing and tiling change it measurably."""
+
+    def forward(self, x):
+        return x[:, :1] * 2.0 - 0.5
+
+
+class Brightness(torch.nn.Module):
+    """A stand-in model that calls a pixel foreground when its red channel is bright (normalised > 0)."""
+
+    def forward(self, x):
+        return 20.0 * x[:, :1]
+
+
+class Recorder(torch.nn.Module):
+    """Records its input; logits of zeros."""
+
+    def forward(self, x):
+        self.seen = x.clone()
+        return torch.zeros(x.shape[0], 1, *x.shape[2:])
+
+
+class RegionModel(nn.Module):
+    """Its output depends on the input inside `region` only (a mask multiplies the features).
+
+    `channels` output logits; those in `silent` have zero weights (a background logit that explains nothing).
+    `features` is the layer Grad-CAM reads.
+    """
+
+    def __init__(self, region: torch.Tensor, channels: int = 1, silent: tuple[int, ...] = ()):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.relu = nn.ReLU()
+        self.features = nn.Identity()
+        self.head = nn.Conv2d(4, channels, 1, bias=False)
+        nn.init.uniform_(self.conv.weight, 0.0, 0.5)
+        nn.init.uniform_(self.head.weight, 0.5, 1.0)
+        with torch.no_grad():
+            for channel in silent:
+                self.head.weight[channel] = 0.0
+        self.register_buffer("region", region)
+
+    def forward(self, x):
+        return self.head(self.features(self.relu(self.conv(x)) * self.region))

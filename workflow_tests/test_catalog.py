@@ -14,11 +14,10 @@ from conftest import REPO
 from snakemake.utils import validate
 
 from nucleiflow import catalog, paths
+from nucleiflow.catalog import CROP_TASK_CLASS_NAMES as TASK_CLASS_NAMES
 from nucleiflow.classification import classic
 from nucleiflow.classification import models as cnn_models
-from nucleiflow.classification.pannuke_crops import TASK_CLASS_NAMES
-from nucleiflow.classification.study import PUBLISHED_STUDY
-from nucleiflow.config import ALL_IMAGES, ModelSpec, model_spec, segmentation_cells
+from nucleiflow.config import ALL_IMAGES, ModelSpec
 from nucleiflow.datasets import CONVERTERS
 from nucleiflow.errors import ConfigError
 from nucleiflow.models.registry import ARCHITECTURES
@@ -28,6 +27,8 @@ from nucleiflow.segmentation.losses import LOSSES
 from nucleiflow.segmentation.robustness import PERTURBATIONS
 from nucleiflow.segmentation.training import RESUMABLE_CHANGES, checkpoint_identity
 from nucleiflow.splits import SCHEMES, SPLIT_NAMES
+from nucleiflow.workflow.cells import model_spec, segmentation_cells
+from nucleiflow.workflow.classification import PUBLISHED_STUDY
 
 SCHEMA_FILE = REPO / "schemas" / "config.schema.yaml"
 SCHEMA = yaml.safe_load(SCHEMA_FILE.read_text())

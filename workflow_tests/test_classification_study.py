@@ -9,11 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from nucleiflow.classification import classic, models, pannuke_crops, study, tables, training
+from nucleiflow.classification import classic, dataset, models, pannuke_crops, study, tables, training
 from nucleiflow.classification.features import extract_features
 from nucleiflow.engine import Trainer, load_checkpoint
 from nucleiflow.errors import ConfigError, DataFormatError
 from nucleiflow.reporting import figures
+from nucleiflow.workflow import classification as study_names
 
 
 def _write_class_folders(root, counts):
@@ -122,7 +123,7 @@ def test_binary_crops_split_small_from_normal_by_the_area_quantile(pannuke_store
         manifest.loc[manifest["label"] == "small", "area"].max()
         < manifest.loc[manifest["label"] == "normal", "area"].min()
     )
-    assert study.experiment_class_names({"crops": {"task": "binary"}}) == ("normal", "small")
+    assert study_names.experiment_class_names({"crops": {"task": "binary"}}) == ("normal", "small")
 
 
 def test_square_patch_repeats_edge_pixels_past_the_tile():
@@ -134,7 +135,7 @@ def test_square_patch_repeats_edge_pixels_past_the_tile():
 
 def test_crops_feed_the_whole_study_with_five_classes(five_class_crops):
     out, _ = five_class_crops
-    names = study.experiment_class_names({"crops": {"task": "five_class"}})
+    names = study_names.experiment_class_names({"crops": {"task": "five_class"}})
     split = study.make_split(out, 0.3, seed=0, class_names=names)
     assert split.groupby(["label", "split"]).size().unstack()["test"].tolist() == [2] * 5
     train, test = study.training_sets(out, split, None, names)
@@ -245,13 +246,13 @@ def test_a_cnn_job_keeps_checkpoints_beside_its_history_and_extends_from_them(ti
     history_path = tmp_path / "cnn" / "small_cnn_base_history.csv"
     cnn = {"epochs": 1, "batch_size": 4, "lr": 1e-2, "image_size": 16, "pretrained": True}  # small_cnn: none
     threads = torch.get_num_threads()  # run_cnn sets torch's thread count on CPU
-    first = training.run_cnn("small_cnn", cnn, study.CLASS_NAMES, *tiny_sets, history_path, seed=0, threads=threads)
+    first = training.run_cnn("small_cnn", cnn, dataset.CLASS_NAMES, *tiny_sets, history_path, seed=0, threads=threads)
     pd.testing.assert_frame_equal(pd.read_csv(history_path), first, check_exact=False, rtol=1e-12)
     checkpoints = tmp_path / "cnn" / "checkpoints" / "small_cnn_base"
     assert training.cnn_checkpoint_dir(history_path) == checkpoints
     assert (checkpoints / "last.pt").exists() and not (checkpoints / "best.pt").exists()
     longer = training.run_cnn(
-        "small_cnn", {**cnn, "epochs": 2}, study.CLASS_NAMES, *tiny_sets, history_path, seed=0, threads=threads
+        "small_cnn", {**cnn, "epochs": 2}, dataset.CLASS_NAMES, *tiny_sets, history_path, seed=0, threads=threads
     )
     assert longer["epoch"].tolist() == [1, 2]
     pd.testing.assert_frame_equal(longer.iloc[:1], first)  # epoch 1 resumed, not retrained
@@ -346,11 +347,11 @@ def test_cnn_tables_at_report_epochs_and_beside_the_paper():
 
 
 def test_table_numbers_file_names_and_targets():
-    assert study.cnn_table_name("inception_resnet_v2", "base") == "table5_inception_resnet_v2_base"
-    assert study.cnn_history_file(4, "small_cnn", "augmented") == "cnn/small_cnn_augmented_history.csv"
+    assert study_names.cnn_table_name("inception_resnet_v2", "base") == "table5_inception_resnet_v2_base"
+    assert study_names.cnn_history_file(4, "small_cnn", "augmented") == "cnn/small_cnn_augmented_history.csv"
     with pytest.raises(ConfigError, match="table4_small_cnn_base: not one of the CNN tables; valid: table3_small"):
-        study.cnn_history_file(4, "small_cnn", "base")
-    assert study.report_targets(["small_cnn"]) == [
+        study_names.cnn_history_file(4, "small_cnn", "base")
+    assert study_names.report_targets(["small_cnn"]) == [
         "tables/table1_classic_base.csv",
         "tables/table2_classic_augmented.csv",
         "tables/table3_small_cnn_base.csv",
@@ -361,8 +362,8 @@ def test_table_numbers_file_names_and_targets():
         "tables/figure4_average_accuracy.csv",
         "paper_index.md",
     ]
-    assert study.published_study({"dataset": "nucrec"}) == "classification"
-    assert study.published_study({"dataset": "pannuke", "crops": {"task": "binary"}}) is None
+    assert study_names.published_study({"dataset": "nucrec"}) == "classification"
+    assert study_names.published_study({"dataset": "pannuke", "crops": {"task": "binary"}}) is None
 
 
 def test_figure4_compares_the_runs_in_the_papers_order(tmp_path):

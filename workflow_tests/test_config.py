@@ -7,8 +7,9 @@ import pytest
 import yaml
 from conftest import REPO, SNAKEMAKE
 
-from nucleiflow.config import check_config, check_local_sources, regularization_cell, segmentation_cells
 from nucleiflow.errors import ConfigError
+from nucleiflow.workflow.cells import regularization_cell, segmentation_cells
+from nucleiflow.workflow.checks import check_config, check_local_sources
 
 TINY = yaml.safe_load((REPO / "workflow_tests" / "config_tiny.yaml").read_text())
 

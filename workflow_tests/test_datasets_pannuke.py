@@ -13,7 +13,7 @@ from conftest import assert_store_fails_cleanly
 
 from nucleiflow.datasets.pannuke import convert_pannuke, merge_instances
 from nucleiflow.errors import DataFormatError
-from nucleiflow.splits import content_hash
+from nucleiflow.image_keys import content_hash
 from nucleiflow.store import Store
 from nucleiflow.synthetic.pannuke import make_fold, member_names
 

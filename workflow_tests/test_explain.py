@@ -18,6 +18,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import RegionModel
 from scipy.stats import spearmanr
 from torch import nn
 from zennit.canonizers import SequentialMergeBatchNorm
@@ -28,7 +29,7 @@ from zennit.types import Convolution
 from nucleiflow.errors import ConfigError
 from nucleiflow.models.resunet import build_resunet
 from nucleiflow.segmentation import explain as E
-from nucleiflow.segmentation.explain_config import explain_cells, explain_settings
+from nucleiflow.workflow.explain import explain_cells, explain_settings
 
 SIZE = 32
 TINY = (4, 8, 16)  # two encoder levels + bridge
@@ -139,23 +140,6 @@ def test_lrp_conserves_relevance_through_residual_sums_and_concatenations():
     # The plain gradient of `body + shortcut` copies relevance to both branches: not conserved.
     copied, _ = E.lrp(model, x, mask, _epsilon_composite([SequentialMergeBatchNorm()]))
     assert np.abs(copied.sum((1, 2)) / explained - 1).min() > 0.05
-
-
-class RegionModel(nn.Module):
-    """Its output depends on the input inside `region` only (a mask multiplies the features)."""
-
-    def __init__(self, region: torch.Tensor):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
-        self.relu = nn.ReLU()
-        self.features = nn.Identity()
-        self.head = nn.Conv2d(4, 1, 1, bias=False)
-        nn.init.uniform_(self.conv.weight, 0.0, 0.5)
-        nn.init.uniform_(self.head.weight, 0.5, 1.0)
-        self.register_buffer("region", region)
-
-    def forward(self, x):
-        return self.head(self.features(self.relu(self.conv(x)) * self.region))
 
 
 def test_known_answer_all_mass_in_the_region_the_output_depends_on():

@@ -8,11 +8,11 @@ import tifffile
 from conftest import assert_store_fails_cleanly
 from PIL import Image
 
-from nucleiflow.config import check_config
 from nucleiflow.datasets import CONVERTERS
 from nucleiflow.datasets.image_folders import convert_image_folders, to_rgb_uint8
 from nucleiflow.errors import ConfigError, DataFormatError
 from nucleiflow.store import Store
+from nucleiflow.workflow.checks import check_config
 
 
 def labels_with_two_nuclei(shape=(40, 50)) -> np.ndarray:

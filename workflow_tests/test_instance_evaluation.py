@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
+from conftest import RedEcho
 from conftest import touching_discs as discs
 
 from nucleiflow.device import setup_device
@@ -189,11 +190,6 @@ def oracle_checkpoint(monkeypatch):
 
 
 # ---------------------------------------------------------------- binary: today's numbers exactly
-
-
-class RedEcho(torch.nn.Module):
-    def forward(self, x):
-        return torch.where(x[:, :1] > 0, 10.0, -10.0)
 
 
 def test_binary_evaluation_is_the_papers_postprocessing_exactly(dsb_store):

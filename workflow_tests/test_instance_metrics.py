@@ -8,12 +8,12 @@ from nucleiflow.segmentation.instances import (
     OBJECT_METRIC_NAMES,
     aggregated_jaccard_index,
     dsb_average_precision,
-    instances_from_binary,
     match_pairs,
     object_metrics,
     pairwise_iou,
     panoptic_quality,
 )
+from nucleiflow.segmentation.labels import instances_from_binary
 
 SHAPE = (40, 50)
 

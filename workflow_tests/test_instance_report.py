@@ -17,9 +17,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, SNAKEMAKE
+from conftest import REPO, SNAKEMAKE, RegionModel
 from snakemake.utils import validate
-from torch import nn
 
 from nucleiflow.errors import DataFormatError
 from nucleiflow.reporting import reference_results as R
@@ -272,14 +271,20 @@ def cv_config() -> dict:
 
 
 def test_instance_targets_of_a_config_with_folds():
-    from nucleiflow.config import cross_validation_groups, expand_folds
+    from nucleiflow.workflow.cells import (
+        cross_validation_cells,
+        cross_validation_groups,
+        cross_validation_published,
+        expand_folds,
+    )
+    from nucleiflow.workflow.targets import instance_targets
 
     config = cv_config()
     validate(config, str(REPO / "schemas" / "config.schema.yaml"))
     expand_folds(config)
     groups = cross_validation_groups(config)
     assert groups == {"pannuke_cv": ["pannuke_cv_official", "pannuke_cv_official_rot2", "pannuke_cv_official_rot3"]}
-    targets = I.instance_targets(config, groups)
+    targets = instance_targets(config)
     assert "results/pannuke/pannuke_cv/tables/cross_validation.csv" in targets
     assert "results/pannuke/pannuke_cv/figures/cross_validation.png" in targets
     # every PanNuke experiment that tests: the tiny one and each fold; DSB2018 has no PanNuke table
@@ -287,9 +292,9 @@ def test_instance_targets_of_a_config_with_folds():
         f"results/pannuke/{name}/tables/pannuke_pq.csv"
         for name in ("pannuke_cv_official", "pannuke_cv_official_rot2", "pannuke_cv_official_rot3", "pannuke_tiny")
     ]
-    cells = I.cross_validation_cells(config, groups, "pannuke_cv")
+    cells = cross_validation_cells(config, "pannuke_cv")
     assert [c["fold"] for c in cells] == ["official", "official_rot2", "official_rot3"]
-    assert I.cross_validation_published(config, groups, "pannuke_cv")
+    assert cross_validation_published(config, "pannuke_cv")
 
 
 def test_dry_run_of_a_config_with_folds_plans_the_instance_rules(checkout, tmp_path):
@@ -318,25 +323,6 @@ def test_dry_run_of_a_config_with_folds_plans_the_instance_rules(checkout, tmp_p
 SIZE = 32
 
 
-class ContourRegionModel(nn.Module):
-    """Three-class contour output whose interior/boundary logits see only `region`; background logit constant 0."""
-
-    def __init__(self, region: torch.Tensor):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
-        self.relu = nn.ReLU()
-        self.features = nn.Identity()
-        self.head = nn.Conv2d(4, 3, 1, bias=False)
-        nn.init.uniform_(self.conv.weight, 0.0, 0.5)
-        nn.init.uniform_(self.head.weight, 0.5, 1.0)
-        with torch.no_grad():
-            self.head.weight[0] = 0.0  # channel 0 (background) explains nothing: a channel-0 explanation is empty
-        self.register_buffer("region", region)
-
-    def forward(self, x):
-        return self.head(self.features(self.relu(self.conv(x)) * self.region))
-
-
 def test_contour_explanations_target_the_nucleus_logit():
     from nucleiflow.segmentation import explain as E
     from nucleiflow.segmentation.heads import OutputLayout, foreground_logit
@@ -344,7 +330,7 @@ def test_contour_explanations_target_the_nucleus_logit():
     layout = OutputLayout("contour")
     region = torch.zeros(1, 1, SIZE, SIZE)
     region[..., 4:14, 18:28] = 1.0
-    model = E.prepare_for_attribution(ContourRegionModel(region))
+    model = E.prepare_for_attribution(RegionModel(region, channels=3, silent=(0,)))
     x = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
     logits, prob, mask = E.target_mask(model, x, layout=layout)
     softmax = torch.softmax(logits, dim=1)
@@ -383,13 +369,13 @@ def test_foreground_logit_wrapper_leaves_a_binary_model_unchanged():
 
 def test_explain_cell_runs_for_a_contour_model(monkeypatch, tmp_path, pannuke_store):
     """The explain job end to end for a contour-target model: figures, table, and the nucleus logit explained."""
-    from nucleiflow.config import model_spec
     from nucleiflow.device import IN_PROCESS
     from nucleiflow.models.resunet import build_resunet
     from nucleiflow.segmentation import explain as E
     from nucleiflow.segmentation import predictor
     from nucleiflow.segmentation.heads import layout_of
     from nucleiflow.store import Store
+    from nucleiflow.workflow.cells import model_spec
 
     config = yaml.safe_load((REPO / "workflow_tests" / "config_tiny.yaml").read_text())
     validate(config, str(REPO / "schemas" / "config.schema.yaml"))

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from nucleiflow.catalog import METRIC_DISPLAY_NAMES as DISPLAY_NAMES
 from nucleiflow.errors import DataFormatError
 from nucleiflow.segmentation.metrics import (
-    DISPLAY_NAMES,
     METRIC_NAMES,
     confusion_counts,
     metrics_from_counts,

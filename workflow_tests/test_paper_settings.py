@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, Recorder
 from snakemake.utils import validate
 
-from nucleiflow.config import check_config
 from nucleiflow.errors import ConfigError
 from nucleiflow.models import build_model, l2_parameters, l2_penalty
 from nucleiflow.models.registry import CONV_LAYERS
@@ -24,6 +23,7 @@ from nucleiflow.segmentation.predictor import InferenceConfig, Predictor
 from nucleiflow.segmentation.report import per_image_table
 from nucleiflow.splits import make_split
 from nucleiflow.store import Sample
+from nucleiflow.workflow.checks import check_config
 
 # ---------------------------------------------------------------- classic U-Net study
 
@@ -116,14 +116,6 @@ def test_per_image_table_accepts_a_list_of_ids():
 
 
 # ---------------------------------------------------------------- residual U-Net study
-
-
-class Recorder(torch.nn.Module):
-    """Records its input; logits of zeros."""
-
-    def forward(self, x):
-        self.seen = x.clone()
-        return torch.zeros(x.shape[0], 1, *x.shape[2:])
 
 
 @pytest.mark.parametrize("policy", ["resize", "tile"])

@@ -6,27 +6,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, Brightness
 from snakemake.utils import validate
 
-from nucleiflow.config import check_config, evaluate_on_targets, inference_cell, model_spec
+from nucleiflow.config import ModelSpec
 from nucleiflow.device import setup_device
 from nucleiflow.errors import ConfigError
 from nucleiflow.segmentation.predict import evaluate_on, nucleus_table, predict_images
 from nucleiflow.segmentation.predict_report import cross_dataset_table, summary_table
 from nucleiflow.segmentation.predictor import InferenceConfig, Predictor
 from nucleiflow.store import Store
+from nucleiflow.workflow.cells import evaluate_on_targets, inference_cell, model_spec
+from nucleiflow.workflow.checks import check_config
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
-
-
-class Brightness(torch.nn.Module):
-    """A stand-in model that calls a pixel foreground when its red channel is bright (normalised > 0)."""
-
-    def forward(self, x):
-        return 20.0 * x[:, :1]
 
 
 def disc_image(shape, centres, radius):
@@ -161,8 +155,9 @@ def test_real_images_train_predict(real_folder, tmp_path):
     manifest = make_split(store.metadata, config["datasets"]["mine"]["splits"]["s"], config["seed"])
     manifest.to_csv(tmp_path / "split.csv", index=False)
     cell = inference_cell(config, "mine")
-    spec = model_spec(config, **cell.wildcards)
-    spec.training["device"], spec.training["amp"] = "cpu", False
+    spec = model_spec(config, **cell.wildcards).to_dict()
+    spec["training"] |= {"device": "cpu", "amp": False}
+    spec = ModelSpec.from_dict(spec)
     train_from_spec(spec, store.path, tmp_path / "split.csv", None, tmp_path / "model", threads=2, progress=False)
 
     postprocess = config["segmentation"]["mine_resunet"]["postprocess"]

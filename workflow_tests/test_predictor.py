@@ -15,6 +15,7 @@ import tifffile
 import torch
 from conftest import REPO, touching_discs
 
+from nucleiflow.config import ModelSpec
 from nucleiflow.device import setup_device
 from nucleiflow.engine import CheckpointMismatch, save_checkpoint
 from nucleiflow.errors import ConfigError, DataFormatError
@@ -134,7 +135,7 @@ def test_from_model_dir_reads_the_recorded_spec_and_checks_the_checkpoint(tmp_pa
     spec = spec_of()
     folder = seeded_model_dir(tmp_path / "model", spec)
     predictor = Predictor.from_model_dir(folder, postprocess={"tune": False}, batch_size=5)
-    assert predictor.spec.to_dict() == spec and predictor.config.batch_size == 5
+    assert predictor.spec == ModelSpec.from_dict(spec) and predictor.config.batch_size == 5
     assert predictor.device == torch.device("cpu") and predictor.state["best"]["epoch"] == 4
     assert not predictor.model.training
     # The file itself, with the workflow's spec, is the same model.

@@ -24,16 +24,14 @@ from nucleiflow.download import DownloadError, sha256sum
 from nucleiflow.errors import ConfigError
 from nucleiflow.io import read_json
 from nucleiflow.models import build_model
-from nucleiflow.pretrained import (
+from nucleiflow.pretrained import cache_encoder_weights, check_weights_available, write_weights_marker
+from nucleiflow.workflow.weights import (
     PretrainedModel,
-    cache_encoder_weights,
-    check_weights_available,
     cnn_weights_inputs,
     segmentation_weights_inputs,
     weights_for,
     weights_marker_path,
     weights_targets,
-    write_weights_marker,
 )
 
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -85,7 +83,7 @@ def _config(**segmentation_training):
             },
             "scratch": {
                 "dataset": "pannuke",
-                "training": {"encoder_weights": None},
+                "training": {"epochs": 1, "encoder_weights": None},
                 "models": [{"arch": "unet", "encoder": "resnet18"}],
             },
         },

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import REPO, copy_checkout
 
-from nucleiflow.config import expand_folds
+from nucleiflow.workflow.cells import expand_folds
 
 README = REPO / "README.md"
 PAPER_COMMAND = (

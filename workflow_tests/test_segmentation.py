@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import AllNuclei, MaskEcho, PixelModel, RedEcho, red_echo
 
 from nucleiflow.catalog import model_label
 from nucleiflow.device import setup_device
@@ -152,36 +153,6 @@ def test_a_changed_config_refuses_the_old_model(trained, pannuke_store):
             predictions_path=None,
             progress=False,
         )
-
-
-class MaskEcho(torch.nn.Module):
-    """A 'model' whose logits are +-10 where the red channel is above its mean: known predictions."""
-
-    def forward(self, x):
-        red = x[:, :1]
-        return torch.where(red > red.mean(dim=(2, 3), keepdim=True), 10.0, -10.0)
-
-
-class RedEcho(torch.nn.Module):
-    """Logits +10 where a pixel's red value is above the ImageNet mean (0.485 * 255, so red >= 124), else -10.
-
-    Pixel by pixel, so tiled inference at native size gives exactly `red_echo(image)`.
-    """
-
-    def forward(self, x):
-        return torch.where(x[:, :1] > 0, 10.0, -10.0)
-
-
-def red_echo(image: np.ndarray) -> np.ndarray:
-    """RedEcho's prediction, from the raw uint8 image."""
-    return image[..., 0] >= 124
-
-
-class AllNuclei(torch.nn.Module):
-    """Logits +10 everywhere: a constant map, unchanged by resizing."""
-
-    def forward(self, x):
-        return torch.full_like(x[:, :1], 10.0)
 
 
 def _expected_row(pred: np.ndarray, truth: np.ndarray, prob: np.ndarray) -> dict:
@@ -386,8 +357,3 @@ def test_batched_and_tiled_evaluation_score_every_image_at_native_size(dsb_store
             == (sizes.loc[per_image["image_id"], "height"] * sizes.loc[per_image["image_id"], "width"]).to_numpy()
         ).all()
     assert per_image["warmup"].sum() == 1  # tile: one image per batch, the first is the warm-up
-
-
-class PixelModel(torch.nn.Module):
-    def forward(self, x):
-        return x[:, :1] * 2.0 - 0.5

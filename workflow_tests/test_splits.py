@@ -9,19 +9,17 @@ import yaml
 from conftest import REPO
 
 from nucleiflow.errors import ConfigError, DataFormatError
+from nucleiflow.image_keys import MODALITY_FEATURES, content_hash, modality_features
 from nucleiflow.io import write_csv
 from nucleiflow.splits import (
-    MODALITY_FEATURES,
     PANNUKE_PAPER_COUNTS,
     RESUNET_ORIGINAL_COUNTS,
     SPLIT_NAMES,
     add_strata_columns,
     check_disjoint,
-    content_hash,
     fold_rotation,
     fractions_from_counts,
     make_split,
-    modality_features,
     stratified_split,
 )
 from nucleiflow.store import Store

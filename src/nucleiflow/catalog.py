@@ -36,6 +36,15 @@ CLASSIFIER_NAMES = (
     "Histogram Gradient Boosting",
 )
 
+# The classification study's classes: NucRec's (the second is the positive class), and per crop task
+# (`classification.<name>.crops.task`) those of the nuclei cut from a PanNuke store: its five nucleus types,
+# or small vs normal nuclei (the second, small, is the positive class, as micronucleus in NucRec).
+NUCREC_CLASS_NAMES = ("nucleus", "micronucleus")
+CROP_TASK_CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "five_class": ("neoplastic", "inflammatory", "connective", "dead", "epithelial"),
+    "binary": ("normal", "small"),
+}
+
 # The classification study's CNNs, and those with pretrained (timm, ImageNet) weights.
 CNN_MODELS = ("small_cnn", "inception_resnet_v2")
 PRETRAINED_CNN_MODELS = ("inception_resnet_v2",)
@@ -80,8 +89,31 @@ SEGMENTATION_FORMATS = ("pannuke", "dsb2018", "image_folders")
 EXPLAIN_TARGETS = ("predicted", "truth")
 LRP_COMPOSITES = ("epsilon_plus_flat", "epsilon_plus", "epsilon_alpha2_beta1")
 
-# Robustness sweep: image perturbations (also usable as training augmentations).
+# Robustness sweep: image perturbations (also usable as training augmentations), and the name of the
+# stain-normalised condition in a sweep table.
 PERTURBATIONS = ("gaussian_noise", "gaussian_blur", "jpeg", "brightness_contrast", "stain")
+STAIN_NORMALISED = "stain_normalised"
+
+# Column labels of the per-image metrics in tables and figures: pixel metrics (segmentation.metrics),
+# then object metrics; also what a comparison or a robustness sweep may show.
+METRIC_DISPLAY_NAMES = {
+    "loss": "Loss",
+    "acc": "Acc",
+    "dice": "DCS",
+    "sensitivity": "SN",
+    "iou": "IoU",
+    "precision": "Precision",
+    "f1": "F1",
+    "specificity": "Specificity",
+    "mcc": "MCC",
+    # object-level metrics (segmentation.instances)
+    "aji": "AJI",
+    "pq": "PQ",
+    "dq": "DQ",
+    "sq": "SQ",
+    "map": "mAP",
+}
+
 
 ARCH_DISPLAY = {
     "unet": "U-Net",

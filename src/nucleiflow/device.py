@@ -228,7 +228,7 @@ def loader_kwargs(
     override the setup's choice (benchmarks, tests).
     """
     workers = setup.loader_workers if workers is None else workers
-    options = {
+    options: dict[str, object] = {
         "num_workers": workers,
         "pin_memory": setup.pin_memory if pin_memory is None else pin_memory,
     }

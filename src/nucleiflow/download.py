@@ -23,8 +23,6 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from tqdm import tqdm
-
 from nucleiflow.errors import ChecksumError, ConfigError, DataFormatError, NucleiflowError
 from nucleiflow.io import atomic_path
 
@@ -256,6 +254,8 @@ def _range_total(content_range: str | None) -> int | None:
 def _stream_body(response, part: Path, offset: int, total: int | None, progress: bool) -> None:
     """Write the body to `part` (appending at `offset`), with a progress bar on stderr."""
     mode = "ab" if offset else "wb"
+    from tqdm import tqdm  # here, not at the top: the workflow imports this module while it builds the DAG
+
     bar = tqdm(
         total=total,
         initial=offset,

@@ -21,10 +21,9 @@ from matplotlib.figure import Figure
 from scipy import ndimage
 from skimage.measure import regionprops_table
 
-from nucleiflow.datasets.dsb2018 import modality_hint
 from nucleiflow.errors import require_columns
+from nucleiflow.image_keys import modality_features, modality_hint
 from nucleiflow.reporting.figures import model_palette
-from nucleiflow.splits import modality_features
 from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)

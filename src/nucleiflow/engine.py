@@ -366,7 +366,7 @@ class Trainer:
                 self.on_epoch_end(self, epoch, row)
         return pd.DataFrame(self.history)
 
-    def _improved(self, value: float) -> bool:
+    def _improved(self, value: float | None) -> bool:
         best = self.best[self.settings.best_metric]
         if value is None or math.isnan(value):
             return False
@@ -375,7 +375,7 @@ class Trainer:
     def _after_epoch(self, epoch: int, row: dict) -> None:
         value = row.get(self.settings.best_metric)
         improved = self._improved(value)
-        if improved:
+        if improved and value is not None:
             self.best = {self.settings.best_metric: value, "epoch": epoch}
             self.stale_epochs = 0
             save_checkpoint(self.best_path, self._weights_payload(epoch))

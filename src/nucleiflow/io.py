@@ -13,10 +13,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
-from nucleiflow.paths import TABLE_SUFFIXES
+
+# What `write_table` writes for every table: the CSV and its Markdown and LaTeX companions.
+TABLE_SUFFIXES = (".csv", ".md", ".tex")
 
 
 def _current_umask() -> int:
@@ -107,6 +111,8 @@ def write_table(
     stem = Path(stem)
     if stem.suffix in TABLE_SUFFIXES:
         stem = stem.with_suffix("")
+    import pandas as pd  # here, not at the top: the workflow imports this module while it builds the DAG
+
     paths = [stem.with_suffix(s) for s in TABLE_SUFFIXES]
     write_csv(paths[0], df)
     shown = df.copy()

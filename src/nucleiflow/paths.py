@@ -4,9 +4,11 @@ The rules (through rules/common.smk) and the package build their paths from
 these, so a path is spelled once. Templates hold Snakemake wildcards in braces
 (`{dataset}`, `{experiment}`, ...): a rule uses them as they are, code fills
 them with `str.format`. Relative templates (`TABLE`, `FIGURE`,
-`CNN_HISTORY_NAME`) name a file inside an experiment folder. Torch-free and
-stdlib-only: the workflow imports it while it builds the DAG.
+`CNN_HISTORY_NAME`) name a file inside an experiment folder. Torch-free, and
+imports nothing beyond the standard library and `io`: the workflow imports it while it builds the DAG.
 """
+
+from nucleiflow.io import TABLE_SUFFIXES
 
 RESULTS = "results"
 RESOURCES = "resources"
@@ -77,8 +79,7 @@ CV_FIGURE = f"{SEG_DIR}/figures/cross_validation.png"
 # Inside an experiment folder (SEG_DIR or CLS_DIR): its tables and figures.
 TABLE = "tables/{name}.csv"
 FIGURE = "figures/{name}.png"
-# The files of one table (`io.write_table`) and of one figure (`reporting.figures.save_figure`).
-TABLE_SUFFIXES = (".csv", ".md", ".tex")
+# The files of one figure (`reporting.figures.save_figure`); a table's are `io.TABLE_SUFFIXES`.
 FIGURE_SUFFIXES = (".png", ".pdf")
 
 

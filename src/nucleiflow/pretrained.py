@@ -21,9 +21,9 @@ downloads them into that cache) on a machine with internet; the workflow's
 only (no network), so a job on an offline node fails at once with one line
 saying what to run, instead of a network timeout deep in the library.
 
-The config-facing functions (`pretrained_models`, `weights_targets`,
-`segmentation_weights_inputs`, `cnn_weights_inputs`) are torch-free: the
-workflow calls them while it builds the DAG.
+Which weights a config needs, and their marker files, is `nucleiflow.workflow.weights`
+(read while the DAG is built); `check_offline_weights` runs at start-up too and loads
+the libraries only when HF_HUB_OFFLINE is set.
 """
 
 from __future__ import annotations
@@ -32,34 +32,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nucleiflow.catalog import NO_ENCODER, PRETRAINED_CNN_MODELS
+from nucleiflow.catalog import PRETRAINED_CNN_MODELS
 from nucleiflow.download import DownloadError, sha256sum
 from nucleiflow.errors import ConfigError, choices_error
 from nucleiflow.io import write_json
-from nucleiflow.paths import WEIGHTS_DIR, WEIGHTS_MARKER
+from nucleiflow.workflow.weights import CNN_ARCH, CNN_WEIGHTS, PretrainedModel, pretrained_models
 
-CNN_ARCH = "cnn"  # the marker "arch" of the classification study's CNNs
-CNN_WEIGHTS = "imagenet"  # timm's default pretrained tag of PRETRAINED_CNN_MODELS is an ImageNet-1k one
 CACHE_HINT = (
     "run `snakemake cache_weights --cores 1` on a machine with internet (a login node) first, with the same HF_HOME"
 )
-
-
-@dataclass(frozen=True)
-class PretrainedModel:
-    """One set of weights the config trains from: what to build, and its marker file."""
-
-    arch: str
-    encoder: str
-    weights: str
-
-    @property
-    def marker(self) -> str:
-        return weights_marker_path(self.arch, self.encoder).as_posix()
-
-    @property
-    def label(self) -> str:
-        return f"{self.arch}/{self.encoder}"
 
 
 @dataclass(frozen=True)
@@ -74,77 +55,6 @@ class HubFiles:
     @property
     def url(self) -> str:
         return f"https://huggingface.co/{self.repo_id}"
-
-
-# --- config -> the weights it needs (torch-free) ------------------------------
-def _segmentation_models(config: dict) -> list[PretrainedModel]:
-    found = []
-    for exp in config.get("segmentation", {}).values():
-        weights = exp.get("training", {}).get("encoder_weights")
-        if not weights:
-            continue
-        for model in exp["models"]:
-            encoder = model.get("encoder", NO_ENCODER)
-            if encoder != NO_ENCODER:  # custom U-Nets have no encoder to pretrain
-                found.append(PretrainedModel(model["arch"], encoder, weights))
-    return found
-
-
-def _cnn_models(config: dict) -> list[PretrainedModel]:
-    found = []
-    for exp in config.get("classification", {}).values():
-        cnn = exp.get("cnn", {})
-        if cnn.get("pretrained"):
-            found += [
-                PretrainedModel(CNN_ARCH, name, CNN_WEIGHTS)
-                for name in cnn.get("models", [])
-                if name in PRETRAINED_CNN_MODELS
-            ]
-    return found
-
-
-def pretrained_models(config: dict) -> list[PretrainedModel]:
-    """Every (arch, encoder, weights) the config trains from pretrained weights, once each, in config order."""
-    unique: dict[tuple[str, str], PretrainedModel] = {}
-    for model in _segmentation_models(config) + _cnn_models(config):
-        unique.setdefault((model.arch, model.encoder), model)
-    return list(unique.values())
-
-
-def weights_targets(config: dict) -> list[str]:
-    """The marker files the `cache_weights` target rule asks for."""
-    return [model.marker for model in pretrained_models(config)]
-
-
-def weights_for(config: dict, arch: str, encoder: str) -> str:
-    """The weights name the config gives (arch, encoder); ConfigError naming the marker if none."""
-    for model in pretrained_models(config):
-        if (model.arch, model.encoder) == (arch, encoder):
-            return model.weights
-    choices = [model.label for model in pretrained_models(config)] or ["(none in this config)"]
-    raise choices_error(f"{weights_marker_path(arch, encoder)}: pretrained model", f"{arch}/{encoder}", choices)
-
-
-def segmentation_weights_inputs(config: dict, experiment: str, arch: str, encoder: str) -> list[str]:
-    """Input function of train_segmentation: the weights marker when the experiment uses pretrained weights."""
-    weights = config["segmentation"][experiment].get("training", {}).get("encoder_weights")
-    if not weights or encoder == NO_ENCODER:
-        return []
-    return [weights_marker_path(arch, encoder).as_posix()]
-
-
-def cnn_weights_inputs(config: dict, experiment: str, model: str) -> list[str]:
-    """Input function of train_cnn: the weights marker when the CNN starts from pretrained weights."""
-    cnn = config["classification"][experiment].get("cnn", {})
-    if not cnn.get("pretrained") or model not in PRETRAINED_CNN_MODELS:
-        return []
-    return [weights_marker_path(CNN_ARCH, model).as_posix()]
-
-
-def weights_marker_path(arch: str, encoder: str, root: str | Path = WEIGHTS_DIR) -> Path:
-    """`resources/weights/<arch>/<encoder>.json` (`paths.WEIGHTS_MARKER`): written once the weights are cached."""
-    marker = Path(WEIGHTS_MARKER.format(arch=arch, encoder=encoder))
-    return Path(root) / marker.relative_to(WEIGHTS_DIR)
 
 
 # --- where the library looks --------------------------------------------------
@@ -209,8 +119,9 @@ def _cached(source: HubFiles, filename: str) -> Path | None:
 
 def cached_files(source: HubFiles) -> list[Path] | None:
     """The cached files the library would load, or None if any is missing."""
-    required = [_cached(source, name) for name in source.required]
-    if any(path is None for path in required):
+    found_required = [_cached(source, name) for name in source.required]
+    required = [path for path in found_required if path is not None]
+    if len(required) < len(found_required):
         return None
     if not source.any_of:
         return required

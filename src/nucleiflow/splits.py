@@ -30,7 +30,6 @@ spec stratifies by them.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 
 import numpy as np
@@ -38,6 +37,7 @@ import pandas as pd
 from scipy.cluster.vq import kmeans2
 
 from nucleiflow.errors import ConfigError, DataFormatError, choices_error
+from nucleiflow.image_keys import MODALITY_FEATURES
 
 SPLIT_NAMES = ("train", "val", "test")
 SCHEMES = ("folds", "proportions")
@@ -48,35 +48,11 @@ RESUNET_ORIGINAL_COUNTS = {"train": 670, "val": 10, "test": 60}
 PANNUKE_PAPER_COUNTS = {"train": 4297, "val": 1075, "test": 1344}
 
 # Colour statistics each converter stores per image (metadata keys).
-MODALITY_FEATURES = ("mean_red", "mean_green", "mean_blue", "grey_mean", "grey_std")
-GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma
 DERIVED_STRATA = ("modality_cluster", "density_bin")
 DEFAULT_MODALITY_CLUSTERS = 3  # fluorescence, brightfield, H&E in DSB2018
 DEFAULT_DENSITY_BINS = 3
 KMEANS_RESTARTS = 10
 FRACTION_SUM_TOLERANCE = 1e-3
-
-
-# ---------------------------------------------------------------- per-image keys
-
-
-def content_hash(image: np.ndarray) -> str:
-    """SHA-256 of a uint8 image's pixels and shape: equal for exact duplicates only."""
-    image = np.ascontiguousarray(image)
-    return hashlib.sha256(image.tobytes() + str(image.shape).encode()).hexdigest()
-
-
-def grey(image: np.ndarray) -> np.ndarray:
-    """Float32 luma (0-255) of an RGB uint8 image."""
-    return image.reshape(-1, 3).astype(np.float32) @ GREY_WEIGHTS
-
-
-def modality_features(image: np.ndarray) -> dict[str, float]:
-    """The colour statistics `modality_cluster` clusters on (mean of each channel, grey mean and std)."""
-    means = image.reshape(-1, 3).mean(axis=0, dtype=np.float64)
-    luma = grey(image)
-    values = (*means, luma.mean(dtype=np.float64), luma.std(dtype=np.float64))
-    return {name: round(float(v), 4) for name, v in zip(MODALITY_FEATURES, values)}
 
 
 # ---------------------------------------------------------------- derived strata
@@ -89,7 +65,7 @@ def modality_clusters(features: pd.DataFrame, n_clusters: int, seed: int) -> np.
     k = min(n_clusters, len(np.unique(x, axis=0)))
     if k <= 1:
         return np.zeros(len(x), int)
-    best_inertia, best = np.inf, None
+    best_inertia, best = np.inf, np.zeros(len(x), int)
     for rng in np.random.default_rng(seed).spawn(KMEANS_RESTARTS):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an empty cluster in one restart is not worth a warning
@@ -211,7 +187,7 @@ def fold_split(metadata: pd.DataFrame, train, val, test, fold_col: str = "fold")
         raise DataFormatError(
             f"store metadata has no {fold_col!r} column; the folds scheme needs a fold per image (PanNuke)"
         )
-    assignment = {}
+    assignment: dict[str, str] = {}
     for name, folds in zip(SPLIT_NAMES, (train, val, test)):
         for fold in _as_list(folds):
             if fold in assignment:

@@ -8,6 +8,7 @@ killed conversion never leaves a store that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ class StoreWriter:
         self.dataset = dataset
         self.class_names = list(class_names)
         self._records: list[dict] = []
-        self._atomic = None
+        self._atomic: contextlib.AbstractContextManager[Path] | None = None
         self._file: h5py.File | None = None
 
     def __enter__(self) -> StoreWriter:
@@ -108,6 +109,7 @@ class StoreWriter:
         if exc is None and not self._records:
             exc = DataFormatError(f"{self.dataset}: no images to write to {self.path}")
             exc_type, tb = type(exc), None
+        assert self._file is not None and self._atomic is not None  # set by __enter__
         try:
             if exc is None:
                 self._file.create_dataset("metadata", data=json.dumps(self._records, default=_plain))

@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from nucleiflow.catalog import NUCREC_CLASS_NAMES as CLASS_NAMES
 from nucleiflow.errors import ConfigError, DataFormatError
 from nucleiflow.splits import stratified_split
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES = ("nucleus", "micronucleus")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MANIFEST_COLUMNS = ["image_id", "path", "label", "label_index"]
 # Every class needs at least one image in each of train and test.

@@ -21,9 +21,11 @@ import timm
 import torch
 from torch import nn
 
+from nucleiflow.catalog import PRETRAINED_CNN_MODELS
 from nucleiflow.classification.dataset import DEFAULT_MEAN, DEFAULT_STD
 from nucleiflow.errors import ConfigError, choices_error
-from nucleiflow.pretrained import CNN_ARCH, CNN_WEIGHTS, PRETRAINED_CNN_MODELS, cached_weight_files
+from nucleiflow.pretrained import cached_weight_files
+from nucleiflow.workflow.weights import CNN_ARCH, CNN_WEIGHTS
 
 
 class SmallCNN(nn.Module):

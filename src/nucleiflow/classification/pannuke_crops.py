@@ -31,28 +31,22 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from nucleiflow.errors import ConfigError, DataFormatError, choices_error
+from nucleiflow.catalog import CROP_TASK_CLASS_NAMES as TASK_CLASS_NAMES
+from nucleiflow.errors import ConfigError, DataFormatError
 from nucleiflow.io import atomic_dir
 from nucleiflow.store import Store
+from nucleiflow.workflow.classification import task_class_names
 
 log = logging.getLogger(__name__)
 
-FIVE_CLASS_NAMES = ("neoplastic", "inflammatory", "connective", "dead", "epithelial")
-BINARY_CLASS_NAMES = ("normal", "small")  # the second is the positive class, as micronucleus in NucRec
-TASK_CLASS_NAMES = {"five_class": FIVE_CLASS_NAMES, "binary": BINARY_CLASS_NAMES}
+FIVE_CLASS_NAMES = TASK_CLASS_NAMES["five_class"]
+BINARY_CLASS_NAMES = TASK_CLASS_NAMES["binary"]  # the second is the positive class, as micronucleus in NucRec
 MIN_NUCLEUS_PIXELS = 10
 DEFAULT_MAX_PER_CLASS = 500
 DEFAULT_MARGIN = 8
 DEFAULT_SMALL_QUANTILE = 0.25
 MANIFEST_NAME = "crops.csv"
 NUCLEUS_COLUMNS = ["image_id", "nucleus", "class_name", "area", "y0", "x0", "y1", "x1"]
-
-
-def task_class_names(task: str) -> tuple[str, ...]:
-    """The ordered class names of a crop task."""
-    if task not in TASK_CLASS_NAMES:
-        raise choices_error("crops.task", task, TASK_CLASS_NAMES)
-    return TASK_CLASS_NAMES[task]
 
 
 def write_crops(

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from nucleiflow.classification.study import CNN_TABLES, PUBLISHED_STUDY
 from nucleiflow.errors import ConfigError, require_columns
 from nucleiflow.reporting.published import beside_published, published_table
+from nucleiflow.workflow.classification import CNN_TABLES, PUBLISHED_STUDY
 
 CLASSIC_COLUMNS = {
     "classifier": "Classifier",
@@ -103,7 +103,7 @@ def classic_vs_paper(results: pd.DataFrame, variant: str, study: str | None = PU
 
 
 def classic_caption(variant: str) -> str:
-    number = 1 if variant == "base" else 2  # study.CLASSIC_TABLES: table1_classic_base, table2_classic_augmented
+    number = 1 if variant == "base" else 2  # workflow.classification.CLASSIC_TABLES
     return f"Table {ROMAN[number]}: classic machine learning trained on {variant} data, scored on the test split"
 
 

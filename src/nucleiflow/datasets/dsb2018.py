@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -40,12 +39,11 @@ from tqdm import tqdm
 
 from nucleiflow.datasets.rle import decode_instances, read_solution
 from nucleiflow.errors import DataFormatError
-from nucleiflow.splits import content_hash, modality_features
+from nucleiflow.image_keys import PNG_READ_ERRORS, content_hash, modality_features, modality_hint
 from nucleiflow.store import BINARY_CLASS_NAMES, StoreWriter
 
 log = logging.getLogger(__name__)
 
-PNG_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
 EIGHT_CONNECTED = np.ones((3, 3), bool)  # skimage.measure.label's default for 2-D
 FLAT_MASK_SUBFOLDER = "0"  # preprocess_dsb2018.py writes masks/0/<id>.png
 
@@ -101,15 +99,6 @@ def read_image(path: Path) -> tuple[np.ndarray, str]:
     if mode == "P":  # palette indices are not intensities
         im = im.convert("RGBA")
     return to_rgb(np.asarray(im), path), mode
-
-
-def modality_hint(image: np.ndarray) -> str:
-    """Coarse imaging look from colour statistics: fluorescence, brightfield or he."""
-    mean = image.reshape(-1, 3).mean(axis=0)
-    spread = float(mean.max() - mean.min())
-    if mean.mean() < 100:
-        return "fluorescence"
-    return "he" if spread > 20 else "brightfield"
 
 
 def mask_band(path: Path, shape: tuple[int, int], image_path: Path) -> Image.Image:

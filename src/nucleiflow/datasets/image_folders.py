@@ -39,9 +39,8 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from nucleiflow.datasets.dsb2018 import PNG_READ_ERRORS, modality_hint
 from nucleiflow.errors import DataFormatError
-from nucleiflow.splits import content_hash, modality_features
+from nucleiflow.image_keys import PNG_READ_ERRORS, content_hash, modality_features, modality_hint
 from nucleiflow.store import BINARY_CLASS_NAMES, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -175,7 +174,8 @@ def layout_root(root: str | Path) -> Path:
     raise DataFormatError(f"{root}: no images/ folder (expected images/ and optionally masks/ with the same stems)")
 
 
-def _by_stem(folder: Path) -> dict[str, Path]:
+def images_by_stem(folder: Path) -> dict[str, Path]:
+    """{stem: path} of the image files of a flat folder; DataFormatError for another file or a repeated stem."""
     files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     found: dict[str, Path] = {}
     for path in files:
@@ -190,10 +190,10 @@ def _by_stem(folder: Path) -> dict[str, Path]:
 def find_samples(root: str | Path) -> list[FolderSample]:
     """Every image of `root/images` with its mask (or None), in sorted stem order."""
     root = layout_root(root)
-    images = _by_stem(root / "images")
+    images = images_by_stem(root / "images")
     if not images:
         raise DataFormatError(f"{root / 'images'}: no images (valid: {', '.join(IMAGE_SUFFIXES)} files)")
-    masks = _by_stem(root / "masks") if (root / "masks").is_dir() else {}
+    masks = images_by_stem(root / "masks") if (root / "masks").is_dir() else {}
     orphans = sorted(set(masks) - set(images))
     if orphans:
         raise DataFormatError(f"{masks[orphans[0]]}: mask without an image (no images/{orphans[0]}.* file)")
@@ -229,7 +229,14 @@ def convert_image_folders(roots: list[str | Path], out_path: str | Path, progres
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise DataFormatError(f"{out_path}: image stem {duplicate!r} occurs in two source folders")
-    summary = {"images": len(samples), "labelled": 0, "unlabelled": 0, "nuclei": 0, "mask_kinds": {}, "scaling": {}}
+    summary: dict = {
+        "images": len(samples),
+        "labelled": 0,
+        "unlabelled": 0,
+        "nuclei": 0,
+        "mask_kinds": {},
+        "scaling": {},
+    }
     with StoreWriter(out_path, "image_folders", BINARY_CLASS_NAMES) as writer:
         for files in tqdm(samples, desc="image folders", unit="img", disable=not progress):
             image, instances, meta = read_sample(files)

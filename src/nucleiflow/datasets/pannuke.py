@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nucleiflow.errors import DataFormatError
-from nucleiflow.splits import content_hash, modality_features
+from nucleiflow.image_keys import content_hash, modality_features
 from nucleiflow.store import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def convert_pannuke(roots: list[str | Path], out_path: str | Path, progress: boo
     The store is written atomically: on any error no store (and no temporary) is left.
     """
     folds = find_folds(roots)
-    summary = {"images": 0, "nuclei": 0, "empty_images": 0, "images_with_overlaps": 0, "per_fold": {}}
+    summary: dict = {"images": 0, "nuclei": 0, "empty_images": 0, "images_with_overlaps": 0, "per_fold": {}}
     with StoreWriter(out_path, "pannuke", CLASS_NAMES) as writer:
         for fold in sorted(folds):
             counts = convert_fold(writer, folds[fold], fold, progress)

@@ -26,9 +26,9 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from skimage.measure import find_contours
 
+from nucleiflow.catalog import METRIC_DISPLAY_NAMES as DISPLAY_NAMES
 from nucleiflow.errors import DataFormatError, require_columns
 from nucleiflow.io import atomic_path
-from nucleiflow.segmentation.metrics import DISPLAY_NAMES
 
 matplotlib.use("Agg")  # headless cluster nodes have no display; also after pyplot is imported
 

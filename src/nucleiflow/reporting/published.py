@@ -19,6 +19,7 @@ import functools
 from collections.abc import Sequence
 from importlib import resources
 from numbers import Real
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -113,7 +114,7 @@ def _check_document(document) -> None:
 # ---------------------------------------------------------------- loading
 
 
-def read_package_yaml(filename: str) -> object:
+def read_package_yaml(filename: str) -> Any:
     """A YAML file shipped in `nucleiflow.reporting`, parsed; a one-line DataFormatError naming it if invalid."""
     text = resources.files("nucleiflow.reporting").joinpath(filename).read_text(encoding="utf-8")
     try:

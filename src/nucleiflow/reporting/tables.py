@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from nucleiflow.catalog import METRIC_DISPLAY_NAMES as DISPLAY_NAMES
 from nucleiflow.errors import DataFormatError, require_columns
-from nucleiflow.segmentation.metrics import DISPLAY_NAMES
 
 # Record key -> column header of the model-size table, in display order.
 MODEL_SIZE_COLUMNS = {

@@ -1,0 +1,1 @@
+"""Nuclei segmentation: targets, models' training, inference, post-processing, metrics, explanations, reports."""

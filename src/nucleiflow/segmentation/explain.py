@@ -46,6 +46,8 @@ from zennit.core import Composite
 from zennit.layer import Sum
 from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
 
+from nucleiflow.catalog import EXPLAIN_TARGETS as TARGETS
+from nucleiflow.catalog import LRP_COMPOSITES as COMPOSITES
 from nucleiflow.config import ModelSpec
 from nucleiflow.errors import ConfigError, DataFormatError, choices_error
 from nucleiflow.io import write_table
@@ -53,7 +55,6 @@ from nucleiflow.models.resunet import ResidualBlock, ResidualUp
 from nucleiflow.reporting.figures import save_figure, use_style
 from nucleiflow.reporting.published import published_table
 from nucleiflow.segmentation.data import split_ids
-from nucleiflow.segmentation.explain_config import COMPOSITES, TARGETS
 from nucleiflow.segmentation.heads import BINARY, OutputLayout, foreground, foreground_logit, probabilities
 from nucleiflow.segmentation.predictor import Predictor
 from nucleiflow.store import Store
@@ -326,7 +327,7 @@ def explain_cell(
 ) -> pd.DataFrame:
     """Load one trained cell and write its filter, Grad-CAM and LRP figures and the LRP statistics table.
 
-    `settings` is `explain_config.explain_settings`; `outputs` maps `filters`,
+    `settings` is `nucleiflow.workflow.explain.explain_settings`; `outputs` maps `filters`,
     `gradcam`, `lrp` (PNG paths; PDFs beside) and `table` (CSV stem) to paths.
     Explanations run on the CPU in float32. Returns the statistics table.
     """

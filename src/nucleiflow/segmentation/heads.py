@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from nucleiflow.catalog import INSTANCE_TARGETS, TYPE_HEAD_CLASSES
+from nucleiflow.config import TrainingSettings
 from nucleiflow.errors import choices_error
 from nucleiflow.segmentation.targets import PACKED_CHANNELS, TARGET_CHANNELS
 
@@ -65,12 +66,9 @@ class OutputLayout:
 BINARY = OutputLayout()
 
 
-def layout_of(training: dict) -> OutputLayout:
-    """The layout of a spec's `training` section (keys `target`, `type_head`; absent: binary, no types)."""
-    return OutputLayout(
-        target=training.get("target", INSTANCE_TARGETS[0]),
-        type_classes=TYPE_HEAD_CLASSES if training.get("type_head") else 0,
-    )
+def layout_of(training: TrainingSettings) -> OutputLayout:
+    """The layout of a spec's training settings (`target`, `type_head`)."""
+    return OutputLayout(target=training.target, type_classes=TYPE_HEAD_CLASSES if training.type_head else 0)
 
 
 def probabilities(logits: torch.Tensor, layout: OutputLayout = BINARY) -> torch.Tensor:

@@ -19,22 +19,19 @@ tissues), so this module only arranges them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from nucleiflow.catalog import model_label
-from nucleiflow.config import segmentation_cells
 from nucleiflow.errors import DataFormatError, require_columns
 from nucleiflow.io import write_csv, write_table
-from nucleiflow.paths import CV_FIGURE, CV_TABLE, PANNUKE_PQ_TABLE
+from nucleiflow.reporting import figures
 from nucleiflow.reporting.reference_results import reference_results
 from nucleiflow.reporting.tables import mean_std_column
 from nucleiflow.segmentation.pannuke_metrics import PANNUKE_CLASS_IDS, PANNUKE_COLUMNS, class_pq_column, tissue_summary
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 # PanNuke's nucleus types by class id, as datasets.pannuke.CLASS_NAMES holds them (not imported: the
 # converters need packages the report env lacks; test_instance_report checks they agree).
@@ -58,52 +55,6 @@ def _mean(values) -> float:
     """Mean of the non-NaN values; NaN when there are none (no warning)."""
     values = pd.to_numeric(pd.Series(values, dtype=float), errors="coerce")
     return float(values.mean()) if values.notna().any() else NAN
-
-
-# ---------------------------------------------------------------- the workflow's jobs (used to build the DAG)
-
-
-def pannuke_pq_experiments(config: dict) -> list[str]:
-    """Experiments on PanNuke-format data that evaluate their test split (the benchmark scores the test fold)."""
-    return [
-        name
-        for name, exp in config.get("segmentation", {}).items()
-        if config["datasets"][exp["dataset"]]["format"] == "pannuke" and "test" in exp["evaluate_splits"]
-    ]
-
-
-def cross_validation_dataset(config: dict, groups: dict[str, list[str]], name: str) -> str:
-    """The dataset of cross-validation `name` (its folds share it: they are one experiment expanded)."""
-    return config["segmentation"][groups[name][0]]["dataset"]
-
-
-def cross_validation_published(config: dict, groups: dict[str, list[str]], name: str) -> bool:
-    """Whether the published PanNuke results of other methods belong beside cross-validation `name` (PanNuke data)."""
-    return config["datasets"][cross_validation_dataset(config, groups, name)]["format"] == "pannuke"
-
-
-def cross_validation_cells(config: dict, groups: dict[str, list[str]], name: str) -> list[dict]:
-    """Every fold's model cells (wildcards), fold by fold, each with `fold`: the fold experiment's split."""
-    return [
-        {**cell.wildcards, "fold": config["segmentation"][fold]["split"]}
-        for fold in groups[name]
-        for cell in segmentation_cells(config, fold)
-    ]
-
-
-def instance_targets(config: dict, groups: dict[str, list[str]]) -> list[str]:
-    """The PanNuke table of every PanNuke experiment; the table and figure of every cross-validation in `groups`.
-
-    `groups` is `config.cross_validation_groups(config)` of the expanded config.
-    """
-    targets = [
-        PANNUKE_PQ_TABLE.format(dataset=config["segmentation"][name]["dataset"], experiment=name)
-        for name in pannuke_pq_experiments(config)
-    ]
-    for name in groups:
-        wildcards = {"dataset": cross_validation_dataset(config, groups, name), "experiment": name}
-        targets += [CV_TABLE.format(**wildcards), CV_FIGURE.format(**wildcards)]
-    return targets
 
 
 # ---------------------------------------------------------------- PanNuke per tissue
@@ -277,12 +228,6 @@ def cross_validation_figure(scores: pd.DataFrame, published: bool = True) -> Fig
 
     With `published`, the bPQ/mPQ panels carry the published results as horizontal lines.
     """
-    # matplotlib and seaborn load only when a figure is drawn: the workflow imports this module to build its DAG
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    from nucleiflow.reporting import figures
-
     require_columns(scores, ["model", "fold"], "cross-validation scores")
     metrics = cv_metrics(scores)
     models = list(dict.fromkeys(scores["model"]))
@@ -299,7 +244,7 @@ def cross_validation_figure(scores: pd.DataFrame, published: bool = True) -> Fig
         spare.remove()
     x = np.arange(len(models))
     ref_styles = ("--", ":", "-.")  # one per published method, the same in every panel
-    ref_handles = {}
+    ref_handles: dict[str, str] = {}
     for ax, metric in zip(axes, metrics):
         means = [summary.at[m, f"{metric}_mean"] for m in models]
         stds = [np.nan_to_num(summary.at[m, f"{metric}_std"]) for m in models]
@@ -341,8 +286,6 @@ def write_cross_validation(
     )
     write_table(outputs["table"], table, caption=caption)
     write_csv(outputs["folds"], scores)
-    from nucleiflow.reporting import figures  # see cross_validation_figure
-
     figures.use_style()
     figures.save_figure(cross_validation_figure(scores, published), outputs["figure"])
     return table

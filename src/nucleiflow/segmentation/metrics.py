@@ -21,26 +21,8 @@ import pandas as pd
 from nucleiflow.errors import require_columns
 
 # Fixed display order for tables and figures.
+# Their labels in tables and figures (the papers' names) are catalog.METRIC_DISPLAY_NAMES.
 METRIC_NAMES = ("acc", "dice", "sensitivity", "iou", "precision", "f1", "specificity", "mcc")
-
-# Labels used in the papers. `loss` is no pixel metric but sits beside them in tables and figures.
-DISPLAY_NAMES = {
-    "loss": "Loss",
-    "acc": "Acc",
-    "dice": "DCS",
-    "sensitivity": "SN",
-    "iou": "IoU",
-    "precision": "Precision",
-    "f1": "F1",
-    "specificity": "Specificity",
-    "mcc": "MCC",
-    # object-level metrics (nucleiflow.segmentation.instances)
-    "aji": "AJI",
-    "pq": "PQ",
-    "dq": "DQ",
-    "sq": "SQ",
-    "map": "mAP",
-}
 
 COUNT_NAMES = ("tp", "fp", "fn", "tn")
 

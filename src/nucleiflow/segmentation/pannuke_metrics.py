@@ -49,7 +49,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from nucleiflow.errors import DataFormatError
-from nucleiflow.segmentation.instances import _as_label_map, panoptic_quality
+from nucleiflow.segmentation.instances import panoptic_quality
+from nucleiflow.segmentation.labels import as_label_map
 
 PANNUKE_CLASS_IDS = (1, 2, 3, 4, 5)  # the store's PanNuke class ids: neoplastic .. epithelial
 
@@ -72,11 +73,11 @@ def nucleus_types(instances, class_map) -> dict[int, int]:
     `class_map` is an int (H, W) class per pixel (0 background), or (C, H, W)
     class probabilities, whose argmax per pixel is taken first.
     """
-    labels = _as_label_map(instances, "instance map")
+    labels = as_label_map(instances, "instance map")
     classes = np.asarray(class_map)
     if classes.ndim == 3:
         classes = classes.argmax(axis=0)
-    classes = _as_label_map(classes, "class map")
+    classes = as_label_map(classes, "class map")
     if classes.shape != labels.shape:
         raise DataFormatError(f"class map shape {classes.shape} does not match instance map shape {labels.shape}")
     ids = np.unique(labels)
@@ -104,7 +105,7 @@ def _types(instances: np.ndarray, types, what: str) -> dict[int, int]:
 
 def nuclei_of_type(instances, types: Mapping[int, int], class_id: int) -> np.ndarray:
     """The instance map keeping only the nuclei whose type is `class_id`."""
-    labels = _as_label_map(instances, "instance map")
+    labels = as_label_map(instances, "instance map")
     keep = [nucleus for nucleus, kind in types.items() if kind == class_id]
     return np.where(np.isin(labels, keep), labels, 0)
 
@@ -164,8 +165,8 @@ def image_counts(
     class PQ then has no true positive.
     """
     suffix = f" {what}" if what else ""
-    truth = _as_label_map(true_instances, f"true instance map{suffix}")
-    pred = _as_label_map(pred_instances, f"predicted instance map{suffix}")
+    truth = as_label_map(true_instances, f"true instance map{suffix}")
+    pred = as_label_map(pred_instances, f"predicted instance map{suffix}")
     truth_types = _types(truth, true_types, f"true types{suffix}")
     if pred_types is None:
         predicted_types = {int(i): 0 for i in np.unique(pred) if i > 0}

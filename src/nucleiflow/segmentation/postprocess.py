@@ -6,7 +6,7 @@ numpy, scipy and scikit-image only (no torch). Predictions are probabilities
 
 * ``binary``: (H, W) or (1, H, W) foreground probability. Touching nuclei are
   split by a watershed on the negated distance transform with markers at
-  distance peaks (`instances.instances_from_binary`); `min_distance` 0 keeps
+  distance peaks (`labels.instances_from_binary`); `min_distance` 0 keeps
   connected components.
 * ``contour``: (3, H, W) probabilities of background, interior, boundary (the
   DSB2018 winning solutions). Markers are the connected components of
@@ -49,11 +49,10 @@ from skimage import morphology, segmentation
 
 from nucleiflow.catalog import INSTANCE_TARGETS
 from nucleiflow.errors import ConfigError, DataFormatError, choices_error
-from nucleiflow.segmentation.instances import _remove_small, instances_from_binary, panoptic_quality
+from nucleiflow.segmentation.instances import panoptic_quality
+from nucleiflow.segmentation.labels import FULL_CONNECTIVITY, instances_from_binary, remove_small
 
 FLOODS = ("boundary", "distance")
-
-_FULL_CONNECTIVITY = np.ones((3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -173,18 +172,18 @@ def _minmax(array: np.ndarray) -> np.ndarray:
 def _markers(marker_mask: np.ndarray, params: WatershedParams) -> np.ndarray:
     if params.marker_opening:
         marker_mask = morphology.opening(marker_mask, morphology.disk(params.marker_opening))
-    markers, _ = ndimage.label(marker_mask, structure=_FULL_CONNECTIVITY)
-    return _remove_small(markers, params.marker_min_size)
+    markers, _ = ndimage.label(marker_mask, structure=FULL_CONNECTIVITY)
+    return remove_small(markers, params.marker_min_size)
 
 
 def _flood(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray, min_size: int) -> np.ndarray:
     """Watershed from `markers` within `mask`; unmarked pieces of the mask kept; small objects removed."""
     markers = np.where(mask, markers, 0)
     labels = segmentation.watershed(elevation, markers, mask=mask)
-    orphans, n_orphans = ndimage.label(mask & (labels == 0), structure=_FULL_CONNECTIVITY)
+    orphans, n_orphans = ndimage.label(mask & (labels == 0), structure=FULL_CONNECTIVITY)
     if n_orphans:
         labels = np.where(orphans > 0, orphans + labels.max(), labels)
-    labels = _remove_small(labels, min_size)
+    labels = remove_small(labels, min_size)
     return segmentation.relabel_sequential(labels)[0].astype(np.int32)
 
 
@@ -229,8 +228,8 @@ def instances_from_hv(prediction, params: WatershedParams = DEFAULT_PARAMS["hv"]
     """Instances from (3, H, W) foreground probability, h and v maps (HoVer-Net's post-processing)."""
     channels = _channels(prediction, 3, "hv")
     probability = channels[0]
-    foreground, _ = ndimage.label(probability > params.foreground_threshold, structure=_FULL_CONNECTIVITY)
-    mask = _remove_small(foreground, params.min_size) > 0
+    foreground, _ = ndimage.label(probability > params.foreground_threshold, structure=FULL_CONNECTIVITY)
+    mask = remove_small(foreground, params.min_size) > 0
     energy = hv_energy(channels[1], channels[2], params.sobel_sigma) * mask
     marker_mask = ndimage.binary_fill_holes(mask & (probability - energy > params.marker_threshold))
     markers = _markers(marker_mask, params)

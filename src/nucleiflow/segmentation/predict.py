@@ -39,7 +39,7 @@ from skimage.segmentation import find_boundaries
 from tqdm import tqdm
 
 from nucleiflow.config import ALL_IMAGES
-from nucleiflow.datasets.image_folders import IMAGE_SUFFIXES, _by_stem, find_samples, read_image
+from nucleiflow.datasets.image_folders import IMAGE_SUFFIXES, find_samples, images_by_stem, read_image
 from nucleiflow.errors import DataFormatError
 from nucleiflow.io import atomic_dir
 from nucleiflow.segmentation.data import split_ids
@@ -81,7 +81,7 @@ def image_reader(source: str | Path) -> tuple[list[str], callable]:
     if (source / "images").is_dir() or not any(p.suffix.lower() in IMAGE_SUFFIXES for p in source.iterdir()):
         files = {s.image_id: s.image for s in find_samples(source)}
     else:
-        files = _by_stem(source)  # a flat folder of images
+        files = images_by_stem(source)  # a flat folder of images
     return sorted(files), lambda image_id: read_image(files[image_id])[0]
 
 

@@ -389,7 +389,7 @@ class Predictor:
         transforms = dihedral(self.config.tta)
         hv_channels = HV_CHANNELS if layout.target == "hv" else None
         amp = self.setup.amp_dtype is not None
-        total = None
+        total: torch.Tensor | None = None
         for flip, k in transforms:
             xt = transform_batch(x, flip, k)
             if self.setup.channels_last:
@@ -403,6 +403,7 @@ class Predictor:
                 )
             maps = untransform_batch(probabilities(logits, layout), flip, k, hv_channels)
             total = maps if total is None else total + maps
+        assert total is not None  # `transforms` holds at least the identity
         return (total / len(transforms)).cpu().numpy()
 
     def predict_maps(self, image: np.ndarray) -> np.ndarray:

@@ -28,12 +28,12 @@ import pandas as pd
 from albumentations import HEStain
 from albumentations.augmentations.pixel.functional import STAIN_MATRICES
 
+from nucleiflow.catalog import STAIN_NORMALISED as NORMALISED
 from nucleiflow.config import ModelSpec
 from nucleiflow.errors import ConfigError, DataFormatError, choices_error, require_columns
 from nucleiflow.segmentation.data import split_ids
 from nucleiflow.segmentation.inference import evaluate_split
 from nucleiflow.segmentation.predictor import Predictor
-from nucleiflow.segmentation.robustness_report import NORMALISED
 from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)

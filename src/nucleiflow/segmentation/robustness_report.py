@@ -17,10 +17,10 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from nucleiflow.catalog import STAIN_NORMALISED as NORMALISED
 from nucleiflow.errors import DataFormatError, require_columns
 from nucleiflow.reporting import figures
 
-NORMALISED = "stain_normalised"  # the stain-normalised condition's name in a sweep table
 SEVERITY_LABELS = {
     "gaussian_noise": "noise sigma (grey levels)",
     "gaussian_blur": "blur sigma (px)",

@@ -40,7 +40,7 @@ from scipy import ndimage
 
 from nucleiflow.catalog import INSTANCE_TARGETS
 from nucleiflow.errors import ConfigError, DataFormatError, choices_error
-from nucleiflow.segmentation.instances import _as_label_map
+from nucleiflow.segmentation.labels import as_label_map
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 HV_CHANNELS = (1, 2)  # indices of h and v in the hv target and in an hv model's output
@@ -48,7 +48,7 @@ HV_CHANNELS = (1, 2)  # indices of h and v in the hv target and in an hv model's
 
 def binary_target(instances) -> np.ndarray:
     """uint8 (H, W) foreground mask of an instance map."""
-    return (_as_label_map(instances, "instance map") > 0).astype(np.uint8)
+    return (as_label_map(instances, "instance map") > 0).astype(np.uint8)
 
 
 def _diamond(radius: int) -> np.ndarray:
@@ -66,7 +66,7 @@ def contour_target(instances, width: int = 1) -> np.ndarray:
     """
     if isinstance(width, bool) or not isinstance(width, int | np.integer) or width < 1:
         raise ConfigError(f"contour width: {width!r} is not valid; choose an integer >= 1")
-    labels = _as_label_map(instances, "instance map")
+    labels = as_label_map(instances, "instance map")
     footprint = _diamond(int(width))
     # A pixel sees another label within `width` steps iff the max or the min of the labels around it differs.
     highest = ndimage.maximum_filter(labels, footprint=footprint, mode="nearest")
@@ -90,7 +90,7 @@ def _scale_signed(offsets: np.ndarray) -> np.ndarray:
 
 def hv_target(instances) -> np.ndarray:
     """float32 (3, H, W): foreground, h and v distance maps in [-1, 1] per nucleus (see the module docstring)."""
-    labels = _as_label_map(instances, "instance map")
+    labels = as_label_map(instances, "instance map")
     target = np.zeros((3, *labels.shape), dtype=np.float32)
     target[0] = labels > 0
     # One bounding box per id: the work grows with the nuclei's area, not n_nuclei * image size.

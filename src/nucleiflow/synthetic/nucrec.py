@@ -38,7 +38,8 @@ SATELLITE_TRIES = 8  # candidate directions per satellite; the first that fits i
 
 def make_crop(rng: np.random.Generator, micronucleated: bool, grayscale: bool) -> np.ndarray:
     """One crop: uint8 (H, W) when `grayscale`, else (H, W, 3)."""
-    shape = tuple(int(side) for side in rng.integers(*CROP_SIDE, size=2, endpoint=True))
+    height, width = (int(side) for side in rng.integers(*CROP_SIDE, size=2, endpoint=True))
+    shape = (height, width)
     main = _main_nucleus(rng, shape)
     nuclei = [main, *(_satellites(rng, main, shape) if micronucleated else [])]
     strength = np.ones(len(nuclei) + 1)

@@ -175,7 +175,7 @@ def boundaries(labels: np.ndarray) -> np.ndarray:
 
 def touching_pairs(labels: np.ndarray) -> list[tuple[int, int]]:
     """Sorted list of label pairs (a < b) that share a border."""
-    pairs = set()
+    pairs: set[tuple[int, int]] = set()
     for a, b in ((labels[1:], labels[:-1]), (labels[:, 1:], labels[:, :-1])):
         contact = (a != b) & (a > 0) & (b > 0)
         low, high = np.minimum(a[contact], b[contact]), np.maximum(a[contact], b[contact])

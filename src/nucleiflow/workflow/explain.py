@@ -1,4 +1,4 @@
-"""Which trained cells the explain stage runs on, and its settings per cell (torch-free: used to build the DAG).
+"""Which trained cells the explain stage runs on, and its settings per cell.
 
 `segmentation.<exp>.explain` (schema: `explain`) selects the cells (`models`:
 labels `arch/encoder/reg`, default all), the images (`images`: ids, taking
@@ -9,13 +9,12 @@ explained target (`predicted` or `truth` nuclei) and the zennit LRP composite.
 
 from __future__ import annotations
 
-from nucleiflow.catalog import EXPLAIN_TARGETS, LRP_COMPOSITES, NO_ENCODER
-from nucleiflow.config import ModelCell, segmentation_cells
+from nucleiflow.catalog import LRP_COMPOSITES, NO_ENCODER
+from nucleiflow.config import ModelCell
 from nucleiflow.errors import choices_error
 from nucleiflow.paths import EXPLAIN_DIR, EXPLAIN_TABLE
+from nucleiflow.workflow.cells import segmentation_cells
 
-TARGETS = EXPLAIN_TARGETS
-COMPOSITES = LRP_COMPOSITES
 DEFAULT_IMAGES = 3
 DEFAULT_MAX_FILTERS = 64
 
@@ -91,6 +90,6 @@ def explain_settings(config: dict, experiment: str, arch: str, encoder: str) -> 
         "target": explain.get("target", "predicted"),
         "gradcam_layer": _layer(explain, "gradcam_layer", "gradcam", arch, encoder),
         "filter_layer": _layer(explain, "filter_layer", "filters", arch, encoder),
-        "composite": explain.get("composite", COMPOSITES[0]),
+        "composite": explain.get("composite", LRP_COMPOSITES[0]),
         "max_filters": int(explain.get("max_filters", DEFAULT_MAX_FILTERS)),
     }
