@@ -18,6 +18,7 @@ from nucleiflow.config import (
     cell_augmentation,
     check_config,
     check_local_sources,
+    converter_options,
     cross_validation_groups,
     expand_folds,
     is_folder_entry,

@@ -83,3 +83,9 @@ def test_overlaps_go_to_the_smaller_polygon_and_are_counted():
 def test_bad_vertices_are_refused():
     with pytest.raises(ValueError, match="polygon 0: non-finite"):
         rasterise([np.array([[0, 0], [np.nan, 1], [1, 1]])], (4, 4))
+
+
+def test_a_polygon_crossing_the_border_is_clipped_and_counted():
+    corner = np.array([[-2, -2], [3, -2], [3, 3], [-2, 3]], float)
+    instances, stats = rasterise([corner], (8, 8))
+    assert stats.clipped == 1 and np.count_nonzero(instances) == 9

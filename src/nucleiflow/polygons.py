@@ -12,6 +12,10 @@ drawn). Two stated rules make every input give one answer:
 * degenerate: a polygon with fewer than three distinct vertices, or zero area,
   covers nothing; it is skipped and counted (`RasterStats.degenerate`). So is a
   valid polygon too thin to contain any pixel centre (`RasterStats.empty`).
+* border: a polygon crossing the image border is clipped to the image and
+  counted (`clipped`: annotators' outlines of nuclei cut by the border often
+  run a pixel or two past it); a polygon wholly outside the image
+  (`outside_image`) is an input error the readers report.
 * overlap: where polygons overlap, the pixel goes to the smaller polygon (by
   area; ties: the one listed first), so a nucleus drawn over a larger one is
   never swallowed. Pixels claimed by more than one polygon are counted
@@ -36,10 +40,6 @@ import numpy as np
 from scipy import ndimage
 from skimage.draw import polygon as fill_polygon
 
-# How far outside the image a vertex may lie before the polygon is an error: annotation tools place
-# outline vertices on pixel edges, so the image border itself (x = width) is inside.
-BOUNDS_TOLERANCE = 1.0
-
 
 @dataclass
 class RasterStats:
@@ -52,6 +52,7 @@ class RasterStats:
     overlap_pixels: int = 0
     overlapped: int = 0
     covered: int = 0
+    clipped: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -74,6 +75,8 @@ class LabelPolygon:
 def as_vertices(points, where: str = "polygon") -> np.ndarray:
     """(N, 2) float64 x, y vertices of `points`, the closing vertex dropped; non-finite values are an error."""
     vertices = np.asarray(points, dtype=np.float64)
+    if vertices.size == 0:
+        return vertices.reshape(0, 2)
     if vertices.ndim != 2 or vertices.shape[1] != 2:
         raise ValueError(f"{where}: vertices must be (x, y) pairs, got shape {vertices.shape}")
     if not np.isfinite(vertices).all():
@@ -91,16 +94,21 @@ def signed_area(vertices: np.ndarray) -> float:
 
 def is_degenerate(vertices: np.ndarray) -> bool:
     """Fewer than three distinct vertices, or no area: the polygon outlines nothing."""
-    return len(np.unique(vertices, axis=0)) < 3 or signed_area(vertices) == 0.0
+    return len(vertices) < 3 or len(np.unique(vertices, axis=0)) < 3 or signed_area(vertices) == 0.0
 
 
-def outside_image(vertices: np.ndarray, shape: tuple[int, int], tolerance: float = BOUNDS_TOLERANCE) -> bool:
-    """Whether a vertex lies more than `tolerance` pixels outside the image of `shape` (rows, columns)."""
+def outside_image(vertices: np.ndarray, shape: tuple[int, int]) -> bool:
+    """Whether the polygon lies wholly outside the image of `shape` (rows, columns): its box misses the image."""
     h, w = shape
-    x, y = vertices[:, 0], vertices[:, 1]
-    return bool(
-        (x < -tolerance).any() or (y < -tolerance).any() or (x > w + tolerance).any() or (y > h + tolerance).any()
-    )
+    (x0, y0), (x1, y1) = vertices.min(axis=0), vertices.max(axis=0)
+    return bool(x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h)
+
+
+def crosses_border(vertices: np.ndarray, shape: tuple[int, int]) -> bool:
+    """Whether a vertex lies outside the image: the polygon is clipped to the image where it is drawn."""
+    h, w = shape
+    (x0, y0), (x1, y1) = vertices.min(axis=0), vertices.max(axis=0)
+    return bool(x0 < 0 or y0 < 0 or x1 > w or y1 > h)
 
 
 # ---------------------------------------------------------------- polygons -> instance map
@@ -140,6 +148,7 @@ def rasterise(polygons: Sequence, shape: tuple[int, int]) -> tuple[np.ndarray, R
         if is_degenerate(rings[0]):
             stats.degenerate += 1
             continue
+        stats.clipped += int(crosses_border(rings[0], shape))
         rows, cols = _ring_mask(rings, shape)
         if not len(rows):
             stats.empty += 1
