@@ -283,4 +283,5 @@ def all_targets():
     targets += robustness_targets(config)
     targets += explain_targets(config)  # rules/explain.smk
     targets += instance_targets()  # rules/instances.smk
+    targets += typed_pq_targets(config)  # rules/instances.smk
     return targets

@@ -3,12 +3,14 @@
 # mean ± std across folds and the published results of other methods (nucleiflow.reporting.reference_results).
 from functools import partial
 
-from nucleiflow.paths import CV_FIGURE, CV_FOLD_SCORES, CV_TABLE, PANNUKE_PQ_TABLE
+from nucleiflow.paths import CV_FIGURE, CV_FOLD_SCORES, CV_TABLE, PANNUKE_PQ_TABLE, TYPED_PQ_TABLE
 from nucleiflow.segmentation import instance_report as instances
+from nucleiflow.segmentation.typed_report import typed_pq_experiments, typed_pq_targets
 
 # all_targets() (rules/common.smk) calls it without arguments
 instance_targets = partial(instances.instance_targets, config, CROSS_VALIDATION)
 PANNUKE_PQ_EXPERIMENTS = instances.pannuke_pq_experiments(config)
+TYPED_PQ_EXPERIMENTS = typed_pq_experiments(config)
 
 
 rule pannuke_pq_table:
@@ -81,3 +83,35 @@ rule cross_validation_table:
         published=lambda wc: instances.cross_validation_published(config, CROSS_VALIDATION, wc.experiment),
     script:
         "../scripts/cross_validation_table.py"
+
+
+# Data whose nucleus types the config names (CoNSeP's .mat, QuPath exports): PQ per type by name, and mPQ.
+rule typed_pq_table:
+    input:
+        per_image=lambda wc: expand_cells(f"{EVAL_DIR}/test_per_image.csv", wc),
+        store=STORE,
+    output:
+        table=report(
+            TYPED_PQ_TABLE,
+            caption="../report/typed_pq.rst",
+            category="Nuclei as objects",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "item": "PQ per nucleus type"},
+        ),
+        extra=[TYPED_PQ_TABLE.replace(".csv", ext) for ext in (".md", ".tex")],
+    log:
+        log_path("typed_pq_table", SEG_DIR),
+    benchmark:
+        bench_path("typed_pq_table", SEG_DIR)
+    wildcard_constraints:
+        experiment="|".join(re.escape(n) for n in TYPED_PQ_EXPERIMENTS) or "(?!)",
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        cells=lambda wc: [c.wildcards for c in cells_of(wc)],
+    script:
+        "../scripts/typed_pq_table.py"
