@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +261,24 @@ def test_real_monuseg_annotation_converts(tmp_path):
     assert summary["microns_per_pixel"] == {"0.2468": 1}
     sample = Store(tmp_path / "store.h5")[stem]
     assert sample.image.shape == (1000, 1000, 3) and sample.instances.max() == 444
+
+
+HNE_COMMAND = ".venv/bin/snakemake --workflow-profile profiles/local --cores 2 --configfile config/hne.yaml"
+
+
+@pytest.mark.shared_data
+def test_hne_config_dry_runs_beside_the_shared_data(checkout):
+    """The README's H&E command plans conversion, training, tuning, the CoNSeP test and the MoNuSeg table."""
+    if not (CONSEP.is_dir() and MONUSEG.is_dir()):
+        pytest.skip(f"{SHARED_DATA} lacks the CoNSeP or MoNuSeg folder")
+    shared = checkout.parent / "shared"  # the config reads ../shared/data, as beside the project
+    if not shared.exists():
+        shared.symlink_to(SHARED_DATA.parent)
+    result = subprocess.run(
+        [*shlex.split(HNE_COMMAND), "-n"], cwd=checkout, capture_output=True, text=True, timeout=300
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for rule in ("convert", "train_segmentation", "tune_postprocess", "evaluate_cross", "typed_pq_table"):
+        assert f"rule {rule}:" in output, rule
+    assert "results/monuseg/store.h5" in output and "results/consep/splits/by_image.csv" in output
