@@ -41,7 +41,7 @@ from nucleiflow.paths import (
 from nucleiflow.pretrained import check_offline_weights
 from nucleiflow.reporting.paper_index import GENERIC, SEGMENTATION_PAPERS, figure_names, table_names
 from nucleiflow.workflow.cells import cross_validation_groups, expand_folds
-from nucleiflow.workflow.checks import check_config, check_local_sources, schema_error_message
+from nucleiflow.workflow.checks import check_config, check_local_sources, converter_options, schema_error_message
 from nucleiflow.workflow.inputs import Inputs
 from nucleiflow.workflow.targets import final_targets
 from nucleiflow.workflow.weights import cnn_weights_inputs, segmentation_weights_inputs

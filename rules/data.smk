@@ -85,5 +85,6 @@ rule convert:
         runtime=120,
     params:
         format=lambda wc: DATASETS[wc.dataset]["format"],
+        options=lambda wc: converter_options(DATASETS[wc.dataset]),
     script:
         "../scripts/convert.py"

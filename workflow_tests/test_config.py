@@ -6,6 +6,7 @@ import subprocess
 import pytest
 import yaml
 from conftest import REPO, SNAKEMAKE
+from PIL import Image
 
 from nucleiflow.errors import ConfigError
 from nucleiflow.workflow.cells import regularization_cell, segmentation_cells
@@ -75,12 +76,22 @@ def test_grid_expands_models_times_regularization():
             "segmentation.dsb_tiny.models[0]: regularization cell 'paper' sets decoder_dropout, which only",
         ),
         (
+            lambda c: c["datasets"]["pannuke"].update(classes=["tumour"]),
+            "datasets.pannuke.classes: format 'pannuke' has no named nucleus types; classes apply to format "
+            "hovernet_mat or geojson",
+        ),
+        (
+            lambda c: c["segmentation"]["dsb_tiny"]["training"].update(type_head=True),
+            "segmentation.dsb_tiny.training.type_head: dataset 'dsb2018' (format 'dsb2018') has no nucleus types",
+        ),
+        (
             lambda c: c["comparisons"]["tiny_models"].update(split="train"),
             "comparisons.tiny_models.split: 'train' is not evaluated by experiment 'pannuke_tiny'",
         ),
     ],
 )
 def test_cross_reference_errors_name_key_value_and_choices(edit, message):
+    """Each edit of the tiny config is refused with its one-line message."""
     config = _tiny()
     edit(config)
     with pytest.raises(ConfigError) as err:
@@ -98,6 +109,18 @@ def test_missing_local_source_is_an_error_unless_the_workflow_makes_it(tmp_path)
     config["datasets"]["pannuke"]["files"]["fold_1.zip"]["source"] = str(tmp_path / "fold_1.zip")
     with pytest.raises(ConfigError, match=r"datasets.pannuke.files.fold_1.zip.source: '.*fold_1.zip' does not exist"):
         check_local_sources(config)
+
+
+def test_an_inference_folder_without_images_is_refused_at_start_up(tmp_path):
+    config = _tiny()
+    (tmp_path / "mine" / "images").mkdir(parents=True)
+    (tmp_path / "mine" / "images" / "notes.txt").write_text("not an image")
+    for folder in (tmp_path / "mine", tmp_path / "mine" / "images"):  # the folder, or its images/ itself
+        config["inference"] = {"own": {"model": "dsb_tiny/resunet/none/none", "images": str(folder)}}
+        with pytest.raises(ConfigError, match=rf"inference.own.images: '{folder}' holds no image \(valid: .png"):
+            check_local_sources(config, produced_under="resources/demo")
+    Image.new("RGB", (8, 8)).save(tmp_path / "mine" / "images" / "a.png")
+    check_local_sources(config, produced_under="resources/demo")
 
 
 def _dry_run(config: dict, workdir) -> subprocess.CompletedProcess:
@@ -135,9 +158,9 @@ def _dry_run(config: dict, workdir) -> subprocess.CompletedProcess:
             "config segmentation.dsb_tiny.training.epochs: -1 is less than the minimum of 1",
         ),
         (
-            lambda c: c["datasets"]["pannuke"].update(format="monuseg"),
-            "config datasets.pannuke.format: 'monuseg' is not one of "
-            "['pannuke', 'dsb2018', 'image_folders', 'class_folders']",
+            lambda c: c["datasets"]["pannuke"].update(format="kumar"),
+            "config datasets.pannuke.format: 'kumar' is not one of "
+            "['pannuke', 'dsb2018', 'image_folders', 'hovernet_mat', 'monuseg', 'geojson', 'class_folders']",
         ),
         (
             lambda c: c["segmentation"]["pannuke_tiny"]["models"][1].update(encoder="vgg16"),

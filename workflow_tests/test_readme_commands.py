@@ -58,6 +58,10 @@ HOW_PROVEN = {
     ".venv/bin/python benchmarks/bench_instance_targets.py --workdir /tmp/targets --tta d4": BENCHMARK_ARGS,
     ".venv/bin/snakemake -c2 results/dsb2018/dsb_resunet/explanations/resunet/none/none/lrp_statistics.csv": DRY_RUN,
     OWN_IMAGES_COMMAND: "test_own_images_readme_steps_plan_the_prediction",
+    # The H&E model reads ../shared/data: dry-run beside it (skipped where it is absent).
+    ".venv/bin/snakemake --workflow-profile profiles/local --cores 2 --configfile config/hne.yaml": (
+        "test_datasets_hne.py::test_hne_config_dry_runs_beside_the_shared_data"
+    ),
 }
 
 

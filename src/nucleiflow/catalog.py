@@ -82,8 +82,20 @@ MASK_PREPROCESSING = ("none", "boundary_fill")
 
 # Every dataset `format`; the segmentation ones are converted to the common store.
 # image_folders: your own images/ (+ optional masks/) folder, read in place (datasets.image_folders).
-DATASET_FORMATS = ("pannuke", "dsb2018", "image_folders", "class_folders")
-SEGMENTATION_FORMATS = ("pannuke", "dsb2018", "image_folders")
+# H&E annotation formats: hovernet_mat, HoVer-Net's Images/ + Labels/*.mat (CoNSeP, Kumar, CPM-17;
+# datasets.hovernet_mat); monuseg, Aperio ImageScope XML (datasets.monuseg); geojson, images with their QuPath
+# GeoJSON exports (datasets.geojson_folders).
+DATASET_FORMATS = ("pannuke", "dsb2018", "image_folders", "hovernet_mat", "monuseg", "geojson", "class_folders")
+SEGMENTATION_FORMATS = ("pannuke", "dsb2018", "image_folders", "hovernet_mat", "monuseg", "geojson")
+# Formats whose stores carry a nucleus type per pixel (a type head can train on them). PanNuke's types are fixed;
+# the others name theirs in the dataset config's `classes`.
+TYPED_FORMATS = ("pannuke", "hovernet_mat", "geojson")
+NAMED_CLASS_FORMATS = ("hovernet_mat", "geojson")
+# The image files of a folder of your own images (`datasets.image_folders.IMAGE_SUFFIXES`; the start-up check
+# that an inference folder holds an image uses this copy, importable without the image readers).
+FOLDER_IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+# Formats read in place from a local folder (a `files:` entry without suffix), never downloaded or unpacked.
+FOLDER_FORMATS = ("image_folders", "hovernet_mat", "monuseg", "geojson")
 
 # Explanations (residual U-Net paper, Figures 6-7): what Grad-CAM explains, and the zennit LRP composites.
 EXPLAIN_TARGETS = ("predicted", "truth")

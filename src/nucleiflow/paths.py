@@ -71,6 +71,7 @@ COMPARISON_DIR = f"{COMPARISONS_DIR}/{{comparison}}"
 
 # --- nuclei as objects: the PanNuke benchmark per experiment, cross-validation across folds --------------
 PANNUKE_PQ_TABLE = f"{SEG_DIR}/tables/pannuke_pq.csv"  # bPQ/mPQ per model and tissue (PanNuke-format data)
+TYPED_PQ_TABLE = f"{SEG_DIR}/tables/typed_pq.csv"  # PQ, AJI, DQ, SQ, per-class PQ by type name, mPQ (named types)
 # A cross-validation experiment (segmentation.<name>.folds) reports under SEG_DIR with experiment = <name>.
 CV_TABLE = f"{SEG_DIR}/tables/cross_validation.csv"  # mean ± std across folds, beside published results
 CV_FOLD_SCORES = f"{SEG_DIR}/tables/cross_validation_folds.csv"  # the same, one numeric row per model and fold

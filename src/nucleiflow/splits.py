@@ -18,6 +18,10 @@ drawn from the rest (exact duplicates of a fixed image follow it into test):
 * ``force_test``: these image ids, where they are in the data (the classic
   U-Net study's Table 2 names three test images).
 
+``group_by`` names a metadata column whose value must not be split across
+train/val/test (e.g. ``source_image``: CoNSeP's 256-px patches of one image,
+which share neighbouring tissue); the fractions then count groups.
+
 ``source_sets`` restricts the pool to images of those releases (e.g. only
 ``stage1_train``, the 670 images of the classic U-Net study).
 
@@ -286,8 +290,40 @@ def _drawn_split(pool: pd.DataFrame, spec: dict, seed: int) -> pd.DataFrame:
         if col not in pool.columns:
             raise choices_error("split.stratify_by", col, set(pool.columns) | set(DERIVED_STRATA))
     strata = pool[stratify_by].astype(str).agg("|".join, axis=1) if stratify_by else ["all"] * len(pool)
-    groups = pool["content_hash"] if "content_hash" in pool.columns else None
+    groups = split_groups(pool, spec.get("group_by"))
     return stratified_split(pool["image_id"], strata, spec["fractions"], seed, groups=groups, exact_totals=True)
+
+
+def split_groups(pool: pd.DataFrame, group_by: str | None) -> pd.Series | None:
+    """What must stay in one split: the `group_by` column's value (e.g. `source_image`) joined with exact duplicates.
+
+    Without `group_by`, exact duplicates (same `content_hash`) only. With it, two groups that share a duplicate
+    image are merged (connected components), so neither the source image nor a duplicate can leak.
+    """
+    hashes = pool["content_hash"] if "content_hash" in pool.columns else None
+    if group_by is None:
+        return hashes
+    if group_by not in pool.columns:
+        raise choices_error("split.group_by", group_by, pool.columns)
+    missing = pool[group_by].isna()
+    if missing.any():
+        raise DataFormatError(f"split.group_by: image {pool.loc[missing, 'image_id'].iloc[0]!r} has no {group_by!r}")
+    groups = pool[group_by].astype(str)
+    if hashes is None:
+        return groups
+    # Union-find over (group value, content hash) links.
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    for group, digest in zip(groups, hashes):
+        a, b = root(f"g:{group}"), root(f"h:{digest}")
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return groups.map(lambda g: root(f"g:{g}"))
 
 
 def check_disjoint(manifest: pd.DataFrame) -> None:

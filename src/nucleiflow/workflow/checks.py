@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nucleiflow.catalog import ARCH_ENCODERS, CLASSIFIER_NAMES, METRIC_DISPLAY_NAMES, NO_ENCODER, SEGMENTATION_FORMATS
+from nucleiflow.catalog import (
+    ARCH_ENCODERS,
+    CLASSIFIER_NAMES,
+    FOLDER_FORMATS,
+    FOLDER_IMAGE_SUFFIXES,
+    METRIC_DISPLAY_NAMES,
+    NAMED_CLASS_FORMATS,
+    NO_ENCODER,
+    SEGMENTATION_FORMATS,
+    TYPE_HEAD_CLASSES,
+    TYPED_FORMATS,
+)
 from nucleiflow.config import ALL_IMAGES, NO_REGULARIZATION, TrainingSettings
 from nucleiflow.download import resolve_local
 from nucleiflow.errors import ConfigError, choices_error
@@ -57,11 +68,18 @@ def check_targets(config: dict, name: str) -> None:
             f"{key}.mask_preprocessing: {training['mask_preprocessing']!r} makes a binary mask; "
             f"target {target!r} is derived from the instance maps (use mask_preprocessing: none)"
         )
-    dataset_format = config["datasets"][exp["dataset"]]["format"]
-    if training.type_head and dataset_format != "pannuke":
+    dataset = config["datasets"][exp["dataset"]]
+    dataset_format = dataset["format"]
+    if training.type_head and dataset_format not in TYPED_FORMATS:
         raise ConfigError(
             f"{key}.type_head: dataset {exp['dataset']!r} (format {dataset_format!r}) has no nucleus types; "
-            "a type head needs a pannuke-format dataset"
+            f"a type head needs a dataset of format {' or '.join(TYPED_FORMATS)}"
+        )
+    n_named = len(dataset.get("classes") or ())
+    if training.type_head and n_named >= TYPE_HEAD_CLASSES:
+        raise ConfigError(
+            f"datasets.{exp['dataset']}.classes: {n_named} nucleus types; the type head takes at most "
+            f"{TYPE_HEAD_CLASSES - 1} (plus background)"
         )
 
 
@@ -72,6 +90,12 @@ def check_config(config: dict) -> None:
     """
     expand_folds(config)
     datasets = config["datasets"]
+    for name, dataset in datasets.items():
+        if dataset.get("classes") and dataset["format"] not in NAMED_CLASS_FORMATS:
+            raise ConfigError(
+                f"datasets.{name}.classes: format {dataset['format']!r} has no named nucleus types; "
+                f"classes apply to format {' or '.join(NAMED_CLASS_FORMATS)}"
+            )
     for name, exp in config.get("segmentation", {}).items():
         key = f"segmentation.{name}"
         if exp["dataset"] not in datasets:
@@ -179,11 +203,39 @@ def check_local_sources(config: dict, produced_under: str | None = None) -> None
             raise ConfigError(f"{key}.url: {file['url']!r} does not exist")
     for name, entry in config.get("inference", {}).items():
         folder = Path(entry["images"])
-        if entry["images"] in config["datasets"] or folder.is_dir():
+        if entry["images"] in config["datasets"]:
             continue
         if produced_under and folder.as_posix().startswith(produced_under.rstrip("/") + "/"):
             continue
-        raise ConfigError(f"inference.{name}.images: {entry['images']!r} is neither a dataset nor an existing folder")
+        if not folder.is_dir():
+            raise ConfigError(
+                f"inference.{name}.images: {entry['images']!r} is neither a dataset nor an existing folder"
+            )
+        if not folder_images(folder):
+            raise ConfigError(
+                f"inference.{name}.images: {entry['images']!r} holds no image "
+                f"(valid: {', '.join(FOLDER_IMAGE_SUFFIXES)} files, in the folder itself or in its images/)"
+            )
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """The image files an inference folder offers: its own, or those of its images/ (or one wrapping folder's)."""
+    candidates = [folder, folder / "images"]
+    children = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if len(children) == 1:
+        candidates.append(children[0] / "images")
+    return [
+        path
+        for candidate in candidates
+        if candidate.is_dir()
+        for path in sorted(candidate.iterdir())
+        if path.is_file() and path.suffix.lower() in FOLDER_IMAGE_SUFFIXES
+    ]
+
+
+def converter_options(dataset: dict) -> dict:
+    """Keyword arguments of a dataset's converter beyond its inputs: the type names a config gives (`classes`)."""
+    return {"class_names": list(dataset["classes"])} if dataset.get("classes") else {}
 
 
 def is_folder_entry(filename: str) -> bool:
@@ -200,9 +252,9 @@ def check_prediction_config(config: dict) -> None:
             if not is_folder_entry(filename):
                 continue
             key = f"datasets.{name}.files.{filename}"
-            if dataset["format"] != "image_folders":
+            if dataset["format"] not in FOLDER_FORMATS:
                 raise ConfigError(
-                    f"{key}: a folder entry (a name without suffix) needs format image_folders; "
+                    f"{key}: a folder entry (a name without suffix) needs format {' or '.join(FOLDER_FORMATS)}; "
                     "name archives <name>.zip"
                 )
             if entry.get("source") or resolve_local(entry["url"]) is None:

@@ -7,7 +7,7 @@ paths relative to the working directory. Segmentation outputs are named after th
 
 from __future__ import annotations
 
-from nucleiflow.catalog import SEGMENTATION_FORMATS
+from nucleiflow.catalog import NAMED_CLASS_FORMATS, SEGMENTATION_FORMATS
 from nucleiflow.paths import (
     CLS_DIR,
     COMPARISON_DIR,
@@ -24,6 +24,7 @@ from nucleiflow.paths import (
     ROBUSTNESS_TABLE,
     SEG_DIR,
     TABLE,
+    TYPED_PQ_TABLE,
 )
 from nucleiflow.reporting.paper_index import figure_names, table_names
 from nucleiflow.workflow.cells import cross_validation_dataset, cross_validation_groups, pannuke_pq_experiments
@@ -103,6 +104,23 @@ def instance_targets(config: dict) -> list[str]:
     return targets
 
 
+def typed_pq_experiments(config: dict) -> list[str]:
+    """Experiments on data with named nucleus types that evaluate their test split (rule typed_pq_table)."""
+    return [
+        name
+        for name, exp in config.get("segmentation", {}).items()
+        if config["datasets"][exp["dataset"]]["format"] in NAMED_CLASS_FORMATS and "test" in exp["evaluate_splits"]
+    ]
+
+
+def typed_pq_targets(config: dict) -> list[str]:
+    """PQ per named nucleus type and mPQ (CoNSeP's .mat, QuPath exports)."""
+    return [
+        TYPED_PQ_TABLE.format(dataset=config["segmentation"][name]["dataset"], experiment=name)
+        for name in typed_pq_experiments(config)
+    ]
+
+
 STAGE_TARGETS = (
     eda_targets,
     segmentation_targets,
@@ -112,6 +130,7 @@ STAGE_TARGETS = (
     robustness_targets,
     explain_targets,
     instance_targets,
+    typed_pq_targets,
 )
 
 
