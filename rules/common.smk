@@ -18,6 +18,7 @@ from nucleiflow.config import (
     cell_augmentation,
     check_config,
     check_local_sources,
+    check_slides,
     cross_validation_groups,
     expand_folds,
     is_folder_entry,
@@ -67,6 +68,7 @@ try:
     expand_folds(config)
     check_config(config)
     check_local_sources(config, produced_under=DEMO_DIR if config.get("demo_data") else None)
+    check_slides(config, produced_under=DEMO_DIR if config.get("demo_data") else None)
     check_offline_weights(config)
 except WorkflowError as err:
     cause = err.__cause__ or err.__context__  # the jsonschema ValidationError
@@ -282,4 +284,5 @@ def all_targets():
     targets += robustness_targets(config)
     targets += explain_targets(config)  # rules/explain.smk
     targets += instance_targets()  # rules/instances.smk
+    targets += slides_targets()  # rules/slides.smk
     return targets

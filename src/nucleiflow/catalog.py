@@ -75,6 +75,9 @@ MASK_PREPROCESSING = ("none", "boundary_fill")
 # image_folders: your own images/ (+ optional masks/) folder, read in place (datasets.image_folders).
 DATASET_FORMATS = ("pannuke", "dsb2018", "image_folders", "class_folders")
 SEGMENTATION_FORMATS = ("pannuke", "dsb2018", "image_folders")
+# The resolution (um per pixel) of a format's images when its config sets no microns_per_pixel: PanNuke's
+# patches are 40x, 0.25 um/px (Gamper et al. 2020). DSB2018 mixes microscopes and magnifications: none.
+FORMAT_MICRONS_PER_PIXEL = {"pannuke": 0.25}
 
 # Explanations (residual U-Net paper, Figures 6-7): what Grad-CAM explains, and the zennit LRP composites.
 EXPLAIN_TARGETS = ("predicted", "truth")

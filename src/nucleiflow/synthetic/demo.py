@@ -38,3 +38,15 @@ def write_demo_archives(
     archives["dsb2018/stage1_train.zip"] = write_stage1_zip(out_dir / "dsb2018" / "stage1_train.zip", dsb_images, seed)
     archives["nucrec/nucrec.zip"] = write_nucrec_zip(out_dir / "nucrec" / "nucrec.zip", nucrec_images_per_class, seed)
     return archives
+
+
+DEMO_SLIDE_NAME = "demo_slide.ome.tif"
+
+
+def write_demo_slide(out_dir: str | os.PathLike, seed: int = DEFAULT_SEED) -> Path:
+    """The demo's whole slide: a small tiled pyramidal OME-TIFF at 20x with two tissue pieces on glass."""
+    from dataclasses import replace
+
+    from nucleiflow.synthetic.slide import DEMO_SLIDE, write_synthetic_slide
+
+    return write_synthetic_slide(Path(out_dir) / DEMO_SLIDE_NAME, replace(DEMO_SLIDE, seed=seed))
