@@ -22,7 +22,7 @@ from nucleiflow.config import ModelSpec
 from nucleiflow.device import DeviceSetup, setup_device
 from nucleiflow.engine import load_checkpoint, seed_everything
 from nucleiflow.io import atomic_path, write_csv, write_json
-from nucleiflow.models import build_model, count_parameters, model_size_mb
+from nucleiflow.models import count_parameters, model_size_mb
 from nucleiflow.pretrained import check_weights_available
 from nucleiflow.segmentation.augment import load_pipeline
 from nucleiflow.segmentation.data import SegmentationDataset, make_loader, split_ids
@@ -37,40 +37,10 @@ from nucleiflow.segmentation.inference import (
     tuning_record,
 )
 from nucleiflow.segmentation.postprocess import DEFAULT_GRIDS
-from nucleiflow.segmentation.training import SegmentationTrainer, TrainSettings
+from nucleiflow.segmentation.training import SegmentationTrainer, TrainSettings, build_from_spec, checkpoint_identity
 from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
-
-# Settings that may change without invalidating a checkpoint.
-RESUMABLE_CHANGES = ("epochs", "early_stopping_patience", "device", "amp", "keep_last_checkpoint")
-
-
-def checkpoint_identity(spec: ModelSpec | dict) -> dict:
-    """The spec as a plain dict without RESUMABLE_CHANGES: what a checkpoint stores and must match."""
-    fields = ModelSpec.from_dict(spec).to_dict()
-    training = {k: v for k, v in fields.pop("training").items() if k not in RESUMABLE_CHANGES}
-    return {**fields, "training": training}
-
-
-def build_from_spec(spec: ModelSpec | dict, encoder_weights: str | None = None) -> torch.nn.Module:
-    spec = ModelSpec.from_dict(spec)
-    reg = spec.regularization
-    extra = {"decoder_dropout": reg["decoder_dropout"]} if _any_rate(reg.get("decoder_dropout")) else {}
-    return build_model(
-        spec.arch,
-        spec.encoder,
-        classes=layout_of(spec.training).channels,
-        dropout=reg["dropout"],
-        extra_blocks=reg["extra_blocks"],
-        encoder_weights=encoder_weights,
-        **extra,
-    )
-
-
-def _any_rate(rate) -> bool:
-    """Whether a decoder_dropout setting (a rate or [rate, deeper rate]) drops anything."""
-    return any(rate) if isinstance(rate, (list, tuple)) else bool(rate)
 
 
 def train_from_spec(
