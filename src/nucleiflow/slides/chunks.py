@@ -290,31 +290,27 @@ def window_maps(model, image: np.ndarray, origins: list[tuple[int, int]], tile: 
 
 
 def chunk_nuclei(model, plan: dict, chunk: dict, image: np.ndarray, maps: np.ndarray | None) -> dict:
-    """The nuclei a chunk owns (centroid in the chunk): table columns, polygons and a level-0 label crop."""
-    from nucleiflow.slides.outputs import label_polygons
+    """The nuclei a chunk owns (centroid in the chunk): table columns, outlines and a level-0 label crop."""
+    from nucleiflow.polygons import label_polygons
 
-    y0, x0, height, width = chunk_window(plan, chunk)
-    empty = _empty_result()
+    y0, x0, _, _ = chunk_window(plan, chunk)
     if maps is None:
-        return empty
-    labels, type_probabilities = model.nuclei(maps)
+        return _empty_result()
+    labels, types, type_maps = model.nuclei(maps)
     labels = np.asarray(labels)
-    if not labels.any():
-        return empty
     core_y0, core_x0 = chunk["y"] - y0, chunk["x"] - x0
     core_y1, core_x1 = core_y0 + chunk["height"], core_x0 + chunk["width"]
-    stains = rgb2hed(image)
     owned = []
     for prop in regionprops(labels):
         cy, cx = prop.centroid
         if core_y0 - 0.5 <= cy < core_y1 - 0.5 and core_x0 - 0.5 <= cx < core_x1 - 0.5:
             owned.append(prop)
     if not owned:
-        return empty
-    run_mpp, scale, region = plan["run_mpp"], plan["scale"], plan["region"]
-    slide_mpp = plan["slide_mpp"]
+        return _empty_result()
+    run_mpp, scale, region, slide_mpp = plan["run_mpp"], plan["scale"], plan["region"], plan["slide_mpp"]
+    stains = rgb2hed(image)
     rows = {column: [] for column in NUCLEUS_COLUMNS}
-    own_labels = np.zeros_like(labels, dtype=np.uint32)
+    own_labels = np.zeros(labels.shape, np.int32)
     for local, prop in enumerate(owned, start=1):
         sl = prop.slice
         own_labels[sl][prop.image] = local
@@ -322,11 +318,11 @@ def chunk_nuclei(model, plan: dict, chunk: dict, image: np.ndarray, maps: np.nda
         px = region["x"] + (x0 + cx + 0.5) / scale
         py = region["y"] + (y0 + cy + 0.5) / scale
         pixels = stains[sl][prop.image]
-        if type_probabilities is not None:
-            mean_probs = type_probabilities[(slice(None), *sl)][:, prop.image].mean(axis=1)
-            kind, kind_prob = int(mean_probs.argmax()) + 1, float(mean_probs.max())
+        kind = int(types.get(prop.label, 0)) if types is not None else 0
+        if type_maps is not None and kind > 0:
+            kind_prob = float(type_maps[kind][sl][prop.image].mean())
         else:
-            kind, kind_prob = 0, float("nan")
+            kind_prob = float("nan")
         values = (
             px,
             py,
@@ -343,17 +339,21 @@ def chunk_nuclei(model, plan: dict, chunk: dict, image: np.ndarray, maps: np.nda
         )
         for column, value in zip(NUCLEUS_COLUMNS, values):
             rows[column].append(value)
-    polygons = label_polygons(own_labels, len(owned))
-    # Polygon vertices: window px (pixel corners) -> level-0 px.
-    coords = [
-        np.column_stack([region["x"] + (x0 + p[:, 0]) / scale, region["y"] + (y0 + p[:, 1]) / scale]) for p in polygons
-    ]
+    # Pixel-exact outlines in window px (pixel corners), then level-0 px: exterior first, holes after.
+    rings, nucleus_rings = [], [0]
+    for outline in label_polygons(own_labels):
+        for ring in (outline.exterior, *outline.holes):
+            rings.append(
+                np.column_stack([region["x"] + (x0 + ring[:, 0]) / scale, region["y"] + (y0 + ring[:, 1]) / scale])
+            )
+        nucleus_rings.append(len(rings))
     crop, origin = level0_crop(own_labels, plan, y0, x0)
     return {
         **{column: np.asarray(values, np.float64) for column, values in rows.items()},
-        "polygon_coords": np.concatenate(coords).astype(np.float64) if coords else np.zeros((0, 2)),
-        "polygon_offsets": np.cumsum([0] + [len(c) for c in coords]).astype(np.int64),
-        "labels": crop,
+        "ring_coords": np.concatenate(rings).astype(np.float64),
+        "ring_offsets": np.cumsum([0] + [len(r) for r in rings]).astype(np.int64),
+        "nucleus_rings": np.asarray(nucleus_rings, np.int64),
+        "labels": crop.astype(np.uint32),
         "origin": np.asarray(origin, np.int64),
     }
 
@@ -361,8 +361,9 @@ def chunk_nuclei(model, plan: dict, chunk: dict, image: np.ndarray, maps: np.nda
 def _empty_result() -> dict:
     return {
         **{column: np.zeros(0, np.float64) for column in NUCLEUS_COLUMNS},
-        "polygon_coords": np.zeros((0, 2), np.float64),
-        "polygon_offsets": np.zeros(1, np.int64),
+        "ring_coords": np.zeros((0, 2), np.float64),
+        "ring_offsets": np.zeros(1, np.int64),
+        "nucleus_rings": np.zeros(1, np.int64),
         "labels": np.zeros((0, 0), np.uint32),
         "origin": np.zeros(2, np.int64),
     }
@@ -430,8 +431,12 @@ def segment_part(
     chunks, done before (resumed), nuclei, tiles, seconds.
     """
     key = plan["fingerprint"] + model_fingerprint
-    todo = [c for c in part_chunks(plan, part, parts) if read_chunk(chunk_path(chunk_dir, c["index"]), key) is None]
     mine = part_chunks(plan, part, parts)
+    Path(chunk_dir).mkdir(parents=True, exist_ok=True)
+    for chunk in mine:  # temporaries a killed run of this part left behind (other parts' are theirs)
+        for stale in Path(chunk_dir).glob(f".{chunk_path(chunk_dir, chunk['index']).stem}.*.tmp.npz"):
+            stale.unlink(missing_ok=True)
+    todo = [c for c in mine if read_chunk(chunk_path(chunk_dir, c["index"]), key) is None]
     summary = {"part": part, "parts": parts, "chunks": len(mine), "resumed": len(mine) - len(todo)}
     started = time.perf_counter()
     nuclei = tiles = 0

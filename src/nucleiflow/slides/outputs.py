@@ -15,35 +15,21 @@ Nucleus ids are given in chunk order (chunk 0's nuclei first), so a scattered ru
 
 from __future__ import annotations
 
-import json
 import math
+import uuid
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from nucleiflow.geojson import class_color, feature, polygon_geometry, write_feature_collection
 from nucleiflow.io import atomic_path, write_table
 from nucleiflow.slides.chunks import NUCLEUS_COLUMNS, chunk_path, read_chunk
-from nucleiflow.slides.model import TYPE_COLOURS
 from nucleiflow.slides.pyramid import write_pyramid
 
 TABLE_COLUMNS = ("nucleus_id", *NUCLEUS_COLUMNS, "type_name")
 UNTYPED = "nucleus"
-
-
-def label_polygons(labels: np.ndarray, count: int) -> list[np.ndarray]:
-    """The outline (x, y) vertices, pixel-corner coordinates, of labels 1..count of an instance map."""
-    import cv2
-    from scipy import ndimage as ndi
-
-    polygons = []
-    for label, box in enumerate(ndi.find_objects(labels, max_label=count), start=1):
-        mask = (labels[box] == label).astype(np.uint8)
-        contours, _ = cv2.findContours(np.pad(mask, 1), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        ring = max(contours, key=cv2.contourArea)[:, 0, :].astype(np.float64) - 1 + 0.5
-        polygons.append(ring + (box[1].start, box[0].start))
-    return polygons
 
 
 # ---------------------------------------------------------------- reading the chunks back
@@ -134,10 +120,11 @@ class Chunks:
 # ---------------------------------------------------------------- the writers
 
 
-def feature(row, ring: np.ndarray, type_names) -> dict:
-    """One QuPath detection: the polygon (closed ring, level-0 px), classification and measurements."""
-    coords = np.round(ring, 2).tolist()
-    coords.append(coords[0])
+def nucleus_feature(row, rings: list[np.ndarray], type_names, slide: str) -> dict:
+    """One QuPath detection (`geojson.feature`): outline in level-0 px, classification, measurements.
+
+    The feature id is a UUID of the slide and nucleus id, so reruns and scattered runs write the same file.
+    """
     measurements = {
         "Area um^2": row.area_um2,
         "Perimeter um": row.perimeter_um,
@@ -146,72 +133,71 @@ def feature(row, ring: np.ndarray, type_names) -> dict:
         "Hematoxylin OD mean": row.mean_hematoxylin,
         "Eosin OD mean": row.mean_eosin,
     }
-    properties = {"objectType": "detection", "nucleus_id": int(row.nucleus_id)}
-    if type_names:
-        kind = int(row.type)
-        colour = TYPE_COLOURS[(kind - 1) % len(TYPE_COLOURS)] if kind > 0 else (128, 128, 128)
-        properties["classification"] = {"name": row.type_name, "color": list(colour)}
+    name = color = None
+    if type_names and row.type > 0:
+        name, color = row.type_name, class_color(int(row.type))
         measurements["Type probability"] = row.type_probability
-    properties["measurements"] = {
-        k: (None if isinstance(v, float) and math.isnan(v) else float(v)) for k, v in measurements.items()
-    }
-    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [coords]}, "properties": properties}
+    return feature(
+        polygon_geometry(rings[0], rings[1:]),
+        "detection",
+        name,
+        color,
+        measurements,
+        properties={"nucleus_id": int(row.nucleus_id)},
+        feature_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"nucleiflow/slides/{slide}/{int(row.nucleus_id)}")),
+    )
+
+
+def _rings(data: dict, i: int) -> list[np.ndarray]:
+    coords, offsets, first = data["ring_coords"], data["ring_offsets"], data["nucleus_rings"]
+    return [coords[offsets[r] : offsets[r + 1]] for r in range(first[i], first[i + 1])]
 
 
 def gather(
     plan: dict, chunk_dir, out: dict, *, key: str, type_names=(), parts: list[dict] = (), name: str = ""
 ) -> dict:
-    """Write every output of one slide from its finished chunks; returns the summary row.
+    """Write every output of one slide from its finished chunks, each atomically; returns the summary row.
 
-    `out`: paths of geojson, table (parquet), labels (OME-TIFF), summary (table stem), figure (PNG).
+    `out`: paths of geojson, table (parquet), labels (OME-TIFF), summary (table stem). Memory: one chunk.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     chunks = Chunks(plan, chunk_dir, key)
+    slide = Path(plan["slide"]).name
     type_counts: dict[str, int] = {}
-    schema = None
-    density_points = []
-    with atomic_path(out["geojson"]) as geo_tmp, atomic_path(out["table"]) as table_tmp:
-        with open(geo_tmp, "w") as geo:
-            geo.write('{"type": "FeatureCollection", "features": [')
-            first = True
-            writer = None
-            for _, data, first_id in chunks:
-                frame = chunks.table(data, first_id, type_names)
-                table = pa.Table.from_pandas(frame, preserve_index=False)
-                if writer is None:
-                    schema = table.schema
-                    writer = pq.ParquetWriter(table_tmp, schema)
-                if len(frame):
-                    writer.write_table(table.cast(schema))
-                offsets, coords = data["polygon_offsets"], data["polygon_coords"]
-                for i, row in enumerate(frame.itertuples(index=False)):
-                    geo.write(
-                        ("\n" if first else ",\n")
-                        + json.dumps(feature(row, coords[offsets[i] : offsets[i + 1]], type_names))
-                    )
-                    first = False
-                for value, count in frame["type_name"].value_counts().items():
-                    type_counts[value] = type_counts.get(value, 0) + int(count)
-                density_points.append(frame[["centroid_x_px", "centroid_y_px"]].to_numpy(np.float32))
-            geo.write("\n]}\n")
-            if writer is None:  # no chunk (no tissue): an empty table with the columns
-                empty = chunks.table(_no_nuclei(), 1, type_names)
-                writer = pq.ParquetWriter(table_tmp, pa.Table.from_pandas(empty, preserve_index=False).schema)
+    points = []
+    integers = ("nucleus_id", "type")
+    schema = pa.schema(
+        [(c, pa.int64() if c in integers else pa.string() if c == "type_name" else pa.float64()) for c in TABLE_COLUMNS]
+    )
+
+    def features(writer):
+        for _, data, first_id in chunks:
+            frame = chunks.table(data, first_id, type_names)
+            if len(frame):
+                writer.write_table(
+                    pa.Table.from_pandas(frame[list(TABLE_COLUMNS)], schema=schema, preserve_index=False)
+                )
+            for i, row in enumerate(frame.itertuples(index=False)):
+                yield nucleus_feature(row, _rings(data, i), type_names, slide)
+            for value, count in frame["type_name"].value_counts().items():
+                type_counts[value] = type_counts.get(value, 0) + int(count)
+            points.append(frame[["centroid_x_px", "centroid_y_px"]].to_numpy(np.float32))
+
+    with atomic_path(out["table"]) as table_tmp:
+        writer = pq.ParquetWriter(table_tmp, schema)
+        try:
+            write_feature_collection(out["geojson"], features(writer))
+        finally:
             writer.close()
     width, height = plan["dimensions"]
     write_pyramid(
         out["labels"], height, width, chunks.label_tile, dtype=np.uint32, mpp=plan["slide_mpp"], name="nuclei"
     )
-    points = np.concatenate(density_points) if density_points else np.zeros((0, 2), np.float32)
     row = summary_row(plan, chunks.n_nuclei, type_counts, type_names, parts, name)
-    write_table(out["summary"], pd.DataFrame([row]), caption=f"Nuclei of slide {Path(plan['slide']).name}")
-    return {"row": row, "points": points}
-
-
-def _no_nuclei() -> dict:
-    return {column: np.zeros(0) for column in NUCLEUS_COLUMNS}
+    write_table(out["summary"], pd.DataFrame([row]), caption=f"Nuclei of slide {slide}")
+    return {"row": row, "points": np.concatenate(points) if points else np.zeros((0, 2), np.float32)}
 
 
 def summary_row(plan: dict, n_nuclei: int, type_counts: dict, type_names, parts, name: str) -> dict:
