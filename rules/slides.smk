@@ -54,7 +54,11 @@ def slide_tuned(wildcards):
 
 
 def slide_postprocess(wildcards):
-    return SEGMENTATION[slide_cell(config, wildcards.name).experiment]["postprocess"]
+    """The model's experiment's post-processing, its test-time augmentation replaced by slides.<name>.tta if set."""
+    postprocess = dict(SEGMENTATION[slide_cell(config, wildcards.name).experiment]["postprocess"])
+    if SLIDES[wildcards.name]["tta"] is not None:
+        postprocess["tta"] = SLIDES[wildcards.name]["tta"]
+    return postprocess
 
 
 def slide_parts(wildcards):

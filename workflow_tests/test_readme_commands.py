@@ -29,6 +29,10 @@ TINY_COMMAND = (
 )
 REPORT_COMMAND = ".venv/bin/snakemake --report results/report.html"
 OWN_IMAGES_COMMAND = ".venv/bin/snakemake -c2 results/inference/my_cells/tables/summary.csv"
+SHARED_SLIDES_COMMAND = (
+    ".venv/bin/snakemake -c2 results/slides/shared/CMU-1-Small-Region/nuclei.geojson "
+    "results/slides/shared/TCGA-CR-7395-01A-01-TS1/nuclei.geojson --configfile config.yaml config/shared_slides.yaml"
+)
 
 # How each README command is proven. A command added to the README must be added here.
 DRY_RUN, MAKE_TARGET, BENCHMARK_ARGS = "dry-run", "make -n", "benchmark arguments"
@@ -58,6 +62,9 @@ HOW_PROVEN = {
     ".venv/bin/python benchmarks/bench_instance_targets.py --workdir /tmp/targets --tta d4": BENCHMARK_ARGS,
     ".venv/bin/snakemake -c2 results/dsb2018/dsb_resunet/explanations/resunet/none/none/lrp_statistics.csv": DRY_RUN,
     OWN_IMAGES_COMMAND: "test_own_images_readme_steps_plan_the_prediction",
+    SHARED_SLIDES_COMMAND: "test_slides.py::test_the_readme_command_plans_both_shared_slides (needs ../shared)",
+    ".venv/bin/python benchmarks/bench_slides.py --threads 1": BENCHMARK_ARGS,
+    ".venv/bin/python benchmarks/bench_slides.py --device cuda --batch 64 --parts throughput cmu": BENCHMARK_ARGS,
 }
 
 

@@ -11,10 +11,11 @@ Three coordinate frames:
 The run frame is cut into square chunks (`chunk_size`, over tissue only). A chunk is segmented with a
 halo: its window (chunk plus `halo` on each side) is read, cut into overlapping tiles on one grid shared
 by the whole slide, the tiles' maps averaged, and the nuclei found on the whole window's maps. A nucleus
-belongs to the one chunk that holds its centroid, and the halo (at least a tile) holds it whole: nuclei
-across chunk and tile borders are found once and whole, the rule of the `inference:` stage (nuclei from
-the stitched maps, never per tile). Since every tile lies on the slide's grid and the halo covers each tile
-that touches the chunk, the maps inside a chunk are the same whichever job or run computes them.
+belongs to the one chunk that holds its centroid, and the halo holds it whole: nuclei across chunk and
+tile borders are found once and whole, the rule of the `inference:` stage (nuclei from the stitched maps,
+never per tile). Every tile lies on the slide's grid and the halo holds each tile that covers a pixel
+within `NUCLEUS_MARGIN_UM` of the chunk, so the maps there are the same whichever chunk, job or run
+computes them.
 
 Each chunk's nuclei (table, polygons, level-0 label crop) are written atomically as one `.npz` carrying
 the plan's fingerprint, so a killed job resumes from the chunks it finished and a scattered run (parts
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 WHITE = 255
 PLAN_VERSION = 1
+# How far (um) a nucleus may reach from its centroid: a chunk's window holds this much beyond the chunk
+# with the maps of the whole slide, so the nuclei it keeps are whole (large tumour nuclei are ~20 um across).
+NUCLEUS_MARGIN_UM = 16.0
 # The per-nucleus columns a chunk stores (numeric); the gather adds `nucleus_id` and the type name.
 NUCLEUS_COLUMNS = (
     "centroid_x_px",
@@ -70,7 +74,7 @@ class SlideOptions:
 
     run_mpp: float
     tile_size: int = 256
-    tile_overlap: int = 64
+    tile_overlap: int = 32
     chunk_size: int = 2048
     region: Region | None = None
     level: int | None = None
@@ -81,9 +85,15 @@ class SlideOptions:
         return self.tile_size - self.tile_overlap
 
     @property
+    def margin(self) -> int:
+        """Run pixels a nucleus owned by a chunk may reach beyond it (`NUCLEUS_MARGIN_UM`)."""
+        return math.ceil(NUCLEUS_MARGIN_UM / self.run_mpp)
+
+    @property
     def halo(self) -> int:
-        """At least a tile, on the tile grid: every tile touching a chunk lies in its window."""
-        return math.ceil(self.tile_size / self.stride) * self.stride
+        """The window's reach beyond its chunk, on the tile grid: every tile covering a pixel within `margin`
+        of the chunk lies in the window, so those pixels' maps are the ones any other window computes."""
+        return self.stride * ((self.margin + self.tile_size - 1) // self.stride)
 
     @property
     def chunk(self) -> int:
@@ -114,8 +124,11 @@ def make_plan(path: str | Path, options: SlideOptions, slide_mpp: float | None =
         slide.check_region(region)
         level = best_level(slide, options.run_mpp) if options.level is None else options.level
         slide.check_level(level)
-        thumbnail, thumb_mpp = low_resolution(slide, options.tissue.mpp)
-        mask = tissue_mask(thumbnail, thumb_mpp, options.tissue)
+        low, thumb_mpp = low_resolution(slide, options.tissue.mpp)
+        mask = tissue_mask(low, thumb_mpp, options.tissue)
+        # The overview's thumbnail: about 1,200 px on the long side, never finer than the mask needs.
+        side_um = max(slide.dimensions) * slide.mpp
+        thumbnail, picture_mpp = low_resolution(slide, min(thumb_mpp, max(slide.mpp, side_um / 1200)))
         factor = thumb_mpp / slide.mpp  # level-0 px per mask px
         inside = np.zeros_like(mask)
         y0, x0 = math.floor(region.y / factor), math.floor(region.x / factor)
@@ -145,6 +158,7 @@ def make_plan(path: str | Path, options: SlideOptions, slide_mpp: float | None =
             "halo": options.halo,
             "chunk": options.chunk,
             "mask_mpp": thumb_mpp,
+            "thumbnail_mpp": picture_mpp,
             "mask_factor": factor,
             "tissue_area_mm2": float(mask.sum()) * (thumb_mpp / 1000.0) ** 2,
         }
@@ -289,8 +303,16 @@ def window_maps(model, image: np.ndarray, origins: list[tuple[int, int]], tile: 
     return total
 
 
-def chunk_nuclei(model, plan: dict, chunk: dict, image: np.ndarray, maps: np.ndarray | None) -> dict:
-    """The nuclei a chunk owns (centroid in the chunk): table columns, outlines and a level-0 label crop."""
+def _on_tissue(plan: dict, mask: np.ndarray, y: float, x: float) -> bool:
+    """Whether run-frame point (y, x) is on tissue or within one mask pixel of it (glass holds no nuclei)."""
+    region, scale, factor = plan["region"], plan["scale"], plan["mask_factor"]
+    my = int((region["y"] + (y + 0.5) / scale) / factor)
+    mx = int((region["x"] + (x + 0.5) / scale) / factor)
+    return bool(mask[max(0, my - 1) : my + 2, max(0, mx - 1) : mx + 2].any())
+
+
+def chunk_nuclei(model, plan: dict, chunk: dict, image: np.ndarray, maps: np.ndarray | None, mask=None) -> dict:
+    """The nuclei a chunk owns (centroid in the chunk, on tissue): table columns, outlines, a level-0 label crop."""
     from nucleiflow.polygons import label_polygons
 
     y0, x0, _, _ = chunk_window(plan, chunk)
@@ -303,7 +325,8 @@ def chunk_nuclei(model, plan: dict, chunk: dict, image: np.ndarray, maps: np.nda
     owned = []
     for prop in regionprops(labels):
         cy, cx = prop.centroid
-        if core_y0 - 0.5 <= cy < core_y1 - 0.5 and core_x0 - 0.5 <= cx < core_x1 - 0.5:
+        inside = core_y0 - 0.5 <= cy < core_y1 - 0.5 and core_x0 - 0.5 <= cx < core_x1 - 0.5
+        if inside and (mask is None or _on_tissue(plan, mask, y0 + cy, x0 + cx)):
             owned.append(prop)
     if not owned:
         return _empty_result()
@@ -446,7 +469,7 @@ def segment_part(
                 window = chunk_window(plan, chunk)
                 origins = window_tiles(plan, mask, *window)
                 maps = window_maps(model, image, origins, plan["tile_size"])
-                result = chunk_nuclei(model, plan, chunk, image, maps)
+                result = chunk_nuclei(model, plan, chunk, image, maps, mask)
                 write_chunk(chunk_path(chunk_dir, chunk["index"]), result, key)
                 nuclei += len(result["area_um2"])
                 tiles += len(origins)

@@ -30,6 +30,11 @@ class SlideModel:
     batch_size: int
     type_names: tuple[str, ...] = ()
 
+    @property
+    def settings(self) -> str:
+        """What besides the weights changes the maps (tile size, test-time augmentation): part of a chunk's key."""
+        return f"tile{self.tile_size}/tta-{self.predictor.config.tta}"
+
     def predict_maps_batch(self, tiles: list[np.ndarray]) -> list[np.ndarray]:
         """Maps (C, T, T) float32 of RGB uint8 tiles (T, T, 3), each at its native scale, in one batch."""
         import torch
@@ -72,5 +77,5 @@ def load_slide_model(
     )
     config = predictor.config
     size = tile_size or max(DEFAULT_TILE, config.input_size)
-    names = PANNUKE_CLASS_NAMES if config.layout.type_classes else ()
+    names = PANNUKE_CLASS_NAMES[1:] if config.layout.type_classes else ()  # ids 1..5; 0 is background
     return SlideModel(predictor, size, config.batch_size, tuple(names))

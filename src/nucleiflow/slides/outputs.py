@@ -224,18 +224,25 @@ def summary_row(plan: dict, n_nuclei: int, type_counts: dict, type_names, parts,
 # ---------------------------------------------------------------- the overview figure
 
 
-def density_map(points: np.ndarray, plan: dict, shape: tuple[int, int], bin_um: float) -> tuple[np.ndarray, int]:
-    """Nuclei per mm^2 in square bins of about `bin_um` over the mask grid; (map, mask px per bin)."""
+def density_map(points: np.ndarray, plan: dict, mask: np.ndarray, bin_um: float) -> tuple[np.ndarray, int]:
+    """Nuclei per mm^2 of tissue in square bins of about `bin_um` over the mask grid (NaN: no tissue in a bin).
+
+    Returns (map, mask px per bin).
+    """
     per_bin = max(1, round(bin_um / plan["mask_mpp"]))
-    bins_y, bins_x = math.ceil(shape[0] / per_bin), math.ceil(shape[1] / per_bin)
+    bins_y, bins_x = math.ceil(mask.shape[0] / per_bin), math.ceil(mask.shape[1] / per_bin)
     counts = np.zeros((bins_y, bins_x), np.float64)
     if len(points):
         factor = plan["mask_factor"] * per_bin
         by = np.clip((points[:, 1] / factor).astype(int), 0, bins_y - 1)
         bx = np.clip((points[:, 0] / factor).astype(int), 0, bins_x - 1)
         np.add.at(counts, (by, bx), 1)
-    bin_mm2 = (per_bin * plan["mask_mpp"] / 1000.0) ** 2
-    return counts / bin_mm2, per_bin
+    padded = np.zeros((bins_y * per_bin, bins_x * per_bin), bool)
+    padded[: mask.shape[0], : mask.shape[1]] = mask
+    tissue_px = padded.reshape(bins_y, per_bin, bins_x, per_bin).sum(axis=(1, 3))
+    tissue_mm2 = tissue_px * (plan["mask_mpp"] / 1000.0) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(tissue_px > 0, counts / tissue_mm2, np.nan), per_bin
 
 
 def overview_figure(thumbnail: np.ndarray, mask: np.ndarray, points: np.ndarray, plan: dict, path, title: str = ""):
@@ -248,19 +255,22 @@ def overview_figure(thumbnail: np.ndarray, mask: np.ndarray, points: np.ndarray,
     use_style()
     height, width = mask.shape
     bin_um = max(50.0, max(height, width) * plan["mask_mpp"] / 60)
-    density, per_bin = density_map(points, plan, mask.shape, bin_um)
+    density, per_bin = density_map(points, plan, mask, bin_um)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.6 * height / max(width, 1) + 0.8), squeeze=True)
-    extent = (0, width, height, 0)
+    ratio = plan.get("thumbnail_mpp", plan["mask_mpp"]) / plan["mask_mpp"]  # thumbnail px in mask px
+    extent = (0, thumbnail.shape[1] * ratio, thumbnail.shape[0] * ratio, 0)
     outline = sns.color_palette("colorblind")[1]
     for ax in axes:
         ax.imshow(thumbnail, extent=extent)
         for contour in mask_contours(mask):
             ax.plot(contour[:, 1] + 0.5, contour[:, 0] + 0.5, color=outline, linewidth=1)
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.grid(False)
     axes[0].set_title("Tissue (outline)")
-    shown = np.ma.masked_where(density <= 0, density)
+    shown = np.ma.masked_invalid(density)
     heat = axes[1].imshow(
         shown,
         extent=(0, density.shape[1] * per_bin, density.shape[0] * per_bin, 0),
@@ -270,7 +280,7 @@ def overview_figure(thumbnail: np.ndarray, mask: np.ndarray, points: np.ndarray,
     )
     axes[1].set_xlim(0, width)
     axes[1].set_ylim(height, 0)
-    axes[1].set_title(f"Nuclei per mm$^2$ ({per_bin * plan['mask_mpp']:.0f} µm bins)")
+    axes[1].set_title(f"Nuclei per mm$^2$ of tissue ({per_bin * plan['mask_mpp']:.0f} µm bins)")
     fig.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.04)
     if title:
         fig.suptitle(title)

@@ -27,7 +27,7 @@ def slide_options(options: dict) -> SlideOptions:
     return SlideOptions(
         run_mpp=float(options["run_mpp"]),
         tile_size=int(options.get("tile_size", 256)),
-        tile_overlap=int(options.get("tile_overlap", 64)),
+        tile_overlap=int(options.get("tile_overlap", 32)),
         chunk_size=int(options.get("chunk_size", 2048)),
         region=Region(**region) if region else None,
         level=options.get("level"),
@@ -68,7 +68,7 @@ def model_fingerprint(*paths) -> str:
 def segment_slide_part(plan_path, mask_path, model, model_path, chunk_dir, part: int, parts: int, out_path) -> dict:
     """Segment chunks `part` of `parts` of a planned slide into `chunk_dir`; write the part summary (JSON)."""
     plan = read_json(plan_path)
-    key = model_fingerprint(model_path) + f"/tile{model.tile_size}"
+    key = model_fingerprint(model_path) + "/" + getattr(model, "settings", f"tile{model.tile_size}")
     summary = segment_part(
         plan,
         read_mask(mask_path),
