@@ -155,7 +155,8 @@ def memory(args, tmp: Path) -> None:
         command = [sys.executable, __file__, "--child", str(slide), str(tmp / f"memory_{side}")]
         command += ["--model-dir", str(args.model_dir), "--tta", args.tta, "--device", args.device]
         command += ["--threads", str(args.threads), "--batch", str(args.batch), "--tile", str(args.tile)]
-        result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        child_run = subprocess.run(command, check=True, capture_output=True, text=True)
+        result = json.loads(child_run.stdout.splitlines()[-1])
         rows.append((side, written, result))
         print(
             f"memory slide {side} x {side} px ({slide.stat().st_size / 2**20:.0f} MiB, written in {written:.0f} s): "

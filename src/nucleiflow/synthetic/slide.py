@@ -76,9 +76,9 @@ def _touches_tissue(slide: SyntheticSlide, y0: float, x0: float, y1: float, x1: 
     margin = slide.spacing_px
     for cy, cx, ry, rx in slide.tissue:
         reach_y, reach_x = 1.14 * ry * slide.height + margin, 1.14 * rx * slide.width + margin
-        if y0 < cy * slide.height + reach_y and y1 > cy * slide.height - reach_y:
-            if x0 < cx * slide.width + reach_x and x1 > cx * slide.width - reach_x:
-                return True
+        near_y = y0 < cy * slide.height + reach_y and y1 > cy * slide.height - reach_y
+        if near_y and x0 < cx * slide.width + reach_x and x1 > cx * slide.width - reach_x:
+            return True
     return False
 
 
