@@ -130,9 +130,8 @@ def throughput(args, model, tmp: Path) -> None:
     network = time.perf_counter() - started
     megapixels = len(tiles) * args.tile**2 / 1e6
     nuclei = end_to_end["row"]["nuclei"]
-    print(
-        f"throughput slide: {args.size} x {args.size} px at 0.25 um/px, {len(plan['chunks'])} chunks, {len(tiles)} tiles"
-    )
+    chunks = len(plan["chunks"])
+    print(f"throughput slide: {args.size} x {args.size} px at 0.25 um/px, {chunks} chunks, {len(tiles)} tiles")
     print(f"  network alone : {len(tiles) / network:8.2f} images/s {megapixels / network:8.2f} MP/s ({network:.1f} s)")
     e2e = end_to_end["seconds"]
     print(
@@ -160,7 +159,8 @@ def memory(args, tmp: Path) -> None:
         rows.append((side, written, result))
         print(
             f"memory slide {side} x {side} px ({slide.stat().st_size / 2**20:.0f} MiB, written in {written:.0f} s): "
-            f"peak RSS {result['peak_rss_mib']:.0f} MiB, {result['nuclei']} nuclei, {result['seconds']:.1f} s end to end"
+            f"peak RSS {result['peak_rss_mib']:.0f} MiB, {result['nuclei']} nuclei, "
+            f"{result['seconds']:.1f} s end to end"
         )
     small, large = rows[0][2]["peak_rss_mib"], rows[1][2]["peak_rss_mib"]
     print(f"  peak RSS 50k / 10k: {large / small:.2f} (25x the pixels)")
