@@ -18,7 +18,6 @@ from nucleiflow.config import (
     cell_augmentation,
     check_config,
     check_local_sources,
-    check_slides,
     cross_validation_groups,
     expand_folds,
     is_folder_entry,
@@ -28,6 +27,7 @@ from nucleiflow.config import (
     segmentation_cells,
 )
 from nucleiflow.errors import ConfigError
+from nucleiflow.slides.config import check_slides
 from nucleiflow.paths import (
     CLS_DIR,
     CNN_HISTORY,

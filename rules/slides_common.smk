@@ -1,5 +1,5 @@
 # Input functions and targets of rules/slides.smk (whole-slide images, slides.<name>).
-from nucleiflow.config import model_mpp, slide_cell, slide_files, slide_mpp_override
+from nucleiflow.slides.config import model_mpp, slide_cell, slide_files, slide_mpp_override
 from nucleiflow.paths import (
     DEMO_SLIDES,
     SLIDE_CHUNKS,

@@ -346,7 +346,8 @@ def yaml_config():
 
 
 def test_slides_config_resolution_and_missing_mpp(small_slide, tmp_path):
-    from nucleiflow.config import check_config, check_slides, model_mpp, slide_files
+    from nucleiflow.config import check_config
+    from nucleiflow.slides.config import check_slides, model_mpp, slide_files
 
     config = slides_config([str(small_slide)])
     check_config(config)
@@ -374,7 +375,7 @@ def test_slides_config_resolution_and_missing_mpp(small_slide, tmp_path):
 def test_the_tcga_slide_without_resolution_stops_the_run_before_any_job(tmp_path):
     if not TCGA.is_file():
         pytest.skip("../shared/data/wsi is absent")
-    from nucleiflow.config import check_slides
+    from nucleiflow.slides.config import check_slides
 
     with pytest.raises(ConfigError) as caught:
         check_slides(slides_config([str(CMU), str(TCGA)]))
