@@ -331,7 +331,6 @@ def chunk_nuclei(model, plan: dict, chunk: dict, image: np.ndarray, maps: np.nda
     if not owned:
         return _empty_result()
     run_mpp, scale, region, slide_mpp = plan["run_mpp"], plan["scale"], plan["region"], plan["slide_mpp"]
-    stains = rgb2hed(image)
     rows = {column: [] for column in NUCLEUS_COLUMNS}
     own_labels = np.zeros(labels.shape, np.int32)
     for local, prop in enumerate(owned, start=1):
@@ -340,7 +339,7 @@ def chunk_nuclei(model, plan: dict, chunk: dict, image: np.ndarray, maps: np.nda
         cy, cx = prop.centroid
         px = region["x"] + (x0 + cx + 0.5) / scale
         py = region["y"] + (y0 + cy + 0.5) / scale
-        pixels = stains[sl][prop.image]
+        pixels = rgb2hed(image[sl][prop.image][None])[0]  # per nucleus: no window-sized float64 copies
         kind = int(types.get(prop.label, 0)) if types is not None else 0
         if type_maps is not None and kind > 0:
             kind_prob = float(type_maps[kind][sl][prop.image].mean())
