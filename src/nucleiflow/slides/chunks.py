@@ -283,24 +283,29 @@ def window_tiles(plan: dict, mask: np.ndarray, y0: int, x0: int, height: int, wi
     return origins
 
 
-def window_maps(model, image: np.ndarray, origins: list[tuple[int, int]], tile: int) -> np.ndarray | None:
-    """Maps (C, H, W) of a window from its tiles (batched), averaged where tiles overlap; None without tiles.
+def window_maps(
+    model, image: np.ndarray, origins: list[tuple[int, int]], tile: int
+) -> tuple[np.ndarray | None, tuple[int, int]]:
+    """(maps (C, h, w), their (y, x) in the window): the tiles' maps (batched), averaged where tiles overlap,
+    over the tiles' bounding box only (the rest of the window is glass or outside the slide); None without tiles.
 
-    Pixels no tile covers keep zero maps (no nucleus).
+    Pixels of the box no tile covers keep zero maps (no nucleus).
     """
-    total, hits = None, np.zeros(image.shape[:2], np.float32)
+    if not origins:
+        return None, (0, 0)
+    top, left = min(y for y, _ in origins), min(x for _, x in origins)
+    bottom, right = max(y for y, _ in origins) + tile, max(x for _, x in origins) + tile
+    total, hits = None, np.zeros((bottom - top, right - left), np.float32)
     for start in range(0, len(origins), model.batch_size):
         batch = origins[start : start + model.batch_size]
         tiles = [image[y : y + tile, x : x + tile] for y, x in batch]
         for (y, x), maps in zip(batch, model.predict_maps_batch(tiles)):
             if total is None:
-                total = np.zeros((maps.shape[0], *image.shape[:2]), np.float32)
-            total[:, y : y + tile, x : x + tile] += maps
-            hits[y : y + tile, x : x + tile] += 1
-    if total is None:
-        return None
+                total = np.zeros((maps.shape[0], *hits.shape), np.float32)
+            total[:, y - top : y - top + tile, x - left : x - left + tile] += maps
+            hits[y - top : y - top + tile, x - left : x - left + tile] += 1
     np.divide(total, hits, out=total, where=hits > 0)
-    return total
+    return total, (top, left)
 
 
 def _on_tissue(plan: dict, mask: np.ndarray, y: float, x: float) -> bool:
@@ -311,11 +316,17 @@ def _on_tissue(plan: dict, mask: np.ndarray, y: float, x: float) -> bool:
     return bool(mask[max(0, my - 1) : my + 2, max(0, mx - 1) : mx + 2].any())
 
 
-def chunk_nuclei(model, plan: dict, chunk: dict, image: np.ndarray, maps: np.ndarray | None, mask=None) -> dict:
-    """The nuclei a chunk owns (centroid in the chunk, on tissue): table columns, outlines, a level-0 label crop."""
+def chunk_nuclei(
+    model, plan: dict, chunk: dict, image: np.ndarray, maps: np.ndarray | None, mask=None, offset=(0, 0)
+) -> dict:
+    """The nuclei a chunk owns (centroid in the chunk, on tissue): table columns, outlines, a level-0 label crop.
+
+    `image` and `maps` cover the part of the chunk's window at `offset` (y, x) within it.
+    """
     from nucleiflow.polygons import label_polygons
 
     y0, x0, _, _ = chunk_window(plan, chunk)
+    y0, x0 = y0 + offset[0], x0 + offset[1]
     if maps is None:
         return _empty_result()
     labels, types, type_maps = model.nuclei(maps)
@@ -467,8 +478,10 @@ def segment_part(
             for chunk, image in _prefetch(slide, plan, todo):
                 window = chunk_window(plan, chunk)
                 origins = window_tiles(plan, mask, *window)
-                maps = window_maps(model, image, origins, plan["tile_size"])
-                result = chunk_nuclei(model, plan, chunk, image, maps, mask)
+                maps, (top, left) = window_maps(model, image, origins, plan["tile_size"])
+                if maps is not None:
+                    image = image[top : top + maps.shape[1], left : left + maps.shape[2]]
+                result = chunk_nuclei(model, plan, chunk, image, maps, mask, (top, left))
                 write_chunk(chunk_path(chunk_dir, chunk["index"]), result, key)
                 nuclei += len(result["area_um2"])
                 tiles += len(origins)
