@@ -216,6 +216,8 @@ def summary_row(plan: dict, n_nuclei: int, type_counts: dict, type_names, parts,
     }
     for type_name in type_names:
         row[f"fraction_{type_name}"] = type_counts.get(type_name, 0) / n_nuclei if n_nuclei else float("nan")
+    if type_names:  # nuclei whose pixels the type head calls background: no type
+        row["fraction_untyped"] = type_counts.get(UNTYPED, 0) / n_nuclei if n_nuclei else float("nan")
     row["seconds"] = float(sum(p.get("seconds", 0.0) for p in parts))
     row["note"] = "" if plan["chunks"] else "no tissue found: no nuclei"
     return row
