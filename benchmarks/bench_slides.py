@@ -51,6 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=4096, help="side of the throughput slide (pixels)")
     parser.add_argument("--tissue-px", type=int, default=1536, help="side of the memory slides' tissue piece")
     parser.add_argument("--tmp", type=Path, default=None)
+    parser.add_argument("--cmu", type=Path, default=CMU, help="CMU-1-Small-Region.svs (default: ../shared/data/wsi)")
     parser.add_argument("--child", nargs=2, metavar=("SLIDE", "OUT"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -174,10 +175,10 @@ def child(args) -> None:
 
 
 def cmu(args, model, tmp: Path) -> None:
-    if not CMU.is_file():
-        print(f"cmu: {CMU} is absent; skipped")
+    if not args.cmu.is_file():
+        print(f"cmu: {args.cmu} is absent; skipped")
         return
-    result = run_stage(CMU, tmp / "cmu", model)
+    result = run_stage(args.cmu, tmp / "cmu", model)
     row, plan = result["row"], result["plan"]
     print(
         f"CMU-1-Small-Region.svs: {row['width_px']} x {row['height_px']} px at {row['slide_mpp']} um/px, run at "
