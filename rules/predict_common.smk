@@ -21,6 +21,8 @@ from nucleiflow.paths import (
     INFER_PREDICTIONS,
     INFER_TABLE,
     POSTPROCESS_PARAMS,
+    figure_pdf,
+    table_copies,
 )
 
 INFERENCE = config.get("inference", {})

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from nucleiflow.catalog import model_label
 from nucleiflow.device import setup_device
 from nucleiflow.errors import DataFormatError
 from nucleiflow.io import write_csv
@@ -16,16 +17,11 @@ from nucleiflow.models import build_model
 from nucleiflow.segmentation import report as sr
 from nucleiflow.segmentation.augment import build_pipeline, save_pipeline
 from nucleiflow.segmentation.data import to_tensor
-from nucleiflow.segmentation.inference import (
-    evaluate_split,
-    forward_probability,
-    predict_tiled,
-    soft_dice_loss,
-    tile_origins,
-    timing_summary,
-)
+from nucleiflow.segmentation.inference import evaluate_split, timing_summary
 from nucleiflow.segmentation.instances import object_metrics
-from nucleiflow.segmentation.predictions import read_probability
+from nucleiflow.segmentation.losses import soft_dice
+from nucleiflow.segmentation.predictions import read_probability, write_probability
+from nucleiflow.segmentation.predictor import InferenceConfig, Predictor, tile_origins
 from nucleiflow.segmentation.run import evaluate_from_spec, train_from_spec
 from nucleiflow.splits import make_split
 from nucleiflow.store import Store
@@ -214,18 +210,8 @@ def test_evaluate_split_agrees_with_direct_metrics(dsb_store, tmp_path):
     """Every per-image value is that of the echo model's known prediction, at each image's native size."""
     store = Store(dsb_store)
     ids = store.ids[:4]
-    per_image = evaluate_split(
-        RedEcho(),
-        store,
-        ids,
-        size=32,
-        threshold=0.5,
-        setup=setup_device("cpu"),
-        predictions_path=tmp_path / "echo.h5",
-        progress=False,
-        policy="tile",
-        batch_size=4,
-    )
+    echo = Predictor(RedEcho(), InferenceConfig(32, "tile", batch_size=4, threshold=0.5), setup_device("cpu"))
+    per_image = evaluate_split(echo, store, ids, predictions_path=tmp_path / "echo.h5", progress=False)
     assert list(per_image["image_id"]) == ids
     sure = 1 / (1 + np.exp(-10.0))  # sigmoid(10)
     mixed = 0
@@ -241,9 +227,8 @@ def test_evaluate_split_agrees_with_direct_metrics(dsb_store, tmp_path):
     assert mixed >= 1  # the echo is right and wrong in both directions somewhere: no identity passes by luck
 
     # resize: probabilities at the training size are resized back to the native size before scoring.
-    per_image = evaluate_split(
-        AllNuclei(), store, ids[:3], size=64, threshold=0.5, setup=setup_device("cpu"), progress=False, batch_size=1
-    )
+    everything = Predictor(AllNuclei(), InferenceConfig(64, batch_size=1, threshold=0.5), setup_device("cpu"))
+    per_image = evaluate_split(everything, store, ids[:3], progress=False)
     for row in per_image.to_dict("records"):
         truth = store.mask(row["image_id"]).astype(bool)
         expected = _expected_row(np.ones_like(truth), truth, np.full(truth.shape, sure))
@@ -255,15 +240,18 @@ def test_evaluate_split_agrees_with_direct_metrics(dsb_store, tmp_path):
 
 def test_empty_split_is_an_error(dsb_store):
     with pytest.raises(DataFormatError, match="holds no images"):
-        evaluate_split(MaskEcho(), Store(dsb_store), [], size=64, threshold=0.5, setup=setup_device("cpu"))
+        evaluate_split(Predictor(MaskEcho(), InferenceConfig(64), setup_device("cpu")), Store(dsb_store), [])
 
 
 def test_soft_dice_loss_bounds():
-    truth = np.zeros((8, 8))
+    truth = torch.zeros((8, 8), dtype=torch.float64)
     truth[:4] = 1
-    assert soft_dice_loss(truth, truth) == pytest.approx(0.0)
-    assert soft_dice_loss(1 - truth, truth) == pytest.approx(1 - 1 / 65)
-    assert soft_dice_loss(np.zeros((8, 8)), np.zeros((8, 8))) == 0.0  # empty vs empty: perfect
+    assert float(soft_dice(truth, truth, (0, 1))) == pytest.approx(0.0)
+    assert float(soft_dice(1 - truth, truth, (0, 1))) == pytest.approx(1 - 1 / 65)
+    assert float(soft_dice(torch.zeros(8, 8), torch.zeros(8, 8), (0, 1))) == 0.0  # empty vs empty: perfect
+    # Per item over the given dims: a batch of the two cases.
+    both = soft_dice(torch.stack([truth, 1 - truth]), torch.stack([truth, truth]), (1, 2))
+    np.testing.assert_allclose(both.numpy(), [0.0, 1 - 1 / 65])
 
 
 def test_report_tables_from_stage_outputs(trained, pannuke_store, tmp_path):
@@ -283,21 +271,52 @@ def test_report_tables_from_stage_outputs(trained, pannuke_store, tmp_path):
         write_csv(tmp_path / f"{subset}.csv", per_image)
         (tmp_path / f"{subset}.json").write_text(json.dumps(timing))
         paths.append(subset)
-    per_image = sr.collect([str(tmp_path / f"{s}.csv") for s in paths], [cell], paths, pd.read_csv)
+    runs = [
+        {
+            **cell,
+            "subset": subset,
+            "info": str(base / "model" / "train_info.json"),
+            "history": str(base / "model" / "history.csv"),
+            "per_image": str(tmp_path / f"{subset}.csv"),
+            "timing": str(tmp_path / f"{subset}.json"),
+            "predictions": str(tmp_path / f"{subset}.h5"),
+        }
+        for subset in paths
+    ]
+    per_image = sr.collect(runs, pd.read_csv)
     table = sr.metrics_table(sr.metrics_summary(per_image))
     assert list(table["Split"]) == ["val", "test"]
     assert {"Loss", "Acc", "DCS", "SN", "IoU", "DCS (pooled)"} <= set(table.columns)
-    sizes = sr.model_sizes([str(base / "model" / "train_info.json")], [cell])
+    sizes = sr.model_sizes(runs)
     assert sizes.loc[0, "Backbone"] == "ResNet-18" and sizes.loc[0, "Kernel"] == "3x3"
-    timing = sr.timing_table(
-        [str(tmp_path / f"{s}.json") for s in paths], [str(base / "model" / "train_info.json")], [cell], paths
-    )
+    timing = sr.timing_table(runs)
     assert len(timing) == 1 and timing.loc[0, "Training (min)"] > 0
+    assert len(sr.histories(runs)) == 2  # one model, two epochs
     ids = sr.example_ids(per_image, 2)
-    examples, predictions = sr.prediction_examples(
-        str(pannuke_store), [str(tmp_path / f"{s}.h5") for s in paths], [cell], paths, ids, 0.5
-    )
+    examples, predictions = sr.prediction_examples(str(pannuke_store), runs, ids, 0.5)
     assert len(examples) == 2 and predictions[list(predictions)[0]][0].shape == (256, 256)
+
+    # A second model whose test predictions are empty, its runs listed split-major between the first
+    # model's: every file is still read with its own model and split.
+    empty = tmp_path / "empty_test.h5"
+    with h5py.File(empty, "w") as handle:
+        for image_id in ids:
+            write_probability(handle, image_id, np.zeros((256, 256), np.float32))
+    other = [{**run, "arch": "fpn", **({"predictions": str(empty)} if run["subset"] == "test" else {})} for run in runs]
+    mixed = [runs[0], other[0], runs[1], other[1]]
+    assert [run["subset"] for run in sr.shown_runs(mixed)] == ["test", "test"]
+    _, both = sr.prediction_examples(str(pannuke_store), mixed, ids, 0.5)
+    label, other_label = model_label("unet", "resnet18", "paper"), model_label("fpn", "resnet18", "paper")
+    assert not any(mask.any() for mask in both[other_label])
+    for mine, alone in zip(both[label], predictions[label]):
+        np.testing.assert_array_equal(mine, alone)
+    frame = sr.collect(mixed, pd.read_csv)
+    assert frame.groupby(["model", "subset"]).size().to_dict() == {
+        (name, subset): len(per_image[per_image["subset"] == subset])
+        for name in (label, other_label)
+        for subset in paths
+    }
+    assert len(sr.timing_table(mixed)) == 2 and len(sr.model_sizes(mixed)) == 2
 
 
 def test_paper_only_figures_from_the_store_and_stored_predictions(pannuke_store, tmp_path):
@@ -314,7 +333,8 @@ def test_paper_only_figures_from_the_store_and_stored_predictions(pannuke_store,
     keys = ("samples", "overlays", "confidence_map", "train_predictions", "image_1", "image_2", "image_3")
     outputs = {key: tmp_path / "figures" / f"{key}.png" for key in keys}
     cell = {"arch": "unet", "encoder": "resnet18", "reg": "none"}
-    sr.write_paper_figures(outputs, pannuke_store, ids[:2], [h5], [cell], ["test"], 0.5, [h5], named=[ids[2], "x"])
+    runs = [{**cell, "subset": "test", "predictions": h5}]
+    sr.write_paper_figures(outputs, pannuke_store, ids[:2], runs, 0.5, [h5], named=[ids[2], "x"])
     assert all(path.stat().st_size > 1000 and path.with_suffix(".pdf").exists() for path in outputs.values())
     assert sr.named_images("classic_unet_dsb2018")[0].startswith("6034456567632f4b")
     assert sr.named_images("pannuke") == []
@@ -339,8 +359,8 @@ def test_tiled_prediction_matches_a_pixelwise_model_at_native_size(dsb_store):
     image = store.image(store.ids[0])
     model = PixelModel()
     setup = setup_device("cpu")
-    tiled = predict_tiled(model, image, 32, setup, batch_size=4)[0]  # (C, H, W) maps: binary has one channel
-    whole = forward_probability(model, to_tensor(image)[None], setup)[0]
+    tiled = Predictor(model, InferenceConfig(32, "tile", 4), setup).predict_maps(image)[0]  # binary: one channel
+    whole = torch.sigmoid(model(to_tensor(image)[None]))[0, 0].detach().numpy()
     assert tiled.shape == image.shape[:2]
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
 
@@ -348,17 +368,8 @@ def test_tiled_prediction_matches_a_pixelwise_model_at_native_size(dsb_store):
 def test_batched_and_tiled_evaluation_score_every_image_at_native_size(dsb_store):
     store = Store(dsb_store)
     for policy, batch in (("resize", 4), ("tile", 3)):
-        per_image = evaluate_split(
-            MaskEcho(),
-            store,
-            store.ids,
-            size=64,
-            threshold=0.5,
-            setup=setup_device("cpu"),
-            progress=False,
-            policy=policy,
-            batch_size=batch,
-        )
+        echo = Predictor(MaskEcho(), InferenceConfig(64, policy, batch, threshold=0.5), setup_device("cpu"))
+        per_image = evaluate_split(echo, store, store.ids, progress=False)
         assert len(per_image) == len(store.ids)
         sizes = store.metadata.set_index("image_id")
         pixels = per_image[["tp", "fp", "fn", "tn"]].sum(axis=1).to_numpy()
