@@ -30,6 +30,8 @@ include: "rules/explain.smk"
 include: "rules/robustness.smk"
 include: "rules/predict_common.smk"
 include: "rules/predict.smk"
+include: "rules/slides_common.smk"
+include: "rules/slides.smk"
 include: "rules/report.smk"
 include: "rules/classification.smk"
 

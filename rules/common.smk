@@ -13,6 +13,7 @@ if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
 from nucleiflow.errors import ConfigError
+from nucleiflow.slides.config import check_slides
 from nucleiflow.paths import (
     CLS_DIR,
     CNN_HISTORY,
@@ -51,6 +52,7 @@ try:
     expand_folds(config)
     check_config(config)
     check_local_sources(config, produced_under=DEMO_DIR if config.get("demo_data") else None)
+    check_slides(config, produced_under=DEMO_DIR if config.get("demo_data") else None)
     check_offline_weights(config)
 except WorkflowError as err:
     cause = err.__cause__ or err.__context__  # the jsonschema ValidationError
@@ -146,4 +148,6 @@ PAPER_KEYS = (GENERIC, *SEGMENTATION_PAPERS)
 
 
 def all_targets():
-    return final_targets(config)
+    # Slides are found by reading their paths (globs, slide names: nucleiflow.slides.config), so their
+    # targets come from rules/slides_common.smk rather than from the torch-free workflow package.
+    return final_targets(config) + slides_targets()

@@ -43,6 +43,7 @@ SCHEMA_ENUMS = {
     "segmentation.*.training.mask_preprocessing": catalog.MASK_PREPROCESSING,
     "segmentation.*.training.target": catalog.INSTANCE_TARGETS,
     "segmentation.*.postprocess.tta": catalog.TTA_MODES,
+    "slides.*.tta": (*catalog.TTA_MODES, None),  # null: the model's experiment's
     "regularization.*.l2_scope": catalog.L2_SCOPES,
     "segmentation.*.training.size_policy": SIZE_POLICIES,
     "segmentation.*.training.encoder_weights": ("imagenet", None),

@@ -17,6 +17,7 @@ GPU_RULES = {
     "predict",
     "robustness_sweep",
     "tune_postprocess",
+    "slide_segment",
 }
 
 

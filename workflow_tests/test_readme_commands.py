@@ -29,6 +29,10 @@ TINY_COMMAND = (
 )
 REPORT_COMMAND = ".venv/bin/snakemake --report results/report.html"
 OWN_IMAGES_COMMAND = ".venv/bin/snakemake -c2 results/inference/my_cells/tables/summary.csv"
+SHARED_SLIDES_COMMAND = (
+    ".venv/bin/snakemake -c2 results/slides/shared/CMU-1-Small-Region/nuclei.geojson "
+    "results/slides/shared/TCGA-CR-7395-01A-01-TS1/nuclei.geojson --configfile config.yaml config/shared_slides.yaml"
+)
 
 # How each README command is proven. A command added to the README must be added here.
 DRY_RUN, MAKE_TARGET, BENCHMARK_ARGS = "dry-run", "make -n", "benchmark arguments"
@@ -62,6 +66,9 @@ HOW_PROVEN = {
     ".venv/bin/snakemake --workflow-profile profiles/local --cores 2 --configfile config/hne.yaml": (
         "test_datasets_hne.py::test_hne_config_dry_runs_beside_the_shared_data"
     ),
+    SHARED_SLIDES_COMMAND: "test_slides.py::test_the_readme_command_plans_both_shared_slides (needs ../shared)",
+    ".venv/bin/python benchmarks/bench_slides.py --threads 1": BENCHMARK_ARGS,
+    ".venv/bin/python benchmarks/bench_slides.py --device cuda --batch 64 --parts throughput cmu": BENCHMARK_ARGS,
 }
 
 

@@ -41,6 +41,7 @@ IMPORT_TO_PACKAGE = {
     "tabulate": "tabulate",
     "huggingface_hub": "huggingface_hub",
     "threadpoolctl": "threadpoolctl",
+    "openslide": "openslide-python",
 }
 
 

@@ -96,6 +96,9 @@ NAMED_CLASS_FORMATS = ("hovernet_mat", "geojson")
 FOLDER_IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 # Formats read in place from a local folder (a `files:` entry without suffix), never downloaded or unpacked.
 FOLDER_FORMATS = ("image_folders", "hovernet_mat", "monuseg", "geojson")
+# The resolution (um per pixel) of a format's images when its config sets no microns_per_pixel: PanNuke's
+# patches are 40x, 0.25 um/px (Gamper et al. 2020). DSB2018 mixes microscopes and magnifications: none.
+FORMAT_MICRONS_PER_PIXEL = {"pannuke": 0.25}
 
 # Explanations (residual U-Net paper, Figures 6-7): what Grad-CAM explains, and the zennit LRP composites.
 EXPLAIN_TARGETS = ("predicted", "truth")

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from nucleiflow.errors import DataFormatError
-from nucleiflow.io import write_text
+from nucleiflow.io import atomic_path
 from nucleiflow.polygons import RasterStats, as_vertices, label_polygons, outside_image, rasterise
 
 OBJECT_TYPES = ("detection", "annotation", "cell")
@@ -140,9 +140,17 @@ def feature_collection(features: Sequence[dict]) -> dict:
     return {"type": "FeatureCollection", "features": list(features)}
 
 
-def write_feature_collection(path: str | Path, features: Sequence[dict]) -> Path:
-    """Write `features` as one FeatureCollection to `path`, atomically (a killed job leaves no partial file)."""
-    write_text(path, json.dumps(feature_collection(features), separators=(",", ":")) + "\n")
+def write_feature_collection(path: str | Path, features: Iterable[dict]) -> Path:
+    """Write `features` as one FeatureCollection to `path`, atomically (a killed job leaves no partial file).
+
+    Features are written one at a time as the iterable yields them, so a generator (a whole slide's nuclei,
+    chunk by chunk) keeps one in memory; the text is that of `json.dumps(feature_collection(...))`.
+    """
+    with atomic_path(path) as tmp, open(tmp, "w") as out:
+        out.write('{"type":"FeatureCollection","features":[')
+        for index, item in enumerate(features):
+            out.write(("," if index else "") + json.dumps(item, separators=(",", ":")))
+        out.write("]}\n")
     return Path(path)
 
 

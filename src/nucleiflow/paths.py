@@ -60,6 +60,22 @@ INFER_TABLE = f"{INFER_DIR}/tables/summary.csv"
 INFER_FIGURE = f"{INFER_DIR}/figures/summary.png"
 DEMO_CELLS = f"{DEMO_DIR}/cells"  # the demo's folder of images no model saw
 
+# --- whole-slide images (slides.<name>): one folder per slide ------------------------------
+SLIDES_DIR = f"{RESULTS}/slides/{{name}}"
+SLIDE_DIR = f"{SLIDES_DIR}/{{slide}}"
+SLIDE_PLAN = f"{SLIDE_DIR}/plan.json"  # resolution, source level, the chunks over tissue
+SLIDE_TISSUE = f"{SLIDE_DIR}/tissue_mask.png"  # the tissue mask (0/255) at the plan's mask_mpp
+SLIDE_THUMBNAIL = f"{SLIDE_DIR}/thumbnail.png"  # the low-resolution level the mask was detected on
+SLIDE_CHUNKS = f"{SLIDE_DIR}/chunks"  # finished chunks (not a rule output: a killed job resumes from them)
+SLIDE_PART = f"{SLIDE_DIR}/parts/part_{{part}}.json"  # one segment job's chunks
+SLIDE_GEOJSON = f"{SLIDE_DIR}/nuclei.geojson"
+SLIDE_NUCLEI = f"{SLIDE_DIR}/nuclei.parquet"
+SLIDE_LABELS = f"{SLIDE_DIR}/labels.ome.tif"
+SLIDE_SUMMARY = f"{SLIDE_DIR}/tables/summary.csv"
+SLIDE_FIGURE = f"{SLIDE_DIR}/figures/overview.png"
+DEMO_SLIDES = f"{DEMO_DIR}/slides"  # the demo's synthetic slide
+DEMO_SLIDE_NAME = "demo_slide.ome.tif"  # the synthetic slide the demo segments (nucleiflow.synthetic.demo)
+
 # --- one classification experiment ---------------------------------------------------
 CLS_DIR = f"{DATASET_DIR}/classification/{{experiment}}"
 CNN_HISTORY_NAME = "cnn/{model}_{variant}_history.csv"  # relative to CLS_DIR

@@ -7,6 +7,7 @@ of `sha256sum`, so `cd OUT_DIR && sha256sum -c` can check them later).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from nucleiflow.download import sha256sum
 from nucleiflow.synthetic import demo
@@ -19,6 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pannuke-images-per-fold", type=int, default=demo.DEFAULT_PANNUKE_IMAGES_PER_FOLD)
     parser.add_argument("--dsb-images", type=int, default=demo.DEFAULT_DSB_IMAGES)
     parser.add_argument("--nucrec-images-per-class", type=int, default=demo.DEFAULT_NUCREC_IMAGES_PER_CLASS)
+    parser.add_argument("--slide", action="store_true", help="also write slides/demo_slide.ome.tif (a whole slide)")
     return parser.parse_args(argv)
 
 
@@ -31,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
         dsb_images=args.dsb_images,
         nucrec_images_per_class=args.nucrec_images_per_class,
     )
+    if args.slide:
+        archives[f"slides/{demo.DEMO_SLIDE_NAME}"] = demo.write_demo_slide(Path(args.out_dir) / "slides", args.seed)
     for name, path in archives.items():
         print(f"{sha256sum(path)}  {name}")
 

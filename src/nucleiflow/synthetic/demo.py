@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nucleiflow.paths import DEMO_SLIDE_NAME
 from nucleiflow.synthetic.dsb2018 import write_stage1_zip
 from nucleiflow.synthetic.nucrec import write_nucrec_zip
 from nucleiflow.synthetic.pannuke import write_fold_zip
@@ -38,3 +39,12 @@ def write_demo_archives(
     archives["dsb2018/stage1_train.zip"] = write_stage1_zip(out_dir / "dsb2018" / "stage1_train.zip", dsb_images, seed)
     archives["nucrec/nucrec.zip"] = write_nucrec_zip(out_dir / "nucrec" / "nucrec.zip", nucrec_images_per_class, seed)
     return archives
+
+
+def write_demo_slide(out_dir: str | os.PathLike, seed: int = DEFAULT_SEED) -> Path:
+    """The demo's whole slide: a small tiled pyramidal OME-TIFF at 20x with two tissue pieces on glass."""
+    from dataclasses import replace
+
+    from nucleiflow.synthetic.slide import DEMO_SLIDE, write_synthetic_slide
+
+    return write_synthetic_slide(Path(out_dir) / DEMO_SLIDE_NAME, replace(DEMO_SLIDE, seed=seed))

@@ -149,8 +149,11 @@ def experiment_tunes(config: dict, experiment: str) -> bool:
 
 def inference_cell(config: dict, name: str) -> ModelCell:
     """The model cell that `inference.<name>.model` (`<experiment>/<arch>/<encoder>/<reg>`) names."""
-    key = f"inference.{name}.model"
-    text = config["inference"][name]["model"]
+    return named_cell(config, f"inference.{name}.model", config["inference"][name]["model"])
+
+
+def named_cell(config: dict, key: str, text: str) -> ModelCell:
+    """The model cell `<experiment>/<arch>/<encoder>/<reg>` that config key `key` names."""
     parts = text.split("/")
     if len(parts) != 4:
         raise ConfigError(

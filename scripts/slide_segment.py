@@ -1,0 +1,27 @@
+"""Snakemake adapter: one segment job of a slide (its share of the chunks), resumable."""
+
+from nucleiflow.log import setup_logging
+from nucleiflow.slides.model import load_slide_model
+from nucleiflow.slides.stage import segment_slide_part
+
+log = setup_logging(snakemake.log[0])
+model = load_slide_model(
+    snakemake.params.spec,
+    snakemake.input.model,
+    threads=snakemake.threads,
+    postprocess=snakemake.params.postprocess,
+    params_path=snakemake.input.tuned[0] if snakemake.input.tuned else None,
+    tile_size=snakemake.params.tile_size,
+    batch_size=snakemake.params.batch_size,
+)
+summary = segment_slide_part(
+    snakemake.input.plan,
+    snakemake.input.tissue,
+    model,
+    snakemake.input.model,
+    snakemake.params.chunks,
+    int(snakemake.wildcards.part),
+    snakemake.params.parts,
+    snakemake.output[0],
+)
+log.info("part %(part)d of %(parts)d: %(chunks)d chunks (%(resumed)d resumed), %(nuclei)d nuclei", summary)

@@ -1,0 +1,81 @@
+"""The model side of the slide stage: maps of native-scale tiles, nuclei of a chunk's maps, nucleus types.
+
+`SlideModel` wraps a trained model's `Predictor` (`segmentation.predictor`): tiles go through its forward
+pass prepared exactly as in training (pre-filter, input scaling) with its test-time augmentation, and
+nuclei come from its tuned post-processing (postprocess.json) or its experiment's fixed settings, as for
+the `inference:` stage. The slide stage cuts its own tiles (on the slide's tile grid, `chunks`), so tiles
+are batched straight through the network at their native scale, never resized or tiled again.
+
+`chunks.segment_chunk` calls only `tile_size`, `batch_size`, `type_names`, `predict_maps_batch` and
+`nuclei`; the tests pass a stain-threshold stand-in with the same members.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nucleiflow.datasets.pannuke import CLASS_NAMES as PANNUKE_CLASS_NAMES
+
+DEFAULT_TILE = 256  # px at the run resolution: larger tiles than the training crops waste less on overlap
+
+
+@dataclass
+class SlideModel:
+    """A `Predictor` as the slide stage uses it (`type_names` empty: no type head)."""
+
+    predictor: object
+    tile_size: int
+    batch_size: int
+    type_names: tuple[str, ...] = ()
+
+    @property
+    def settings(self) -> str:
+        """What besides the weights changes the maps (tile size, test-time augmentation): part of a chunk's key."""
+        return f"tile{self.tile_size}/tta-{self.predictor.config.tta}"
+
+    def predict_maps_batch(self, tiles: list[np.ndarray]) -> list[np.ndarray]:
+        """Maps (C, T, T) float32 of RGB uint8 tiles (T, T, 3), each at its native scale, in one batch."""
+        import torch
+
+        from nucleiflow.segmentation.data import prepare_image, to_tensor
+
+        config = self.predictor.config
+        batch = torch.stack([to_tensor(prepare_image(t, config.prefilter_sigma), config.input_scaling) for t in tiles])
+        return list(self.predictor.forward(batch).astype(np.float32, copy=False))
+
+    def nuclei(self, maps: np.ndarray) -> tuple[np.ndarray, dict | None, np.ndarray | None]:
+        """(int instance map, {id: type} or None, type probabilities (K, H, W) or None) of a window's maps."""
+        labels, types = self.predictor.nuclei_from_maps(maps)
+        layout = self.predictor.config.layout
+        return labels, types, (maps[layout.types] if layout.type_classes else None)
+
+
+def load_slide_model(
+    spec: dict,
+    model_path,
+    *,
+    threads: int = 1,
+    postprocess: dict | None = None,
+    params_path=None,
+    tile_size: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+) -> SlideModel:
+    """A trained model for the slide stage; `tile_size` (a multiple of 32) defaults to 256 px or the training size."""
+    from nucleiflow.segmentation.predictor import Predictor
+
+    predictor = Predictor.from_model_dir(
+        model_path,
+        spec=spec,
+        postprocess=postprocess,
+        tuned_path=params_path,
+        threads=threads,
+        batch_size=batch_size,
+        device=device,
+    )
+    config = predictor.config
+    size = tile_size or max(DEFAULT_TILE, config.input_size)
+    names = PANNUKE_CLASS_NAMES[1:] if config.layout.type_classes else ()  # ids 1..5; 0 is background
+    return SlideModel(predictor, size, config.batch_size, tuple(names))

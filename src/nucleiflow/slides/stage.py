@@ -1,0 +1,105 @@
+"""The slide stage's three jobs on files: plan, segment (one part of the chunks), gather.
+
+The rules (rules/slides.smk) call these through thin scripts; the tests and the benchmark call them
+directly. Paths are the rules' outputs (`nucleiflow.paths`: SLIDE_*).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from nucleiflow.io import read_json, write_json
+from nucleiflow.slides.chunks import SlideOptions, make_plan, segment_part
+from nucleiflow.slides.outputs import gather, overview_figure
+from nucleiflow.slides.reader import Region
+from nucleiflow.slides.tissue import TissueSettings
+
+log = logging.getLogger(__name__)
+
+
+def slide_options(options: dict) -> SlideOptions:
+    """SlideOptions from a `slides.<name>` entry's plan settings (run_mpp, tiles, chunk, region, level, tissue)."""
+    region = options.get("region")
+    return SlideOptions(
+        run_mpp=float(options["run_mpp"]),
+        tile_size=int(options.get("tile_size", 256)),
+        tile_overlap=int(options.get("tile_overlap", 32)),
+        chunk_size=int(options.get("chunk_size", 2048)),
+        region=Region(**region) if region else None,
+        level=options.get("level"),
+        tissue=TissueSettings.from_dict(options.get("tissue")),
+    )
+
+
+def _write_png(path, array: np.ndarray) -> None:
+    from nucleiflow.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def plan_slide(slide, options: dict, slide_mpp: float | None, out) -> dict:
+    """Write the plan (JSON), tissue mask (PNG 0/255) and thumbnail (PNG) of one slide; return the plan."""
+    plan, images = make_plan(slide, slide_options(options), slide_mpp)
+    plan["slide_mpp_given"] = slide_mpp
+    if not plan["chunks"]:
+        log.warning("%s: no tissue found; its outputs will be empty", slide)
+    _write_png(out.tissue, (images["mask"] * 255).astype(np.uint8))
+    _write_png(out.thumbnail, images["thumbnail"])
+    write_json(out.plan, plan)
+    return plan
+
+
+def read_mask(path) -> np.ndarray:
+    return np.asarray(Image.open(path)) > 0
+
+
+def model_fingerprint(*paths) -> str:
+    """A digest of the model's files (checkpoint, tuned settings): finished chunks of another model are redone."""
+    from nucleiflow.download import sha256sum
+
+    return "".join(sha256sum(p)[:12] for p in paths if p)
+
+
+def segment_slide_part(plan_path, mask_path, model, model_path, chunk_dir, part: int, parts: int, out_path) -> dict:
+    """Segment chunks `part` of `parts` of a planned slide into `chunk_dir`; write the part summary (JSON)."""
+    plan = read_json(plan_path)
+    key = model_fingerprint(model_path) + "/" + getattr(model, "settings", f"tile{model.tile_size}")
+    summary = segment_part(
+        plan,
+        read_mask(mask_path),
+        model,
+        chunk_dir,
+        part=part,
+        parts=parts,
+        model_fingerprint=key,
+        slide_mpp=plan.get("slide_mpp_given"),
+        progress=lambda chunk, n: log.info("chunk %d: %d nuclei", chunk["index"], n),
+    )
+    summary["type_names"] = list(model.type_names)
+    write_json(out_path, summary)
+    return summary
+
+
+def gather_slide(plan_path, mask_path, thumbnail_path, part_paths, chunk_dir, out, name: str = "") -> dict:
+    """Every output of one slide from its parts' chunks (`outputs.gather`) and its overview figure."""
+    plan = read_json(plan_path)
+    parts = [read_json(p) for p in part_paths]
+    keys = {p["fingerprint"] for p in parts}
+    if len(keys) != 1:
+        from nucleiflow.errors import DataFormatError
+
+        raise DataFormatError(f"{chunk_dir}: the parts were segmented with different plans or models; rerun them")
+    type_names = parts[0].get("type_names", []) if parts else []
+    paths = {"geojson": out.geojson, "table": out.nuclei, "labels": out.labels, "summary": out.table}
+    result = gather(plan, chunk_dir, paths, key=keys.pop(), type_names=type_names, parts=parts, name=name)
+    thumbnail = np.asarray(Image.open(thumbnail_path).convert("RGB"))
+    title = f"{Path(plan['slide']).name}: {result['row']['nuclei']} nuclei"
+    if result["row"]["note"]:
+        title += f" ({result['row']['note']})"
+    overview_figure(thumbnail, read_mask(mask_path), result["points"], plan, out.figure, title=title)
+    return result["row"]
