@@ -30,6 +30,7 @@ include: "rules/explain.smk"
 include: "rules/robustness.smk"
 include: "rules/predict_common.smk"
 include: "rules/predict.smk"
+include: "rules/export.smk"
 include: "rules/report.smk"
 include: "rules/classification.smk"
 

@@ -282,4 +282,5 @@ def all_targets():
     targets += robustness_targets(config)
     targets += explain_targets(config)  # rules/explain.smk
     targets += instance_targets()  # rules/instances.smk
+    targets += export_targets(config)  # rules/export.smk
     return targets

@@ -6,6 +6,7 @@ from nucleiflow.config import (
     ALL_IMAGES,
     evaluate_on_targets,
     inference_cell,
+    inference_package,
     inference_source,
     tunes_postprocess,
 )
@@ -54,6 +55,10 @@ def tuned_params(wildcards):
 
 
 def inference_model(wildcards):
+    """The named model's weights: an exported package (zip or folder) as named, or the cell's model.pt."""
+    package = inference_package(config, wildcards.name)
+    if package is not None:
+        return package
     return f"{MODEL_DIR}/model.pt".format(**inference_cell(config, wildcards.name).wildcards)
 
 
@@ -64,15 +69,22 @@ def inference_images(wildcards):
 
 
 def inference_spec(wildcards):
+    """The cell's spec; none for a package, which carries its own."""
+    if inference_package(config, wildcards.name) is not None:
+        return None
     return cell_spec(config, **inference_cell(config, wildcards.name).wildcards).to_dict()
 
 
 def inference_tuned_params(wildcards):
-    """The named model's tuned post-processing settings, if its experiment tunes."""
+    """The named model's tuned post-processing settings, if its experiment tunes (a package carries its own)."""
+    if inference_package(config, wildcards.name) is not None:
+        return []
     return tuned_params_of(inference_cell(config, wildcards.name).wildcards)
 
 
 def inference_postprocess(wildcards):
+    if inference_package(config, wildcards.name) is not None:
+        return None
     return SEGMENTATION[inference_cell(config, wildcards.name).experiment]["postprocess"]
 
 

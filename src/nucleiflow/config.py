@@ -385,6 +385,15 @@ def is_folder_entry(filename: str) -> bool:
     return not Path(filename).suffix
 
 
+def inference_package(config: dict, name: str) -> str | None:
+    """The exported model package (a .zip, or a package folder) `inference.<name>.model` names, else None.
+
+    A zip named here may be a workflow output (rule export_model's bioimageio.zip): Snakemake then makes it.
+    """
+    text = config["inference"][name]["model"]
+    return text if text.endswith(".zip") or Path(text).is_dir() else None
+
+
 def inference_cell(config: dict, name: str) -> ModelCell:
     """The model cell that `inference.<name>.model` (`<experiment>/<arch>/<encoder>/<reg>`) names."""
     key = f"inference.{name}.model"
@@ -392,7 +401,8 @@ def inference_cell(config: dict, name: str) -> ModelCell:
     parts = text.split("/")
     if len(parts) != 4:
         raise ConfigError(
-            f"{key}: {text!r} must read <experiment>/<arch>/<encoder>/<reg>, e.g. dsb_resunet/resunet/none/none"
+            f"{key}: {text!r} must read <experiment>/<arch>/<encoder>/<reg>, e.g. dsb_resunet/resunet/none/none, "
+            "or name an exported model package (a .zip or a package folder)"
         )
     experiment = parts[0]
     if experiment not in config.get("segmentation", {}):
@@ -455,7 +465,8 @@ def check_prediction_config(config: dict) -> None:
                     raise ConfigError(f"{key}: dataset {target['dataset']!r} defines no splits; use split: all")
                 raise choices_error(f"{key}.manifest", target["manifest"], splits)
     for name, entry in config.get("inference", {}).items():
-        inference_cell(config, name)
+        if inference_package(config, name) is None:
+            inference_cell(config, name)
         images = entry["images"]
         if images in datasets and datasets[images]["format"] not in SEGMENTATION_FORMATS:
             raise ConfigError(

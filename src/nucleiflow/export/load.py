@@ -1,0 +1,144 @@
+"""Reading an exported package back: a model trained elsewhere on this workflow, without its training outputs.
+
+A package (a folder with ``rdf.yaml`` / ``bioimageio.yaml``, or its zip) written by `package.export_model`
+carries in ``config.nucleiflow`` the model's spec and its experiment's ``postprocess`` section; its
+state-dict weights are `network.ExportedNetwork`'s, whose ``model.*`` entries are the trained model's own
+weights; its ``postprocess.json`` attachment holds the watershed settings. `load_package_model` turns
+them into the same `predict.LoadedModel` as `predict.load_model` gives for the trained folder, so
+predicting from the package equals predicting from the folder.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from nucleiflow.errors import DataFormatError
+
+RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
+NETWORK_PREFIX = "model."  # ExportedNetwork.model: the trained model inside the package's network
+
+
+@dataclass(frozen=True)
+class Package:
+    """An unpacked package: its folder, its description (the parsed YAML) and the workflow's part of it."""
+
+    folder: Path
+    rdf: dict
+
+    @property
+    def meta(self) -> dict:
+        return self.rdf["config"]["nucleiflow"]
+
+    @property
+    def spec(self) -> dict:
+        return self.meta["spec"]
+
+    @property
+    def postprocess(self) -> dict:
+        """The experiment's `postprocess` section the model was evaluated with."""
+        return dict(self.meta.get("postprocess") or {})
+
+    @property
+    def state_dict_path(self) -> Path:
+        return self.folder / self.rdf["weights"]["pytorch_state_dict"]["source"]
+
+    @property
+    def postprocess_path(self) -> Path:
+        """The postprocess.json attachment: the watershed settings (tuned or fixed) every use applies."""
+        for attachment in self.rdf.get("attachments") or []:
+            if Path(attachment["source"]).name == "postprocess.json":
+                return self.folder / attachment["source"]
+        raise DataFormatError(f"{self.folder}: the package has no postprocess.json attachment")
+
+
+def rdf_file(folder: Path) -> Path | None:
+    return next((folder / name for name in RDF_NAMES if (folder / name).is_file()), None)
+
+
+def is_package(path) -> bool:
+    """Whether `path` is an exported package: a .zip, or a folder holding rdf.yaml / bioimageio.yaml."""
+    path = Path(path)
+    return (path.is_file() and path.suffix == ".zip") or (path.is_dir() and rdf_file(path) is not None)
+
+
+def open_package(source, unpack_dir=None) -> Package:
+    """The package at `source` (folder or zip; a zip is unpacked to `unpack_dir`, default a temporary folder).
+
+    DataFormatError naming the file when it is not a package this workflow wrote.
+    """
+    from nucleiflow.archive import safe_extract_zip
+
+    source = Path(source)
+    if source.is_file():
+        if not zipfile.is_zipfile(source):
+            raise DataFormatError(f"{source}: not a model package (a zip or a folder with {' or '.join(RDF_NAMES)})")
+        folder = Path(unpack_dir or tempfile.mkdtemp(prefix="nucleiflow-package-"))
+        safe_extract_zip(source, folder)
+    elif source.is_dir():
+        folder = source
+    else:
+        raise DataFormatError(f"{source}: no such model package (a zip or a folder with {' or '.join(RDF_NAMES)})")
+    rdf_path = rdf_file(folder)
+    if rdf_path is None:
+        raise DataFormatError(f"{source}: not a model package: no {' or '.join(RDF_NAMES)} inside")
+    rdf = yaml.safe_load(rdf_path.read_text())
+    if not isinstance(rdf, dict) or "nucleiflow" not in (rdf.get("config") or {}):
+        raise DataFormatError(
+            f"{rdf_path}: a model package without config.nucleiflow; only packages this workflow exported "
+            "(rule export_model) carry the spec and post-processing it needs"
+        )
+    if "pytorch_state_dict" not in (rdf.get("weights") or {}):
+        raise DataFormatError(f"{rdf_path}: the package has no pytorch_state_dict weights")
+    return Package(folder, rdf)
+
+
+def model_state(package: Package) -> dict:
+    """The trained model's state dict from the package's network weights (the `model.` entries)."""
+    import torch
+
+    network = torch.load(package.state_dict_path, map_location="cpu", weights_only=True)
+    state = {key[len(NETWORK_PREFIX) :]: value for key, value in network.items() if key.startswith(NETWORK_PREFIX)}
+    if not state:
+        raise DataFormatError(f"{package.state_dict_path}: no {NETWORK_PREFIX}* weights (not an exported network)")
+    return state
+
+
+def load_package_model(source, threads: int = 1, device: str | None = None):
+    """`predict.LoadedModel` of a package: its spec's settings, its weights, its postprocess.json."""
+    import torch
+
+    from nucleiflow.config import ModelSpec
+    from nucleiflow.device import setup_device
+    from nucleiflow.segmentation.predict import LoadedModel
+    from nucleiflow.segmentation.run import build_from_spec, eval_settings, spec_postprocessing
+
+    package = open_package(source)
+    spec = ModelSpec.from_dict(package.spec)
+    training = spec.training
+    setup = setup_device(device or training["device"], threads, training["amp"] if device is None else False)
+    model = build_from_spec(spec)
+    model.load_state_dict(model_state(package))
+    if setup.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.eval().to(setup.device)
+    chosen = spec_postprocessing(spec, package.postprocess, package.postprocess_path)
+    settings = eval_settings(spec)
+    loaded = LoadedModel(
+        model,
+        setup,
+        settings["size"],
+        settings["policy"],
+        settings["threshold"],
+        settings["batch_size"],
+        settings["prefilter_sigma"] or 0.0,
+        settings["input_scaling"],
+        layout=settings["layout"],
+        params=chosen.params,
+        tta=chosen.tta,
+    )
+    return loaded
