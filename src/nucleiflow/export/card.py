@@ -96,7 +96,8 @@ def model_card(
         "",
         f"A {layout.target} segmentation model{' with a nucleus-type head' if layout.type_classes else ''}, "
         f"trained by the nucleiflow workflow (experiment `{spec.experiment}`). Input: an 8-bit RGB image; output: "
-        f"{len(channels)} map{'s' if len(channels) > 1 else ''} ({', '.join(channels)}): {CHANNEL_MEANING[layout.target]}"
+        f"{len(channels)} map{'s' if len(channels) > 1 else ''} ({', '.join(channels)}): "
+        f"{CHANNEL_MEANING[layout.target]}"
         + (
             "; then the type head's class probabilities (softmax over background and the nucleus types)"
             if layout.type_classes
