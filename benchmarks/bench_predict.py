@@ -2,7 +2,7 @@
 
 Two figures, after `--warmup` untimed images:
 
-* ``model``: the network alone (`inference.predict_resized`, batches of `--batch`)
+* ``model``: the network alone (`Predictor.predict_maps_batch`, batches of `--batch`)
 * ``predict``: the predict stage end to end, one image at a time
   (`segmentation.predict.predict_images`: probability, threshold, watershed
   post-processing, per-nucleus table, label/probability TIFFs and overlay PNG)
@@ -32,8 +32,9 @@ import torch
 
 from nucleiflow.device import setup_device
 from nucleiflow.models import build_model
-from nucleiflow.segmentation.inference import predict_resized
-from nucleiflow.segmentation.predict import LoadedModel, predict_images
+from nucleiflow.segmentation.postprocess import configured_params
+from nucleiflow.segmentation.predict import predict_images
+from nucleiflow.segmentation.predictor import InferenceConfig, Predictor
 from nucleiflow.synthetic.dsb2018 import make_sample
 
 
@@ -65,23 +66,23 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     setup = setup_device(args.device, args.threads, amp=args.device != "cpu")
     torch.manual_seed(0)
-    model = build_model("resunet", "none").eval().to(setup.device)
+    model = build_model("resunet", "none")
+    post = {"watershed": True, "min_size": 4}
+    config = InferenceConfig(args.size, batch_size=args.batch, watershed=configured_params("binary", post, 0.5))
+    predictor = Predictor(model, config, setup)
     images = synthetic_images(args.images + args.warmup, args.size)
-    predict_resized(model, images[: args.warmup], args.size, setup)
+    predictor.predict_maps_batch(images[: args.warmup])
     started = time.perf_counter()
-    for start in range(args.warmup, len(images), args.batch):
-        predict_resized(model, images[start : start + args.batch], args.size, setup)
+    predictor.predict_maps_batch(images[args.warmup :])
     model_rate = args.images / (time.perf_counter() - started)
 
-    loaded = LoadedModel(model, setup, args.size, "resize", 0.5, args.batch, 0.0, "imagenet")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
         folder.mkdir()
         for k, image in enumerate(images):
             tifffile.imwrite(folder / f"img_{k:04d}.tif", image)
-        post = {"watershed": True, "min_size": 4}
         started = time.perf_counter()
-        table, nuclei = predict_images(loaded, Path(tmp), Path(tmp) / "out", postprocess=post, progress=False)
+        table, nuclei = predict_images(predictor, Path(tmp), Path(tmp) / "out", progress=False)
         predict_rate = len(table) / (time.perf_counter() - started)
     print(
         f"device: {setup.device}, threads: {args.threads}, residual U-Net, "

@@ -28,7 +28,8 @@ from nucleiflow.datasets.pannuke import convert_pannuke
 from nucleiflow.device import setup_device
 from nucleiflow.models import build_model
 from nucleiflow.segmentation import robustness as rb
-from nucleiflow.segmentation.inference import EvalOptions, evaluate_images
+from nucleiflow.segmentation.inference import evaluate_split
+from nucleiflow.segmentation.predictor import InferenceConfig, Predictor
 from nucleiflow.store import Store
 from nucleiflow.synthetic.pannuke import write_fold_zip
 
@@ -57,16 +58,17 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     spec = robustness_section(args.config, args.experiment)
     setup = setup_device(args.device, args.threads, amp=False)
-    model = build_model(args.arch, args.encoder).eval()
+    predictor = Predictor(
+        build_model(args.arch, args.encoder), InferenceConfig(args.size, batch_size=args.batch), setup
+    )
     with tempfile.TemporaryDirectory() as tmp:
         archive = write_fold_zip(Path(tmp) / "fold_1.zip", 1, args.images, seed=0)
         convert_pannuke([safe_extract_zip(archive, Path(tmp) / "fold_1")], Path(tmp) / "store.h5", progress=False)
         store = Store(Path(tmp) / "store.h5")
         ids = store.labelled_ids[: args.images]
-        options = EvalOptions(args.size, 0.5, setup, batch_size=args.batch, progress=False)
-        evaluate_images(model, store, ids[:2], options)  # warm-up
+        evaluate_split(predictor, store, ids[:2], progress=False)  # warm-up
         started = time.perf_counter()
-        clean = evaluate_images(model, store, ids, options)
+        clean = evaluate_split(predictor, store, ids, progress=False)
         clean_s = time.perf_counter() - started
         perturb_s = 0.0
 
@@ -80,7 +82,7 @@ def main(argv=None) -> None:
                 perturb_s += time.perf_counter() - t0
                 return image
 
-            return evaluate_images(model, store, ids, options, timed_image)
+            return evaluate_split(predictor, store, ids, progress=False, image_of=timed_image)
 
         normaliser = rb.StainNormaliser(store[ids[0]].image)
         started = time.perf_counter()

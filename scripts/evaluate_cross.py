@@ -13,7 +13,7 @@ per_image = evaluate_on(
     snakemake.wildcards.target_subset,
     threads=snakemake.threads,
     postprocess=snakemake.params.postprocess,
-    params_path=snakemake.input.tuned[0] if snakemake.input.tuned else None,
+    tuned_path=snakemake.input.tuned[0] if snakemake.input.tuned else None,
 )
 write_csv(snakemake.output[0], per_image)
 log.info("%s: mean Dice %.4f over %d images", snakemake.wildcards.target, per_image["dice"].mean(), len(per_image))

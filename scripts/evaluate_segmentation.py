@@ -15,7 +15,7 @@ per_image, timing = evaluate_from_spec(
     predictions_path=snakemake.output.predictions,
     threads=snakemake.threads,
     postprocess=snakemake.params.postprocess,
-    params_path=snakemake.input.tuned[0] if snakemake.input.tuned else None,
+    tuned_path=snakemake.input.tuned[0] if snakemake.input.tuned else None,
 )
 write_csv(snakemake.output.per_image, per_image)
 write_json(snakemake.output.timing, timing)

@@ -1,22 +1,22 @@
-"""Snakemake adapter: segment every image of a store or folder with one trained model."""
+"""Snakemake adapter: segment every image of a store or folder with one trained model (or an exported package)."""
 
-from nucleiflow.export.load import load_package_model
 from nucleiflow.io import write_csv
 from nucleiflow.log import setup_logging
-from nucleiflow.segmentation.predict import load_model, predict_images
+from nucleiflow.segmentation.predict import predict_images
+from nucleiflow.segmentation.predictor import Predictor
 
 log = setup_logging(snakemake.log[0])
-if snakemake.params.spec is None:  # an exported package: its spec, weights and post-processing
-    loaded = load_package_model(snakemake.input.model, snakemake.threads)
+if snakemake.params.spec is None:  # an exported package: it carries its spec, weights and post-processing
+    predictor = Predictor.from_path(snakemake.input.model, threads=snakemake.threads)
 else:
-    loaded = load_model(
-        snakemake.params.spec,
+    predictor = Predictor.from_model_dir(
         snakemake.input.model,
-        snakemake.threads,
+        spec=snakemake.params.spec,
         postprocess=snakemake.params.postprocess,
-        params_path=snakemake.input.tuned[0] if snakemake.input.tuned else None,
+        tuned_path=snakemake.input.tuned[0] if snakemake.input.tuned else None,
+        threads=snakemake.threads,
     )
-images, nuclei = predict_images(loaded, snakemake.input.images, snakemake.output.predictions)
+images, nuclei = predict_images(predictor, snakemake.input.images, snakemake.output.predictions)
 write_csv(snakemake.output.images, images)
 write_csv(snakemake.output.nuclei, nuclei)
 log.info("%d images, %d nuclei -> %s", len(images), len(nuclei), snakemake.output.predictions)

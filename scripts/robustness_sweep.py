@@ -14,7 +14,7 @@ frame = sweep_from_spec(
     snakemake.params.robustness,
     threads=snakemake.threads,
     postprocess=snakemake.params.postprocess,
-    params_path=snakemake.input.tuned[0] if snakemake.input.tuned else None,
+    tuned_path=snakemake.input.tuned[0] if snakemake.input.tuned else None,
 )
 write_csv(snakemake.output[0], frame)
 log.info(

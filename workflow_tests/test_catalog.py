@@ -26,7 +26,7 @@ from nucleiflow.reporting.published import published_tables
 from nucleiflow.segmentation.data import SIZE_POLICIES
 from nucleiflow.segmentation.losses import LOSSES
 from nucleiflow.segmentation.robustness import PERTURBATIONS
-from nucleiflow.segmentation.run import RESUMABLE_CHANGES, checkpoint_identity
+from nucleiflow.segmentation.training import RESUMABLE_CHANGES, checkpoint_identity
 from nucleiflow.splits import SCHEMES, SPLIT_NAMES
 
 SCHEMA_FILE = REPO / "schemas" / "config.schema.yaml"

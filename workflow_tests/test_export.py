@@ -19,11 +19,11 @@ from snakemake.utils import validate
 from nucleiflow.config import check_config, inference_package
 from nucleiflow.errors import ConfigError, DataFormatError
 from nucleiflow.export.cells import check_export, export_cells, export_settings, export_targets
-from nucleiflow.export.load import is_package, load_package_model, open_package
-from nucleiflow.export.network import GaussianPrefilter, gaussian_kernel
+from nucleiflow.export.load import is_package, open_package
+from nucleiflow.export.network import GaussianPrefilter, gaussian_kernel, network_from_model
 from nucleiflow.export.package import export_model, validate_package
-from nucleiflow.segmentation.inference import nuclei_of
-from nucleiflow.segmentation.predict import load_model, predicted_maps
+from nucleiflow.segmentation.data import to_tensor
+from nucleiflow.segmentation.predictor import NO_TTA, Predictor
 from nucleiflow.store import Store
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
@@ -161,23 +161,20 @@ def test_package_layout_description_and_card(exported):
 @pytest.mark.parametrize("form", ["package", "zip"])
 def test_predicting_from_the_package_equals_the_model_folder(trained, exported, form):
     source = exported[form]
-    assert is_package(source)
-    from_package = load_package_model(source, threads=2, device="cpu")
-    from_folder = load_model(
-        trained["spec"], trained["model_dir"] / "model.pt", threads=2, postprocess=exported["postprocess"]
+    assert is_package(source) and not is_package(trained["model_dir"])
+    from_package = Predictor.from_path(source, device="cpu", threads=2)
+    from_folder = Predictor.from_path(
+        trained["model_dir"], postprocess=exported["postprocess"], device="cpu", threads=2
     )
-    for field in ("size", "policy", "threshold", "prepare", "layout", "params", "tta"):
-        assert getattr(from_package, field) == getattr(from_folder, field), field
-    assert from_package.tta == "flips"
+    assert from_package.config == from_folder.config and from_package.config.tta == "flips"
+    assert from_package.spec == from_folder.spec
     store = Store(trained["store"])
     for image_id in store.ids[:3]:
         image = store.image(image_id)
-        maps = predicted_maps(from_package, image)
-        np.testing.assert_array_equal(maps, predicted_maps(from_folder, image))
-        np.testing.assert_array_equal(
-            nuclei_of(maps, from_package.layout, from_package.options.watershed),
-            nuclei_of(maps, from_folder.layout, from_folder.options.watershed),
-        )
+        maps = from_package.predict_maps(image)
+        np.testing.assert_array_equal(maps, from_folder.predict_maps(image))
+        labels, _ = from_package.nuclei_from_maps(maps)
+        np.testing.assert_array_equal(labels, from_folder.nuclei_from_maps(maps)[0])
 
 
 def test_bioimageio_core_model_test_reproduces_the_test_tensors(exported):
@@ -202,22 +199,20 @@ def test_bioimageio_core_model_test_reproduces_the_test_tensors(exported):
     assert len(reproduced) == 2 and all(line.startswith("passed") for line in reproduced)  # both weight formats
 
 
-def test_prefiltered_network_matches_the_workflow_within_8_bit_rounding(trained, tmp_path):
+def test_prefiltered_network_matches_the_workflow_within_8_bit_rounding(trained):
     """With a pre-filter the network filters in float; the workflow filters the 8-bit image (rounding)."""
-    from nucleiflow.export.network import network_from_model
-    from nucleiflow.segmentation.data import to_tensor
-    from nucleiflow.segmentation.inference import NO_TTA, predict_image
+    from dataclasses import replace
 
     spec = copy.deepcopy(trained["spec"])
     spec["training"]["prefilter_sigma"] = 1.5
-    loaded = load_model(trained["spec"], trained["model_dir"] / "model.pt", threads=2, postprocess={"tune": False})
-    image = Store(trained["store"]).image(Store(trained["store"]).ids[0])[:SIZE, :SIZE]
-    options = loaded.options.__class__(**{**loaded.options.__dict__, "prefilter_sigma": 1.5, "tta": NO_TTA})
-    workflow = predict_image(loaded.model, np.ascontiguousarray(image), options)
-    network = network_from_model(spec, loaded.model)
+    predictor = Predictor.from_path(trained["model_dir"], postprocess={"tune": False}, device="cpu", threads=2)
+    workflow = Predictor(predictor.model, replace(predictor.config, prefilter_sigma=1.5, tta=NO_TTA), predictor.setup)
+    store = Store(trained["store"])
+    image = np.ascontiguousarray(store.image(store.ids[0])[:SIZE, :SIZE])
+    network = network_from_model(spec, predictor.model)
     with torch.no_grad():
-        ours = network(to_tensor(np.ascontiguousarray(image), "imagenet")[None])[0].numpy()
-    assert np.abs(ours - workflow).max() < 0.05
+        ours = network(to_tensor(image, "imagenet")[None])[0].numpy()
+    assert np.abs(ours - workflow.predict_maps(image)).max() < 0.05
 
 
 def test_open_package_rejects_what_is_not_one(tmp_path):

@@ -11,9 +11,6 @@ from nucleiflow.reporting import figures
 from nucleiflow.reporting.figures import (
     OVERLAY_COLORS,
     classifier_bars,
-    contour_comparison,
-    epoch_curves,
-    error_overlay,
     mask_contours,
     metric_bars,
     metric_curves,
@@ -109,7 +106,7 @@ def test_metric_bars_without_std_has_no_error_bars():
     assert bars and all(c.errorbar is None for c in bars)
 
 
-def test_classifier_bars_and_epoch_curves_have_one_panel():
+def test_classifier_bars_have_one_panel():
     results = pd.DataFrame(
         {
             "classifier": ["SVM", "SVM", "kNN", "kNN"] * 2,
@@ -118,13 +115,6 @@ def test_classifier_bars_and_epoch_curves_have_one_panel():
         }
     )
     assert len(classifier_bars(results).axes) == 1
-    fig = epoch_curves(training_history(), "acc")
-    assert len(fig.axes) == 1 and len(fig.axes[0].get_lines()) == 4
-
-
-def test_epoch_curves_accepts_a_bare_metric_column():
-    history = pd.DataFrame({"run": ["cnn"] * 3, "epoch": [1, 2, 3], "accuracy": [0.5, 0.6, 0.7]})
-    assert len(epoch_curves(history, "accuracy").axes[0].get_lines()) == 1
 
 
 def test_overlay_colours_at_known_pixels():
@@ -157,9 +147,6 @@ def test_mask_contours_close_at_the_border():
 
 def test_image_figures_have_the_expected_panels():
     image, pred, target = masks()
-    assert len(error_overlay(image, pred, target).axes) == 1
-    fig = contour_comparison(image, pred, target)
-    assert len(fig.axes) == 2 and all(ax.get_lines() for ax in fig.axes)
     samples = [("img 1", image, pred, target), ("img 2", image, target, target)]
     assert len(prediction_grid(samples).axes) == 8
     with pytest.raises(ValueError):

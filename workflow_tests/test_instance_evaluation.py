@@ -20,34 +20,23 @@ from nucleiflow.device import setup_device
 from nucleiflow.engine import save_checkpoint
 from nucleiflow.errors import ConfigError, DataFormatError
 from nucleiflow.io import write_csv, write_json
-from nucleiflow.segmentation import inference, robustness, run
+from nucleiflow.segmentation import inference, predictor, run
 from nucleiflow.segmentation.heads import OutputLayout
-from nucleiflow.segmentation.inference import (
-    PANNUKE_COLUMNS,
-    EvalOptions,
-    evaluate_split,
-    forward_maps,
-    postprocessing,
-    predict_tiled,
-    read_tuned_params,
-    transform_batch,
-    tune_model,
-    tuning_ids,
-    untransform_batch,
-)
+from nucleiflow.segmentation.inference import evaluate_split, tune_model, tuning_ids
 from nucleiflow.segmentation.instances import label_metrics, object_metrics
+from nucleiflow.segmentation.pannuke_metrics import PANNUKE_COLUMNS
 from nucleiflow.segmentation.postprocess import (
     DEFAULT_GRIDS,
     DEFAULT_PARAMS,
     WatershedParams,
     configured_params,
-    dihedral,
     params_to_dict,
-    untransform,
 )
-from nucleiflow.segmentation.predict import LoadedModel, evaluate_on, load_model, predict_images, predicted_maps
+from nucleiflow.segmentation.predict import evaluate_on, predict_images
+from nucleiflow.segmentation.predictor import InferenceConfig, Predictor, read_tuned_params
 from nucleiflow.segmentation.robustness import sweep_from_spec
 from nucleiflow.segmentation.targets import contour_target, hv_target
+from nucleiflow.segmentation.training import build_from_spec, checkpoint_identity
 from nucleiflow.store import Store, StoreWriter
 
 SIZE = 64
@@ -151,13 +140,14 @@ class Oracle(torch.nn.Module):
         return torch.from_numpy(np.stack(out))
 
 
-def options(layout, **changes):
-    settings = {"size": SIZE, "threshold": 0.5, "setup": CPU, "batch_size": 3, "progress": False}
-    settings.update(input_scaling="unit", layout=layout, **changes)
-    return settings
+def predictor_of(model, layout, **changes):
+    """The model at the oracle's input (unit scaling, native size), three images per batch unless changed."""
+    settings = {"batch_size": 3, "threshold": 0.5, "input_scaling": "unit", "layout": layout, **changes}
+    config = InferenceConfig(SIZE, **settings)
+    return Predictor(model, config, CPU)
 
 
-def spec_of(target="binary", type_head=False):
+def spec_of(target="binary", type_head=False, threshold=0.5):
     return {
         "dataset": "toy",
         "experiment": "unit",
@@ -176,7 +166,7 @@ def spec_of(target="binary", type_head=False):
             "size_policy": "resize",
             "encoder_weights": None,
             "prefilter_sigma": 0.0,
-            "threshold": 0.5,
+            "threshold": threshold,
             "device": "cpu",
             "amp": False,
             "input_scaling": "unit",
@@ -189,14 +179,13 @@ def spec_of(target="binary", type_head=False):
 
 @pytest.fixture
 def oracle_checkpoint(monkeypatch):
-    """`run.load_trained` handing out the oracle of the spec's layout (what a perfect checkpoint would be)."""
+    """`predictor.load_trained` handing out the oracle of the spec's layout (what a perfect checkpoint would be)."""
 
     def load_trained(spec, model_path, threads=1, device=None):
         layout = run.layout_of(run.ModelSpec.from_dict(spec).training)
         return Oracle(layout), CPU, {"best": {"epoch": 1}}
 
-    monkeypatch.setattr(run, "load_trained", load_trained)
-    monkeypatch.setattr(robustness, "load_trained", load_trained)  # imported by name there
+    monkeypatch.setattr(predictor, "load_trained", load_trained)
 
 
 # ---------------------------------------------------------------- binary: today's numbers exactly
@@ -213,9 +202,8 @@ def test_binary_evaluation_is_the_papers_postprocessing_exactly(dsb_store):
     papers = {"watershed": True, "min_distance": 3, "min_size": 4}
     params = configured_params("binary", {**papers, "tune": None, "tta": "none"}, 0.5)
     for chosen, expected_options in ((None, {}), (params, papers)):
-        per_image = evaluate_split(
-            RedEcho(), store, ids, size=32, threshold=0.5, setup=CPU, progress=False, policy="tile", params=chosen
-        )
+        config = InferenceConfig(32, "tile", threshold=0.5, watershed=chosen)
+        per_image = evaluate_split(Predictor(RedEcho(), config, CPU), store, ids, progress=False)
         for row in per_image.to_dict("records"):
             sample = store[row["image_id"]]
             expected = object_metrics(sample.instances, sample.image[..., 0] >= 124, **expected_options)
@@ -238,9 +226,8 @@ def test_oracle_targets_separate_touching_nuclei_that_binary_merges(plain_store)
     store = Store(plain_store)
     scores = {}
     for layout in (BINARY, CONTOUR, HV):
-        per_image = evaluate_split(
-            Oracle(layout), store, IDS, **options(layout, params=CLEAN[layout.target], policy="resize")
-        )
+        oracle = predictor_of(Oracle(layout), layout, watershed=CLEAN[layout.target], size_policy="resize")
+        per_image = evaluate_split(oracle, store, IDS, progress=False)
         scores[layout.target] = per_image
         assert per_image["dice"].min() > 0.999, layout  # the foreground is the truth for every target
     n_true = sum(len(np.unique(s)) - 1 for s in SCENES)
@@ -251,23 +238,23 @@ def test_oracle_targets_separate_touching_nuclei_that_binary_merges(plain_store)
     assert scores["binary"]["n_pred"].sum() < n_true - 5
     assert scores["binary"]["pq"].mean() < scores["hv"]["pq"].mean() - 0.2
     with pytest.raises(DataFormatError, match="gives 1 output channels; target 'hv'"):
-        evaluate_split(Oracle(BINARY), store, IDS[:1], **options(HV))
+        evaluate_split(predictor_of(Oracle(BINARY), HV), store, IDS[:1], progress=False)
 
 
 def test_tiled_and_resized_prediction_keep_every_channel(plain_store):
     image = Store(plain_store).image(IDS[1])
     truth = oracle_logits(SCENES[1], classes_of(SCENES[1]), HV_TYPES)
-    whole = forward_maps(Oracle(HV_TYPES), inference.to_tensor(image, "unit")[None], CPU, HV_TYPES)[0]
+    whole = predictor_of(Oracle(HV_TYPES), HV_TYPES).predict_maps(image)
     assert whole.shape == (9, SIZE, SIZE)
     np.testing.assert_allclose(whole[1:3], truth[1:3])  # h and v pass through
     np.testing.assert_allclose(whole[3:].sum(axis=0), 1.0, atol=1e-6)  # the type softmax
     # A pixelwise model gives the same maps from overlapping tiles as from the whole image, every channel.
     conv = torch.nn.Conv2d(3, 9, 1)
-    whole = forward_maps(conv, inference.to_tensor(image)[None], CPU, HV_TYPES)[0]
-    tiled = predict_tiled(conv, image, 32, CPU, batch_size=4, layout=HV_TYPES)
+    whole = Predictor(conv, InferenceConfig(SIZE, layout=HV_TYPES), CPU).predict_maps(image)
+    tiled = Predictor(conv, InferenceConfig(32, "tile", 4, layout=HV_TYPES), CPU).predict_maps(image)
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
     # Resized: each channel is brought back to the native size.
-    resized = inference.predict_resized(conv, [image[:40, :50]], 32, CPU, layout=OutputLayout("contour", 6))[0]
+    resized = Predictor(conv, InferenceConfig(32, layout=OutputLayout("contour", 6)), CPU).predict_maps(image[:40, :50])
     assert resized.shape == (9, 40, 50)
     np.testing.assert_allclose(resized[:3].sum(axis=0), 1.0, atol=1e-5)  # each softmax stays a distribution
     np.testing.assert_allclose(resized[3:].sum(axis=0), 1.0, atol=1e-5)
@@ -278,7 +265,7 @@ def test_tiled_and_resized_prediction_keep_every_channel(plain_store):
 
 def test_pannuke_columns_with_and_without_a_type_head(pannuke_like):
     store = Store(pannuke_like)
-    typed = evaluate_split(Oracle(HV_TYPES), store, IDS, **options(HV_TYPES, params=CLEAN["hv"]))
+    typed = evaluate_split(predictor_of(Oracle(HV_TYPES), HV_TYPES, watershed=CLEAN["hv"]), store, IDS)
     assert list(typed.columns[-len(PANNUKE_COLUMNS) - 2 :]) == [*PANNUKE_COLUMNS, "seconds", "warmup"]
     assert list(typed["tissue"]) == TISSUES
     assert typed["bpq"].min() > 0.95 and typed["mpq"].min() > 0.95
@@ -287,11 +274,12 @@ def test_pannuke_columns_with_and_without_a_type_head(pannuke_like):
         for c in range(1, 6):  # a class absent from the image's truth is skipped (NaN), as the benchmark does
             assert np.isnan(row[f"pq_class_{c}"]) == (c not in present), (row["image_id"], c)
     # Without a type head only bPQ is scored; mPQ and the class PQs are left NaN.
-    untyped = evaluate_split(Oracle(HV), store, IDS, **options(HV, params=CLEAN["hv"]))
+    untyped = evaluate_split(predictor_of(Oracle(HV), HV, watershed=CLEAN["hv"]), store, IDS)
     np.testing.assert_allclose(untyped["bpq"], typed["bpq"])
     assert untyped[["mpq", *(f"pq_class_{c}" for c in range(1, 6))]].isna().all().all()
     # A wrong type for every nucleus costs mPQ, not bPQ.
-    wrong = evaluate_split(Oracle(HV_TYPES, wrong_types=True), store, IDS, **options(HV_TYPES, params=CLEAN["hv"]))
+    wrong_oracle = predictor_of(Oracle(HV_TYPES, wrong_types=True), HV_TYPES, watershed=CLEAN["hv"])
+    wrong = evaluate_split(wrong_oracle, store, IDS)
     np.testing.assert_allclose(wrong["bpq"], typed["bpq"])
     assert (wrong["mpq"] == 0).all()
 
@@ -299,41 +287,29 @@ def test_pannuke_columns_with_and_without_a_type_head(pannuke_like):
 # ---------------------------------------------------------------- test-time augmentation
 
 
-def test_batched_untransform_is_postprocess_untransform():
-    rng = np.random.default_rng(0)
-    maps = rng.normal(size=(2, 5, 8, 8)).astype(np.float32)
-    image = rng.integers(0, 255, (8, 8, 3)).astype(np.uint8)
-    for flip, k in dihedral("d4"):
-        for hv in (None, (1, 2)):
-            batched = untransform_batch(torch.from_numpy(maps), flip, k, hv).numpy()
-            for n in range(2):
-                np.testing.assert_array_equal(batched[n], untransform(maps[n], flip, k, hv))
-        forward = transform_batch(torch.from_numpy(image.transpose(2, 0, 1).copy())[None], flip, k)[0]
-        expected = np.rot90(image[:, ::-1] if flip else image, k, axes=(0, 1))
-        np.testing.assert_array_equal(forward.numpy().transpose(1, 2, 0), expected)
-
-
 @pytest.mark.parametrize("mode", ["flips", "d4"])
 def test_tta_of_a_pixelwise_model_is_the_plain_prediction(mode, plain_store):
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 9, 1)  # 1 x 1 convolution: exactly equivariant for scalar channels
-    layout = OutputLayout("contour", 6)
-    batch = torch.stack([inference.to_tensor(Store(plain_store).image(i)) for i in IDS[:3]])
-    plain = forward_maps(conv, batch, CPU, layout)
-    np.testing.assert_allclose(forward_maps(conv, batch, CPU, layout, tta=mode), plain, atol=1e-5)
+    config = InferenceConfig(SIZE, layout=OutputLayout("contour", 6))
+    images = [Store(plain_store).image(i) for i in IDS[:3]]
+    plain = Predictor(conv, config, CPU).predict_maps_batch(images)
+    averaged = Predictor(conv, replace(config, tta=mode), CPU).predict_maps_batch(images)
+    np.testing.assert_allclose(np.stack(averaged), np.stack(plain), atol=1e-5)
     with pytest.raises(ConfigError, match="postprocess.tta: 'rot'"):
-        forward_maps(conv, batch, CPU, layout, tta="rot")
+        replace(config, tta="rot")
 
 
 @pytest.mark.parametrize("mode", ["flips", "d4"])
 def test_tta_turns_the_hv_vectors_back(mode, plain_store, monkeypatch):
     # The hv oracle is exactly equivariant (sub-pixel centres): TTA must give back its plain maps, h/v included.
-    batch = torch.stack([inference.to_tensor(Store(plain_store).image(i), "unit") for i in IDS[:2]])
-    plain = forward_maps(Oracle(HV), batch, CPU, HV)
-    np.testing.assert_allclose(forward_maps(Oracle(HV), batch, CPU, HV, tta=mode), plain, atol=1e-5)
+    images = [Store(plain_store).image(i) for i in IDS[:2]]
+    plain = np.stack(predictor_of(Oracle(HV), HV).predict_maps_batch(images))
+    averaged = np.stack(predictor_of(Oracle(HV), HV, tta=mode).predict_maps_batch(images))
+    np.testing.assert_allclose(averaged, plain, atol=1e-5)
     # Averaging h and v as plain channels (no sign change or swap) ruins them.
-    monkeypatch.setattr(inference, "HV_CHANNELS", None)
-    naive = forward_maps(Oracle(HV), batch, CPU, HV, tta=mode)
+    monkeypatch.setattr(predictor, "HV_CHANNELS", None)
+    naive = np.stack(predictor_of(Oracle(HV), HV, tta=mode).predict_maps_batch(images))
     assert np.abs(naive[:, 1:3] - plain[:, 1:3]).max() > 0.5
     np.testing.assert_allclose(naive[:, 0], plain[:, 0], atol=1e-5)
 
@@ -383,7 +359,7 @@ def test_tuning_reads_validation_images_only(plain_store, split_csv, oracle_chec
 def test_tuning_record_round_trip(plain_store, tmp_path):
     ids = SPLIT["val"]
     grid = {"foreground_threshold": [0.4, 0.5], "flood": ["boundary", "distance"]}
-    result = tune_model(Oracle(CONTOUR), Store(plain_store), ids, EvalOptions(**options(CONTOUR)), grid)
+    result = tune_model(predictor_of(Oracle(CONTOUR), CONTOUR), Store(plain_store), ids, grid, progress=False)
     record = inference.tuning_record(result, ids, grid, "flips")
     write_json(tmp_path / "postprocess.json", record)
     assert read_tuned_params(tmp_path / "postprocess.json", "contour") == result.params
@@ -407,9 +383,9 @@ def test_evaluation_uses_the_tuned_params(plain_store, split_csv, oracle_checkpo
     means = {}
     for min_size in (0, 5000):
         write_json(path, {"target": "contour", "params": params_to_dict(replace(CLEAN["contour"], min_size=min_size))})
-        with caplog.at_level("INFO", logger="nucleiflow.segmentation.inference"):
+        with caplog.at_level("INFO", logger="nucleiflow.segmentation.predictor"):
             per_image, timing = run.evaluate_from_spec(
-                spec, "m", plain_store, split_csv, "test", predictions_path=None, progress=False, params_path=path
+                spec, "m", plain_store, split_csv, "test", predictions_path=None, progress=False, tuned_path=path
             )
         assert f"min_size': {min_size}" in caplog.text and f"tuned on the validation split ({path})" in caplog.text
         means[min_size] = per_image["pq"].mean(), per_image["n_pred"].sum()
@@ -417,9 +393,9 @@ def test_evaluation_uses_the_tuned_params(plain_store, split_csv, oracle_checkpo
     # An experiment that tunes needs its file; one that does not uses its fixed settings.
     with pytest.raises(ConfigError, match="postprocess.tune: the contour model's settings are tuned"):
         run.evaluate_from_spec(spec, "m", plain_store, split_csv, "test", predictions_path=None, progress=False)
-    fixed = postprocessing(CONTOUR, {"tune": False, "min_size": 7}, 0.4)
-    assert fixed.params == replace(DEFAULT_PARAMS["contour"], foreground_threshold=0.4, min_size=7)
-    assert fixed.source == "the experiment's fixed postprocess settings"
+    fixed = InferenceConfig.from_spec(spec_of("contour", threshold=0.4), {"tune": False, "min_size": 7})
+    assert fixed.watershed == replace(DEFAULT_PARAMS["contour"], foreground_threshold=0.4, min_size=7)
+    assert fixed.watershed_source == "the experiment's fixed postprocess settings"
 
 
 def test_robustness_and_cross_dataset_use_the_tuned_params(plain_store, split_csv, oracle_checkpoint, tmp_path):
@@ -433,10 +409,10 @@ def test_robustness_and_cross_dataset_use_the_tuned_params(plain_store, split_cs
     for min_size, expect_nuclei in ((0, True), (5000, False)):
         path = tmp_path / f"postprocess_{min_size}.json"
         write_json(path, {"target": "hv", "params": params_to_dict(replace(CLEAN["hv"], min_size=min_size))})
-        frame = sweep_from_spec(spec, "m", plain_store, split_csv, clean, robustness, params_path=path)
+        frame = sweep_from_spec(spec, "m", plain_store, split_csv, clean, robustness, tuned_path=path)
         blurred = frame[frame["severity"] > 0]
         assert len(blurred) == len(SPLIT["test"]) and (blurred["n_pred"].sum() > 0) == expect_nuclei
-        cross = evaluate_on(spec, "m", plain_store, None, "all", params_path=path)
+        cross = evaluate_on(spec, "m", plain_store, None, "all", tuned_path=path)
         assert len(cross) == len(IDS) and (cross["n_pred"].sum() > 0) == expect_nuclei
 
 
@@ -444,8 +420,8 @@ def test_robustness_and_cross_dataset_use_the_tuned_params(plain_store, split_cs
 
 
 def test_predict_images_with_an_hv_type_head_model(pannuke_like, tmp_path):
-    loaded = LoadedModel(Oracle(HV_TYPES), CPU, SIZE, "resize", 0.5, 2, 0.0, "unit", HV_TYPES, CLEAN["hv"])
-    images, nuclei = predict_images(loaded, pannuke_like, tmp_path / "out", progress=False)
+    oracle = predictor_of(Oracle(HV_TYPES), HV_TYPES, watershed=CLEAN["hv"], batch_size=2)
+    images, nuclei = predict_images(oracle, pannuke_like, tmp_path / "out", progress=False)
     assert list(nuclei.columns)[-1] == "type" and list(images["image_id"]) == IDS
     for image_id, labels in zip(IDS, SCENES):
         predicted = tifffile.imread(tmp_path / "out" / "labels" / f"{image_id}.tif")
@@ -461,15 +437,15 @@ def test_predict_images_with_an_hv_type_head_model(pannuke_like, tmp_path):
 
 def test_a_saved_hv_type_head_checkpoint_loads_and_predicts(pannuke_like, tmp_path):
     spec = spec_of("hv", type_head=True)
-    model = run.build_from_spec(spec)
-    payload = {"model": model.state_dict(), "identity": run.checkpoint_identity(spec), "best": {"epoch": 1}}
+    model = build_from_spec(spec)
+    payload = {"model": model.state_dict(), "identity": checkpoint_identity(spec), "best": {"epoch": 1}}
     save_checkpoint(tmp_path / "model.pt", payload)
     grid_free = {"tune": False, "min_size": 3, "tta": "flips"}
-    loaded = load_model(spec, tmp_path / "model.pt", postprocess=grid_free)
-    assert loaded.layout == HV_TYPES and loaded.tta == "flips"
-    assert loaded.params == replace(DEFAULT_PARAMS["hv"], min_size=3)
-    maps = predicted_maps(loaded, Store(pannuke_like).image(IDS[0]))
+    loaded = Predictor.from_model_dir(tmp_path / "model.pt", spec=spec, postprocess=grid_free)
+    assert loaded.config.layout == HV_TYPES and loaded.config.tta == "flips"
+    assert loaded.config.watershed == replace(DEFAULT_PARAMS["hv"], min_size=3)
+    maps = loaded.predict_maps(Store(pannuke_like).image(IDS[0]))
     assert maps.shape == (9, SIZE, SIZE) and maps[0].min() >= 0 and maps[0].max() <= 1
     np.testing.assert_allclose(maps[3:].sum(axis=0), 1.0, atol=1e-5)
     with pytest.raises(ConfigError, match="postprocess.tune"):
-        load_model(spec, tmp_path / "model.pt", postprocess={})  # hv tunes by default: its file is needed
+        Predictor.from_model_dir(tmp_path / "model.pt", spec=spec, postprocess={})  # hv tunes by default

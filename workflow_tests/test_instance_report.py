@@ -384,9 +384,10 @@ def test_foreground_logit_wrapper_leaves_a_binary_model_unchanged():
 def test_explain_cell_runs_for_a_contour_model(monkeypatch, tmp_path, pannuke_store):
     """The explain job end to end for a contour-target model: figures, table, and the nucleus logit explained."""
     from nucleiflow.config import model_spec
+    from nucleiflow.device import IN_PROCESS
     from nucleiflow.models.resunet import build_resunet
     from nucleiflow.segmentation import explain as E
-    from nucleiflow.segmentation import run
+    from nucleiflow.segmentation import predictor
     from nucleiflow.segmentation.heads import layout_of
     from nucleiflow.store import Store
 
@@ -397,7 +398,7 @@ def test_explain_cell_runs_for_a_contour_model(monkeypatch, tmp_path, pannuke_st
     layout = layout_of(spec.training)
     torch.manual_seed(0)
     model = build_resunet(filters=(4, 8, 16), classes=layout.channels)
-    monkeypatch.setattr(run, "load_trained", lambda *args, **kwargs: (model, None, {}))
+    monkeypatch.setattr(predictor, "load_trained", lambda *args, **kwargs: (model, IN_PROCESS, {}))
     ids = Store(pannuke_store).labelled_ids
     split = tmp_path / "split.csv"
     pd.DataFrame({"image_id": ids, "split": ["test"] * len(ids)}).to_csv(split, index=False)
@@ -417,7 +418,9 @@ def test_explain_cell_runs_for_a_contour_model(monkeypatch, tmp_path, pannuke_st
     assert all(
         (tmp_path / f"{name}.{ext}").exists() for name in ("filters", "gradcam", "lrp") for ext in ("png", "pdf")
     )
-    _, _, x = E.model_inputs(Store(pannuke_store), settings["images"], spec.training)
+    samples = [Store(pannuke_store)[image_id] for image_id in settings["images"]]
+    inputs = predictor.Predictor(model, predictor.InferenceConfig.from_spec(spec, maps_only=True), IN_PROCESS)
+    _, _, x = inputs.model_inputs([s.image for s in samples], [s.mask for s in samples])
     _, _, mask = E.target_mask(model, x, threshold=spec.training["threshold"], layout=layout)
     with torch.no_grad():
         expected = (E.ForegroundLogit(model, layout)(x) * mask).flatten(1).sum(1).numpy()

@@ -1,4 +1,4 @@
-"""Instance-aware targets, their watershed post-processing, tuning, TTA and PanNuke's bPQ/mPQ.
+"""Instance-aware targets, their watershed post-processing, tuning and PanNuke's bPQ/mPQ.
 
 Round trips run on clean synthetic masks (touching discs included); the bPQ and
 mPQ cases are worked out by hand in the comments.
@@ -8,22 +8,28 @@ import inspect
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import touching_discs as discs
 from scipy import ndimage
 
 from nucleiflow import catalog
 from nucleiflow.errors import ConfigError, DataFormatError
-from nucleiflow.segmentation import pannuke_metrics, postprocess, targets
+from nucleiflow.segmentation import postprocess, targets
 from nucleiflow.segmentation.instances import panoptic_quality
-from nucleiflow.segmentation.pannuke_metrics import nucleus_types, pannuke_scores
+from nucleiflow.segmentation.pannuke_metrics import (
+    PANNUKE_COLUMNS,
+    image_counts,
+    image_scores,
+    nucleus_types,
+    tissue_summary,
+)
 from nucleiflow.segmentation.postprocess import (
     DEFAULT_PARAMS,
     FLOODS,
     WatershedParams,
     instances_from_contour,
     instances_from_hv,
-    tta_average,
     tune_postprocess,
 )
 from nucleiflow.segmentation.targets import contour_target, hv_target, make_target
@@ -186,24 +192,6 @@ def test_tuning_signature_takes_validation_data_only():
     assert not [name for name in parameters if "test" in name]
 
 
-def equivariant_hv_model(image):
-    """A 'model' equivariant under flips and quarter turns: the hv target of the image's bright blobs."""
-    return hv_target(ndimage.label(image[..., 0] > 0)[0])
-
-
-@pytest.mark.parametrize("mode", ["flips", "d4"])
-def test_tta_of_an_equivariant_model_is_the_model(mode):
-    image = np.repeat((SCENES[1][:, :48] > 0)[..., None] * 200, 3, axis=2).astype(np.uint8)  # not square
-    single = equivariant_hv_model(image)
-    averaged = tta_average(equivariant_hv_model, image, hv_channels=targets.HV_CHANNELS, mode=mode)
-    np.testing.assert_allclose(averaged, single, atol=1e-5)
-    # Treating h and v as plain channels breaks it: the un-transform of the vectors is what makes TTA right.
-    plain = tta_average(equivariant_hv_model, image, mode=mode)
-    assert np.abs(plain - single).max() > 0.5
-    with pytest.raises(ConfigError, match="'rot'.*d4, flips"):
-        tta_average(equivariant_hv_model, image, mode="rot")
-
-
 # ---------------------------------------------------------------- PanNuke bPQ / mPQ
 
 
@@ -236,52 +224,41 @@ def benchmark_case():
     return truth, pred, tissues
 
 
-def score(truth, pred, tissues, **options):
-    return pannuke_scores(
-        [t[0] for t in truth], [t[1] for t in truth], [p[0] for p in pred], [p[1] for p in pred], tissues, **options
-    )
+def score(truth, pred, tissues):
+    """(per-image columns, PanNuke summary) as evaluation and the PanNuke table compute them."""
+    rows = [
+        {"tissue": tissue, **image_scores(image_counts(t[0], t[1], p[0], p[1]))}
+        for t, p, tissue in zip(truth, pred, tissues)
+    ]
+    per_image = pd.DataFrame(rows, columns=list(PANNUKE_COLUMNS))
+    return per_image, tissue_summary(per_image)
 
 
 def test_pannuke_scores_by_hand():
     truth, pred, tissues = benchmark_case()
-    scores = score(truth, pred, tissues)
+    per_image, summary = score(truth, pred, tissues)
     # bPQ per image: 1 (three exact matches), 2/3, 0, skipped. Tissue A 5/6, B 0; bPQ 5/12.
-    assert [image["bpq"] for image in scores.images][:3] == pytest.approx([1, 2 / 3, 0])
-    assert np.isnan(scores.images[3]["bpq"])
-    assert scores.tissue_bpq == pytest.approx({"A": 5 / 6, "B": 0})
-    assert scores.bpq == pytest.approx(5 / 12)
+    assert list(per_image["bpq"][:3]) == pytest.approx([1, 2 / 3, 0])
+    assert np.isnan(per_image["bpq"][3])
+    assert summary["tissue_bpq"] == pytest.approx({"A": 5 / 6, "B": 0})
+    assert summary["bpq"] == pytest.approx(5 / 12)
     # mPQ per image: image 0 class 1 = 1, class 2 = 0 (its nucleus was typed 3), class 3 skipped (no true
     # class-3 nucleus, so the mistyped prediction costs nothing there): 1/2. Image 1: class 1 only, 2/3.
     # Image 2: 0. Image 3 skipped. Tissue A (1/2 + 2/3) / 2 = 7/12, B 0; mPQ 7/24.
-    assert scores.tissue_mpq == pytest.approx({"A": 7 / 12, "B": 0})
-    assert scores.mpq == pytest.approx(7 / 24)
+    assert summary["tissue_mpq"] == pytest.approx({"A": 7 / 12, "B": 0})
+    assert summary["mpq"] == pytest.approx(7 / 24)
     # Per class over all images: class 1 (1 + 2/3) / 2, class 2 0, class 4 0; classes 3 and 5 never true.
-    assert scores.class_pq[1] == pytest.approx(5 / 6)
-    assert scores.class_pq[2] == scores.class_pq[4] == 0
-    assert np.isnan(scores.class_pq[3]) and np.isnan(scores.class_pq[5])
+    class_pq = per_image[[f"pq_class_{c}" for c in range(1, 6)]].mean()
+    assert class_pq["pq_class_1"] == pytest.approx(5 / 6)
+    assert class_pq["pq_class_2"] == class_pq["pq_class_4"] == 0
+    assert np.isnan(class_pq["pq_class_3"]) and np.isnan(class_pq["pq_class_5"])
 
 
-def test_accumulated_mpq_differs_by_hand():
-    truth, pred, tissues = benchmark_case()
-    scores = score(truth, pred, tissues, mpq_mode="accumulated")
-    # Tissue A, class 1 summed: TP 3, IoU sum 1 + 1 + 2/3, PQ (8/3) / 3 = 8/9; class 2: 0; tissue (8/9 + 0) / 2.
-    assert scores.tissue_mpq == pytest.approx({"A": 4 / 9, "B": 0})
-    assert scores.mpq == pytest.approx(2 / 9)
-    assert scores.bpq == pytest.approx(5 / 12)  # bPQ does not depend on the mode
-    with pytest.raises(ConfigError, match="'pooled'.*accumulated, pannuke"):
-        score(truth, pred, tissues, mpq_mode="pooled")
-
-
-@pytest.mark.parametrize("mode", pannuke_metrics.MPQ_MODES)
-def test_perfect_and_empty_predictions(mode):
+def test_perfect_and_empty_predictions():
     truth, _, tissues = benchmark_case()
-    perfect = score(truth, truth, tissues, mpq_mode=mode)
-    assert perfect.bpq == perfect.mpq == 1.0
-    empty = score(truth, [boxes() for _ in truth], tissues, mpq_mode=mode)
-    assert empty.bpq == empty.mpq == 0.0
-    with pytest.raises(DataFormatError, match="got 4, 4, 3, 4, 4"):
-        labels, classes = [t[0] for t in truth], [t[1] for t in truth]
-        pannuke_scores(labels, classes, labels[:3], classes, tissues, mpq_mode=mode)
+    assert score(truth, truth, tissues)[1]["bpq"] == score(truth, truth, tissues)[1]["mpq"] == 1.0
+    empty = score(truth, [boxes() for _ in truth], tissues)[1]
+    assert empty["bpq"] == empty["mpq"] == 0.0
 
 
 def test_nucleus_types_by_majority_vote():

@@ -19,8 +19,8 @@ from nucleiflow.errors import ConfigError
 from nucleiflow.models import build_model, l2_parameters, l2_penalty
 from nucleiflow.models.registry import CONV_LAYERS
 from nucleiflow.segmentation.data import SegmentationDataset, boundary_fill, preprocess_mask, to_tensor
-from nucleiflow.segmentation.inference import predict_resized, predict_tiled
 from nucleiflow.segmentation.losses import build_loss, soft_dice_loss, squared_dice_loss
+from nucleiflow.segmentation.predictor import InferenceConfig, Predictor
 from nucleiflow.segmentation.report import per_image_table
 from nucleiflow.splits import make_split
 from nucleiflow.store import Sample
@@ -136,11 +136,7 @@ def test_inference_sees_the_prefiltered_input_of_training(policy):
     size = 48 if policy == "tile" else 32
     trained = SegmentationDataset({"a": sample}, ["a"], size, policy=policy, prefilter_sigma=1.5)[0][0]
     model, setup = Recorder(), setup_device("cpu")
-    options = {"prefilter_sigma": 1.5}
-    if policy == "tile":
-        predict_tiled(model, image, size, setup, 4, **options)
-    else:
-        predict_resized(model, [image], size, setup, **options)
+    Predictor(model, InferenceConfig(size, policy, 4, prefilter_sigma=1.5), setup).predict_maps(image)
     assert torch.equal(model.seen[0], trained)
     unfiltered = SegmentationDataset({"a": sample}, ["a"], size, policy=policy)[0][0]
     assert not torch.equal(model.seen[0], unfiltered)  # the pre-filter changes the input

@@ -14,8 +14,9 @@ from snakemake.utils import validate
 from nucleiflow.config import check_config, evaluate_on_targets, inference_cell, model_spec
 from nucleiflow.device import setup_device
 from nucleiflow.errors import ConfigError
-from nucleiflow.segmentation.predict import LoadedModel, evaluate_on, load_model, nucleus_table, predict_images
+from nucleiflow.segmentation.predict import evaluate_on, nucleus_table, predict_images
 from nucleiflow.segmentation.predict_report import cross_dataset_table, summary_table
+from nucleiflow.segmentation.predictor import InferenceConfig, Predictor
 from nucleiflow.store import Store
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
@@ -44,8 +45,9 @@ def test_tiled_prediction_keeps_nuclei_whole_across_tile_borders(tmp_path):
     folder = tmp_path / "large" / "images"
     folder.mkdir(parents=True)
     tifffile.imwrite(folder / "big.tif", image)
-    loaded = LoadedModel(Brightness(), setup_device("cpu", 1, False), 64, "tile", 0.5, 16, 0.0, "imagenet")
-    images, nuclei = predict_images(loaded, tmp_path / "large", tmp_path / "out", progress=False)
+    config = InferenceConfig(64, "tile", batch_size=16, threshold=0.5)
+    predictor = Predictor(Brightness(), config, setup_device("cpu", 1, False))
+    images, nuclei = predict_images(predictor, tmp_path / "large", tmp_path / "out", progress=False)
     labels = tifffile.imread(tmp_path / "out" / "labels" / "big.tif")
     assert labels.dtype == np.uint16 and labels.shape == truth.shape
     # One label per disc, each exactly the disc: nothing cut at a border, nothing counted twice.
@@ -164,8 +166,10 @@ def test_real_images_train_predict(real_folder, tmp_path):
     train_from_spec(spec, store.path, tmp_path / "split.csv", None, tmp_path / "model", threads=2, progress=False)
 
     postprocess = config["segmentation"]["mine_resunet"]["postprocess"]
-    loaded = load_model(spec, tmp_path / "model" / "model.pt", threads=2, postprocess=postprocess)
-    images, nuclei = predict_images(loaded, store.path, tmp_path / "pred", progress=False)
+    # The folder alone: the spec it was trained from is read from its train_info.json.
+    predictor = Predictor.from_model_dir(tmp_path / "model", threads=2, postprocess=postprocess)
+    assert predictor.spec == spec
+    images, nuclei = predict_images(predictor, store.path, tmp_path / "pred", progress=False)
     assert list(images["image_id"]) == store.ids
     for row in images.itertuples():
         labels = tifffile.imread(tmp_path / "pred" / "labels" / f"{row.image_id}.tif")

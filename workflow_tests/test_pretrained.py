@@ -274,10 +274,7 @@ def test_cached_weights_are_passed_to_timm_as_a_local_file(hub_cache):
     import timm
     from timm.models._hub import hf_split
 
-    try:
-        from nucleiflow.classification.models import build_classifier, pretrained_weights_file
-    except ImportError:  # before the CNN models moved out of classification.cnn
-        from nucleiflow.classification.cnn import build_classifier, pretrained_weights_file
+    from nucleiflow.classification.models import build_classifier, pretrained_weights_file
 
     # "Downloaded" ImageNet weights: a seeded random net saved where timm's hub download would put them.
     torch.manual_seed(7)

@@ -16,16 +16,11 @@ from nucleiflow.models import build_model
 from nucleiflow.segmentation import report as sr
 from nucleiflow.segmentation.augment import build_pipeline, save_pipeline
 from nucleiflow.segmentation.data import to_tensor
-from nucleiflow.segmentation.inference import (
-    evaluate_split,
-    forward_probability,
-    predict_tiled,
-    soft_dice_loss,
-    tile_origins,
-    timing_summary,
-)
+from nucleiflow.segmentation.inference import evaluate_split, timing_summary
 from nucleiflow.segmentation.instances import object_metrics
+from nucleiflow.segmentation.losses import soft_dice
 from nucleiflow.segmentation.predictions import read_probability
+from nucleiflow.segmentation.predictor import InferenceConfig, Predictor, tile_origins
 from nucleiflow.segmentation.run import evaluate_from_spec, train_from_spec
 from nucleiflow.splits import make_split
 from nucleiflow.store import Store
@@ -214,18 +209,8 @@ def test_evaluate_split_agrees_with_direct_metrics(dsb_store, tmp_path):
     """Every per-image value is that of the echo model's known prediction, at each image's native size."""
     store = Store(dsb_store)
     ids = store.ids[:4]
-    per_image = evaluate_split(
-        RedEcho(),
-        store,
-        ids,
-        size=32,
-        threshold=0.5,
-        setup=setup_device("cpu"),
-        predictions_path=tmp_path / "echo.h5",
-        progress=False,
-        policy="tile",
-        batch_size=4,
-    )
+    echo = Predictor(RedEcho(), InferenceConfig(32, "tile", batch_size=4, threshold=0.5), setup_device("cpu"))
+    per_image = evaluate_split(echo, store, ids, predictions_path=tmp_path / "echo.h5", progress=False)
     assert list(per_image["image_id"]) == ids
     sure = 1 / (1 + np.exp(-10.0))  # sigmoid(10)
     mixed = 0
@@ -241,9 +226,8 @@ def test_evaluate_split_agrees_with_direct_metrics(dsb_store, tmp_path):
     assert mixed >= 1  # the echo is right and wrong in both directions somewhere: no identity passes by luck
 
     # resize: probabilities at the training size are resized back to the native size before scoring.
-    per_image = evaluate_split(
-        AllNuclei(), store, ids[:3], size=64, threshold=0.5, setup=setup_device("cpu"), progress=False, batch_size=1
-    )
+    everything = Predictor(AllNuclei(), InferenceConfig(64, batch_size=1, threshold=0.5), setup_device("cpu"))
+    per_image = evaluate_split(everything, store, ids[:3], progress=False)
     for row in per_image.to_dict("records"):
         truth = store.mask(row["image_id"]).astype(bool)
         expected = _expected_row(np.ones_like(truth), truth, np.full(truth.shape, sure))
@@ -255,15 +239,18 @@ def test_evaluate_split_agrees_with_direct_metrics(dsb_store, tmp_path):
 
 def test_empty_split_is_an_error(dsb_store):
     with pytest.raises(DataFormatError, match="holds no images"):
-        evaluate_split(MaskEcho(), Store(dsb_store), [], size=64, threshold=0.5, setup=setup_device("cpu"))
+        evaluate_split(Predictor(MaskEcho(), InferenceConfig(64), setup_device("cpu")), Store(dsb_store), [])
 
 
 def test_soft_dice_loss_bounds():
-    truth = np.zeros((8, 8))
+    truth = torch.zeros((8, 8), dtype=torch.float64)
     truth[:4] = 1
-    assert soft_dice_loss(truth, truth) == pytest.approx(0.0)
-    assert soft_dice_loss(1 - truth, truth) == pytest.approx(1 - 1 / 65)
-    assert soft_dice_loss(np.zeros((8, 8)), np.zeros((8, 8))) == 0.0  # empty vs empty: perfect
+    assert float(soft_dice(truth, truth, (0, 1))) == pytest.approx(0.0)
+    assert float(soft_dice(1 - truth, truth, (0, 1))) == pytest.approx(1 - 1 / 65)
+    assert float(soft_dice(torch.zeros(8, 8), torch.zeros(8, 8), (0, 1))) == 0.0  # empty vs empty: perfect
+    # Per item over the given dims: a batch of the two cases.
+    both = soft_dice(torch.stack([truth, 1 - truth]), torch.stack([truth, truth]), (1, 2))
+    np.testing.assert_allclose(both.numpy(), [0.0, 1 - 1 / 65])
 
 
 def test_report_tables_from_stage_outputs(trained, pannuke_store, tmp_path):
@@ -339,8 +326,8 @@ def test_tiled_prediction_matches_a_pixelwise_model_at_native_size(dsb_store):
     image = store.image(store.ids[0])
     model = PixelModel()
     setup = setup_device("cpu")
-    tiled = predict_tiled(model, image, 32, setup, batch_size=4)[0]  # (C, H, W) maps: binary has one channel
-    whole = forward_probability(model, to_tensor(image)[None], setup)[0]
+    tiled = Predictor(model, InferenceConfig(32, "tile", 4), setup).predict_maps(image)[0]  # binary: one channel
+    whole = torch.sigmoid(model(to_tensor(image)[None]))[0, 0].detach().numpy()
     assert tiled.shape == image.shape[:2]
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
 
@@ -348,17 +335,8 @@ def test_tiled_prediction_matches_a_pixelwise_model_at_native_size(dsb_store):
 def test_batched_and_tiled_evaluation_score_every_image_at_native_size(dsb_store):
     store = Store(dsb_store)
     for policy, batch in (("resize", 4), ("tile", 3)):
-        per_image = evaluate_split(
-            MaskEcho(),
-            store,
-            store.ids,
-            size=64,
-            threshold=0.5,
-            setup=setup_device("cpu"),
-            progress=False,
-            policy=policy,
-            batch_size=batch,
-        )
+        echo = Predictor(MaskEcho(), InferenceConfig(64, policy, batch, threshold=0.5), setup_device("cpu"))
+        per_image = evaluate_split(echo, store, store.ids, progress=False)
         assert len(per_image) == len(store.ids)
         sizes = store.metadata.set_index("image_id")
         pixels = per_image[["tp", "fp", "fn", "tn"]].sum(axis=1).to_numpy()

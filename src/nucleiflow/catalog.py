@@ -49,7 +49,7 @@ LOSS_NAMES = ("dice", "dice_squared", "bce", "bce_dice")
 # foreground plus horizontal/vertical distance maps (HoVer-Net, Graham et al. 2019).
 INSTANCE_TARGETS = ("binary", "contour", "hv")
 
-# Test-time augmentation (`segmentation.postprocess.tta_average`): none, the four flips, or all eight flips and
+# Test-time augmentation (`segmentation.predictor.Predictor`): none, the four flips, or all eight flips and
 # quarter turns (the dihedral group D4).
 TTA_MODES = ("none", "flips", "d4")
 

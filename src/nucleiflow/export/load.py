@@ -4,8 +4,9 @@ A package (a folder with ``rdf.yaml`` / ``bioimageio.yaml``, or its zip) written
 carries in ``config.nucleiflow`` the model's spec and its experiment's ``postprocess`` section; its
 state-dict weights are `network.ExportedNetwork`'s, whose ``model.*`` entries are the trained model's own
 weights; its ``postprocess.json`` attachment holds the watershed settings. `load_package_model` turns
-them into the same `predict.LoadedModel` as `predict.load_model` gives for the trained folder, so
-predicting from the package equals predicting from the folder.
+them into the same `Predictor` as `Predictor.from_model_dir` gives for the trained folder
+(`predictor_from_package`, or `Predictor.from_path` for either), so predicting from the package equals
+predicting from the folder.
 """
 
 from __future__ import annotations
@@ -108,37 +109,32 @@ def model_state(package: Package) -> dict:
     return state
 
 
-def load_package_model(source, threads: int = 1, device: str | None = None):
-    """`predict.LoadedModel` of a package: its spec's settings, its weights, its postprocess.json."""
+def predictor_from_package(
+    source, *, device: str | None = None, batch_size: int | None = None, threads: int = 1, maps_only: bool = False
+):
+    """The `Predictor` of a package (folder or zip): its spec's settings, its weights, its postprocess.json.
+
+    The same configuration and weights as `Predictor.from_model_dir` of the trained folder, so the maps and
+    nuclei are the same; `device`, `batch_size`, `threads` and `maps_only` as there.
+    """
+    from dataclasses import replace
+
     import torch
 
     from nucleiflow.config import ModelSpec
     from nucleiflow.device import setup_device
-    from nucleiflow.segmentation.predict import LoadedModel
-    from nucleiflow.segmentation.run import build_from_spec, eval_settings, spec_postprocessing
+    from nucleiflow.segmentation.predictor import InferenceConfig, Predictor
+    from nucleiflow.segmentation.training import build_from_spec
 
     package = open_package(source)
     spec = ModelSpec.from_dict(package.spec)
+    config = InferenceConfig.from_spec(spec, package.postprocess, package.postprocess_path, maps_only=maps_only)
+    if batch_size is not None:
+        config = replace(config, batch_size=batch_size)
     training = spec.training
     setup = setup_device(device or training["device"], threads, training["amp"] if device is None else False)
     model = build_from_spec(spec)
     model.load_state_dict(model_state(package))
     if setup.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model.eval().to(setup.device)
-    chosen = spec_postprocessing(spec, package.postprocess, package.postprocess_path)
-    settings = eval_settings(spec)
-    loaded = LoadedModel(
-        model,
-        setup,
-        settings["size"],
-        settings["policy"],
-        settings["threshold"],
-        settings["batch_size"],
-        settings["prefilter_sigma"] or 0.0,
-        settings["input_scaling"],
-        layout=settings["layout"],
-        params=chosen.params,
-        tta=chosen.tta,
-    )
-    return loaded
+    return Predictor(model, config, setup, spec=spec)

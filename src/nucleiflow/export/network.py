@@ -8,7 +8,7 @@ BioImage Model Zoo format cannot declare runs inside the network, so both weight
 * the Gaussian pre-filter of training (`training.prefilter_sigma`; residual U-Net study, Section 5.1.3),
   a fixed depthwise convolution with the same kernel and mirror padding as `scipy.ndimage.gaussian_filter`
   (it commutes with the per-channel affine normalisation, so filtering after it is the same filter);
-* the trained model (`run.build_from_spec`), logits;
+* the trained model (`training.build_from_spec`), logits;
 * `heads.probabilities`: per target, sigmoid / softmax channels and h/v distances passed through.
 
 `ExportedNetwork(spec)` is the architecture of the state-dict weights (`import_from`
@@ -67,7 +67,7 @@ class ExportedNetwork(nn.Module):
 
     def __init__(self, spec: dict):
         super().__init__()
-        from nucleiflow.segmentation.run import build_from_spec
+        from nucleiflow.segmentation.training import build_from_spec
 
         spec = ModelSpec.from_dict(spec)
         sigma = float(spec.training.get("prefilter_sigma") or 0.0)

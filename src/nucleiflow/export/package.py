@@ -13,10 +13,10 @@
   - the output ``maps`` (batch, channel, y, x; float32) with one channel name per map
     (`CHANNEL_NAMES` of the target, then the type head's classes);
   - ``test_input.npy`` / ``test_output.npy``: a crop of one test image at the training size and the
-    maps the workflow's own inference (`inference.predict_image`) gives for it;
+    maps the workflow's own inference (`predictor.Predictor.predict_maps`, TTA off) gives for it;
   - ``cover.png``: that test image beside its predicted nuclei outlined (`predict.outline_overlay`);
   - ``postprocess.json`` (attachment): the watershed settings the workflow uses for this model (the
-    tuning record, or the experiment's fixed settings), read back by `load.package_settings`;
+    tuning record, or the experiment's fixed settings), read back by `load.predictor_from_package`;
   - ``README.md``: the model card (`card.model_card`); ``environment.yaml``: the state dict's dependencies;
 * ``bioimageio.zip``: the same package zipped (what the model zoo and its consumers load);
 * ``model_card.html``: the card for the workflow report.
@@ -28,11 +28,11 @@ The package is validated by `bioimageio.spec` before it is published (`validate_
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import logging
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,16 +42,15 @@ from PIL import Image
 
 from nucleiflow.catalog import INPUT_SCALINGS, TYPE_HEAD_CLASSES
 from nucleiflow.config import ModelSpec
-from nucleiflow.device import setup_device
 from nucleiflow.errors import DataFormatError
 from nucleiflow.export.card import CHANNEL_NAMES, model_card, render_html
 from nucleiflow.export.network import network_from_model
 from nucleiflow.io import atomic_dir, atomic_path, read_json, write_text
 from nucleiflow.segmentation.data import IMAGENET_MEAN, IMAGENET_STD, pad_to, resize_pair, split_ids, to_tensor
 from nucleiflow.segmentation.heads import layout_of
-from nucleiflow.segmentation.inference import NO_TTA, nuclei_of, predict_image
 from nucleiflow.segmentation.postprocess import params_to_dict
-from nucleiflow.segmentation.predict import load_model, outline_overlay, predicted_maps
+from nucleiflow.segmentation.predict import outline_overlay
+from nucleiflow.segmentation.predictor import NO_TTA, InferenceConfig, Predictor
 from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
@@ -100,21 +99,22 @@ def export_model(
     spec = ModelSpec.from_dict(spec)
     settings = dict(settings or {})
     model_dir = Path(model_dir)
-    loaded = load_model(spec, model_dir / "model.pt", threads, postprocess=postprocess, params_path=tuned_path)
-    # Export on the CPU, without mixed precision: the test tensors must not depend on the training device.
-    loaded = dataclasses.replace(loaded, setup=setup_device("cpu", threads, False))
-    loaded.model.cpu().float()
+    # On the CPU in full precision: the test tensors must not depend on the training device.
+    predictor = Predictor.from_model_dir(
+        model_dir, spec=spec, postprocess=postprocess, tuned_path=tuned_path, device="cpu", threads=threads
+    )
+    config = predictor.config
     store = Store(store_path)
     image_id = test_image_id(pd.read_csv(split_path), settings.get("test_image"), split_path)
     image = store.image(image_id)
-    layout = layout_of(spec.training)
+    layout = config.layout
     channel_names = output_channels(spec, store.class_names)
     # The expected output is what the workflow's own inference gives for the test input, TTA off.
-    crop = test_crop(image, loaded.size, loaded.policy)
-    plain = dataclasses.replace(loaded.options, tta=NO_TTA)
-    expected = predict_image(loaded.model, crop, plain).astype(np.float32)[None]
-    network = network_from_model(spec.to_dict(), loaded.model)
-    x = to_tensor(crop, loaded.input_scaling)[None]
+    crop = test_crop(image, config.input_size, config.size_policy)
+    plain = Predictor(predictor.model, replace(config, tta=NO_TTA), predictor.setup, spec=spec)
+    expected = plain.predict_maps(crop).astype(np.float32)[None]
+    network = network_from_model(spec.to_dict(), predictor.model)
+    x = to_tensor(crop, config.input_scaling)[None]
     with torch.no_grad(), warnings.catch_warnings():
         # TorchScript is deprecated in favour of torch.export, but it is the zoo's PyTorch format; the tracer's
         # shape checks (`blocks.py`) become constants, which holds for the package's fixed input size.
@@ -124,16 +124,15 @@ def export_model(
         deviation = float((traced(x) - torch.from_numpy(expected)).abs().max())
     log.info("exported network vs the workflow's inference on %s: max |difference| %.3g", image_id, deviation)
     # Cover: the whole test image, predicted as the workflow predicts (its TTA, tuned settings).
-    maps = predicted_maps(loaded, image)
-    labels = nuclei_of(maps, layout, loaded.options.watershed)
-    record = postprocess_record(tuned_path, layout.target, loaded)
+    labels, _ = predictor.predict_nuclei(image)
+    record = postprocess_record(tuned_path, config)
     meta = {
         "format": 1,
         "spec": spec.to_dict(),
         "postprocess": dict(postprocess or {}),
         "output_layout": {"target": layout.target, "type_classes": layout.type_classes},
         "channels": list(channel_names),
-        "input_scaling": loaded.input_scaling,
+        "input_scaling": config.input_scaling,
         "test_image": image_id,
         "network_deviation": deviation,
     }
@@ -162,7 +161,7 @@ def export_model(
             settings=settings,
         )
         (staging / FILES["card"]).write_text(card)
-        descr = describe(spec, staging, channel_names, meta, settings, loaded.size)
+        descr = describe(spec, staging, channel_names, meta, settings, config.input_size)
         write_package(descr, out["package"], out["zip"])
         cover_uri = "data:image/png;base64," + base64.b64encode((staging / FILES["cover"]).read_bytes()).decode()
     validate_package(out["zip"])
@@ -204,15 +203,15 @@ def output_channels(spec: ModelSpec, class_names) -> tuple[str, ...]:
     return names
 
 
-def postprocess_record(tuned_path, target: str, loaded) -> dict:
+def postprocess_record(tuned_path, config: InferenceConfig) -> dict:
     """The attachment: the tuning record (tuned models) or the fixed settings, with the TTA every use applies."""
     if tuned_path is not None:
         record = read_json(tuned_path)
-        return {**record, "tta": loaded.tta, "source": "tuned on the validation split"}
+        return {**record, "tta": config.tta, "source": "tuned on the validation split"}
     return {
-        "target": target,
-        "params": params_to_dict(loaded.options.watershed),
-        "tta": loaded.tta,
+        "target": config.layout.target,
+        "params": params_to_dict(config.watershed),
+        "tta": config.tta,
         "source": "the experiment's fixed postprocess settings",
     }
 

@@ -145,21 +145,6 @@ def metric_curves(
     return fig
 
 
-def epoch_curves(
-    history: pd.DataFrame, metric: str, run_col: str = "run", palette: dict[str, str] | None = None
-) -> Figure:
-    """Per-epoch `metric` of the classification CNN runs, one colour per run.
-
-    Uses `train_<metric>` / `val_<metric>` columns, or a bare `<metric>` column.
-    """
-    require_columns(history, [run_col, "epoch"], "history")
-    palette = palette or model_palette(history[run_col])
-    fig, (ax,) = _new_figure(1, ncols=1, panel_size=(4.8, 3.2))
-    _draw_split_curves(ax, history, metric, run_col, palette)
-    _curve_legend(fig, palette, history[run_col])
-    return fig
-
-
 # ---------------------------------------------------------------- bars
 
 
@@ -273,14 +258,6 @@ def _show_image(ax, image, title: str = "") -> None:
     ax.set_axis_off()
 
 
-def error_overlay(image, pred, target, alpha: float = 0.5, title: str = "") -> Figure:
-    """The image with true positives blue, false positives red, false negatives green."""
-    fig, (ax,) = _new_figure(1, ncols=1, panel_size=(4.0, 4.0))
-    _show_image(ax, overlay_rgb(image, pred, target, alpha), title)
-    _overlay_legend(ax)
-    return fig
-
-
 def mask_contours(mask) -> list[np.ndarray]:
     """(row, col) contour lines of a binary mask, closed also where objects touch the border."""
     # Padding with background closes contours that would otherwise stop at the edge.
@@ -291,15 +268,6 @@ def mask_contours(mask) -> list[np.ndarray]:
 def _draw_contours(ax, mask, color: str) -> None:
     for contour in mask_contours(mask):
         ax.plot(contour[:, 1], contour[:, 0], color=color, linewidth=1)
-
-
-def contour_comparison(image, pred, target) -> Figure:
-    """Two panels: ground-truth contours and predicted contours over the image."""
-    fig, axes = _new_figure(2, ncols=2, panel_size=(4.0, 4.0))
-    for ax, (name, mask) in zip(axes, (("ground truth", target), ("prediction", pred))):
-        _show_image(ax, image, name.capitalize())
-        _draw_contours(ax, mask, CONTOUR_COLORS[name])
-    return fig
 
 
 def prediction_grid(samples: Sequence[tuple[str, object, object, object]], alpha: float = 0.5) -> Figure:

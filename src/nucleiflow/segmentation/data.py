@@ -60,7 +60,7 @@ def fit_size(image: np.ndarray, mask: np.ndarray, size: int, policy: str, rng: n
     `resize` rescales the whole image (nuclei change scale); `tile` keeps the
     native scale and cuts one size x size tile: random with an `rng`
     (training), the centre one without (validation). Inference with `tile`
-    covers the whole image with overlapping tiles (evaluation.predict_tiled).
+    covers the whole image with overlapping tiles (`predictor.Predictor`).
     """
     if policy == "resize":
         return resize_pair(image, mask, size)

@@ -52,9 +52,10 @@ from nucleiflow.io import write_table
 from nucleiflow.models.resunet import ResidualBlock, ResidualUp
 from nucleiflow.reporting.figures import save_figure, use_style
 from nucleiflow.reporting.published import published_table
-from nucleiflow.segmentation.data import fit_size, prepare_image, split_ids, to_tensor
+from nucleiflow.segmentation.data import split_ids
 from nucleiflow.segmentation.explain_config import COMPOSITES, TARGETS
-from nucleiflow.segmentation.heads import BINARY, OutputLayout, foreground, foreground_logit, layout_of, probabilities
+from nucleiflow.segmentation.heads import BINARY, OutputLayout, foreground, foreground_logit, probabilities
+from nucleiflow.segmentation.predictor import Predictor
 from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
@@ -241,23 +242,6 @@ def choose_images(test_ids: Sequence[str], images: Sequence[str] | None, n: int,
     return [image for i, image in enumerate(test_ids) if i in chosen]
 
 
-def model_inputs(
-    store: Store, ids: Sequence[str], training: dict
-) -> tuple[list[np.ndarray], list[np.ndarray], torch.Tensor]:
-    """(display images, truth masks, normalised batch) at the training size, as inference sees them."""
-    images, masks, tensors = [], [], []
-    for image_id in ids:
-        sample = store[image_id]
-        image = prepare_image(sample.image, training.get("prefilter_sigma", 0.0))
-        image, mask = fit_size(
-            image, sample.mask.astype(np.uint8), training["input_size"], training["size_policy"], None
-        )
-        images.append(image)
-        masks.append(mask.astype(bool))
-        tensors.append(to_tensor(image, training.get("input_scaling", "imagenet")))
-    return images, masks, torch.stack(tensors)
-
-
 # ---------------------------------------------------------------- figures
 
 
@@ -346,24 +330,24 @@ def explain_cell(
     `gradcam`, `lrp` (PNG paths; PDFs beside) and `table` (CSV stem) to paths.
     Explanations run on the CPU in float32. Returns the statistics table.
     """
-    from nucleiflow.segmentation.run import load_trained  # run imports the training stack
-
     spec = ModelSpec.from_dict(spec)
     if settings["target"] not in TARGETS:
         raise choices_error("explain.target", settings["target"], TARGETS)
-    model, _, _ = load_trained(spec, model_path, threads, device="cpu")
-    model = prepare_for_attribution(model)
-    layout = layout_of(spec.training)
+    # Explanations need the network and its inputs only: no post-processing settings are read.
+    predictor = Predictor.from_model_dir(model_path, spec=spec, device="cpu", threads=threads, maps_only=True)
+    model = prepare_for_attribution(predictor.model)
+    layout, threshold = predictor.config.layout, predictor.config.threshold
     gradcam_layer = named_layer(model, settings["gradcam_layer"], "gradcam_layer")
     filter_layer = named_layer(model, settings["filter_layer"], "filter_layer", CONV_LAYERS)
     explained_model = ForegroundLogit(model, layout)  # the layers above are its sub-modules: hooks still apply
 
     test_ids = split_ids(pd.read_csv(split_path), "test")
     ids = choose_images(test_ids, settings["images"], settings["n"], settings["seed"])
-    images, truths, x = model_inputs(Store(store_path), ids, spec.training)
+    samples = [Store(store_path)[image_id] for image_id in ids]
+    images, truths, x = predictor.model_inputs([s.image for s in samples], [s.mask for s in samples])
     truth = torch.from_numpy(np.stack(truths)) if settings["target"] == "truth" else None
-    _, prob, mask = target_mask(model, x, truth, spec.training["threshold"], layout)
-    predicted = prob[:, 0].numpy() > spec.training["threshold"]
+    _, prob, mask = target_mask(model, x, truth, threshold, layout)
+    predicted = prob[:, 0].numpy() > threshold
 
     started = time.perf_counter()
     cams = gradcam(explained_model, x, mask, gradcam_layer)

@@ -31,7 +31,7 @@ from nucleiflow.io import write_csv, write_table
 from nucleiflow.paths import CV_FIGURE, CV_TABLE, PANNUKE_PQ_TABLE
 from nucleiflow.reporting.reference_results import reference_results
 from nucleiflow.reporting.tables import mean_std_column
-from nucleiflow.segmentation.pannuke_metrics import PANNUKE_CLASS_IDS, tissue_summary
+from nucleiflow.segmentation.pannuke_metrics import PANNUKE_CLASS_IDS, PANNUKE_COLUMNS, class_pq_column, tissue_summary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -39,8 +39,7 @@ if TYPE_CHECKING:
 # PanNuke's nucleus types by class id, as datasets.pannuke.CLASS_NAMES holds them (not imported: the
 # converters need packages the report env lacks; test_instance_report checks they agree).
 PANNUKE_TYPES = dict(zip(PANNUKE_CLASS_IDS, ("neoplastic", "inflammatory", "connective", "dead", "epithelial")))
-CLASS_COLUMNS = {f"pq_class_{c}": name for c, name in PANNUKE_TYPES.items()}
-PANNUKE_COLUMNS = ("tissue", "bpq", "mpq", *CLASS_COLUMNS)
+CLASS_COLUMNS = {class_pq_column(c): name for c, name in PANNUKE_TYPES.items()}
 OVERALL = "mean over tissues"
 CV_PIXEL_METRICS = ("dice", "iou", "aji", "pq", "map")  # mean over a fold's test images
 CV_PANNUKE_METRICS = ("bpq", "mpq")  # tissue_summary of a fold's test images

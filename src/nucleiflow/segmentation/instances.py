@@ -42,12 +42,8 @@ from skimage import segmentation
 from skimage.feature import peak_local_max
 
 from nucleiflow.errors import DataFormatError
-from nucleiflow.segmentation.metrics import DISPLAY_NAMES
 
-OBJECT_METRIC_NAMES = ("aji", "pq", "dq", "sq", "map")
-
-# Column labels for tables: kept with the pixel metrics' labels in metrics.DISPLAY_NAMES.
-OBJECT_DISPLAY_NAMES = {name: DISPLAY_NAMES[name] for name in OBJECT_METRIC_NAMES}
+OBJECT_METRIC_NAMES = ("aji", "pq", "dq", "sq", "map")  # their table labels: metrics.DISPLAY_NAMES
 
 DSB_THRESHOLDS = np.arange(0.5, 1.0, 0.05)
 

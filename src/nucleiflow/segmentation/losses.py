@@ -43,15 +43,24 @@ def _float32_pair(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Ten
     return logits.float(), target.float()
 
 
+def soft_dice(probs: torch.Tensor, target: torch.Tensor, dims: tuple[int, ...], smooth: float = 1.0) -> torch.Tensor:
+    """The soft Dice loss 1 - (2*sum(p*g) + s) / (sum(p) + sum(g) + s) of probabilities, summed over `dims`.
+
+    The one definition of the PanNuke study's Dice loss: training (`soft_dice_loss`, `multiclass_dice_loss`)
+    and evaluation's per-image `loss` column both use it. `target` is cast to the probabilities' dtype.
+    """
+    target = target.to(probs.dtype)
+    intersection = (probs * target).sum(dims)
+    total = probs.sum(dims) + target.sum(dims)
+    return 1.0 - (2.0 * intersection + smooth) / (total + smooth)
+
+
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """1 - (2*sum(p*g) + s) / (sum(p) + sum(g) + s) per image, averaged over the batch."""
+    """`soft_dice` of the sigmoid per image, averaged over the batch."""
     with torch.autocast(device_type=logits.device.type, enabled=False):
         logits, target = _float32_pair(logits, target)
         probs = torch.sigmoid(logits)
-        image_dims = tuple(range(1, probs.ndim))
-        intersection = (probs * target).sum(image_dims)
-        total = probs.sum(image_dims) + target.sum(image_dims)
-        return 1.0 - ((2.0 * intersection + smooth) / (total + smooth)).mean()
+        return soft_dice(probs, target, tuple(range(1, probs.ndim)), smooth).mean()
 
 
 def squared_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -146,9 +155,7 @@ def multiclass_dice_loss(
         onehot = F.one_hot(index.long(), probs.shape[1]).permute(0, 3, 1, 2).float()
         if classes is not None:
             probs, onehot = probs[:, classes], onehot[:, classes]
-        intersection = (probs * onehot).sum((2, 3))
-        total = probs.sum((2, 3)) + onehot.sum((2, 3))
-        return 1.0 - ((2.0 * intersection + smooth) / (total + smooth)).mean()
+        return soft_dice(probs, onehot, (2, 3), smooth).mean()
 
 
 SOBEL_SIZE = 5  # HoVer-Net's 5 x 5 kernel

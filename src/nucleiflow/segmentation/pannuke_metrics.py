@@ -33,15 +33,6 @@ script divides by TP + 1e-6). A predicted nucleus whose type map votes only
 background gets type 0: it counts in bPQ and in no class (the release format
 cannot hold an untyped nucleus).
 
-``mpq_mode="accumulated"`` gives the other definition found in the literature
-(as the CoNIC 2022 challenge's mPQ+ does over a whole data set, here per
-tissue): per tissue and class, TP, FP, FN and the matched IoUs are summed over
-the tissue's images, PQ_c = sum IoU / (TP + FP/2 + FN/2); a class counts in a
-tissue when the tissue's ground truth holds at least one nucleus of it (FPs of
-that class in any image of the tissue then count); tissue mPQ = mean over
-those classes; mPQ = mean over tissues. It is not PanNuke's number and is
-labelled as such wherever it is reported.
-
 Nucleus types (`nucleus_types`) come from a class map (H, W) by majority vote
 of its non-background pixels within each nucleus, as HoVer-Net types a
 predicted nucleus from its type branch (ties: lowest class id; no typed pixel:
@@ -57,11 +48,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nucleiflow.errors import DataFormatError, choices_error
+from nucleiflow.errors import DataFormatError
 from nucleiflow.segmentation.instances import _as_label_map, panoptic_quality
 
 PANNUKE_CLASS_IDS = (1, 2, 3, 4, 5)  # the store's PanNuke class ids: neoplastic .. epithelial
-MPQ_MODES = ("pannuke", "accumulated")
+
+
+def class_pq_column(class_id: int) -> str:
+    """The per-image column of one class's PQ (`image_scores`)."""
+    return f"pq_class_{int(class_id)}"
+
+
+# The benchmark's per-image columns, as evaluation writes them and the PanNuke tables read them.
+PANNUKE_COLUMNS = ("tissue", "bpq", "mpq", *(class_pq_column(c) for c in PANNUKE_CLASS_IDS))
 
 
 # ---------------------------------------------------------------- nucleus types
@@ -130,18 +129,6 @@ class PQCounts:
             return float("nan")
         return self.iou_sum / (self.tp + 0.5 * self.fp + 0.5 * self.fn)
 
-    def __add__(self, other: PQCounts) -> PQCounts:
-        return PQCounts(
-            self.n_true + other.n_true,
-            self.tp + other.tp,
-            self.fp + other.fp,
-            self.fn + other.fn,
-            self.iou_sum + other.iou_sum,
-        )
-
-
-ZERO = PQCounts(0, 0, 0, 0, 0.0)
-
 
 def pq_counts(true_labels, pred_labels, iou_threshold: float = 0.5) -> PQCounts:
     """`PQCounts` of two label maps, matches at IoU > `iou_threshold`."""
@@ -169,7 +156,9 @@ def image_counts(
     iou_threshold: float = 0.5,
     what: str = "",
 ) -> tuple[PQCounts, dict[int, PQCounts]]:
-    """One image's binary `PQCounts` and its counts per class (types as `pannuke_scores` takes them).
+    """One image's binary `PQCounts` and its counts per class.
+
+    Types are a class map (H, W), class probabilities (C, H, W) or {nucleus id: type}.
 
     `pred_types` None (a model without a type head) types every predicted nucleus 0: bPQ is scored, every
     class PQ then has no true positive.
@@ -198,16 +187,16 @@ def image_scores(counts: tuple[PQCounts, Mapping[int, PQCounts]]) -> dict:
     return {
         "bpq": binary.pq,
         "mpq": _nanmean(c.pq for c in per_class.values()),
-        **{f"pq_class_{c}": counts.pq for c, counts in per_class.items()},
+        **{class_pq_column(c): counts.pq for c, counts in per_class.items()},
     }
 
 
 def tissue_summary(per_image, *, tissue: str = "tissue") -> dict:
-    """PanNuke's bPQ and mPQ ("pannuke" mode) from per-image `image_scores` columns and a tissue column.
+    """PanNuke's bPQ and mPQ from per-image `image_scores` columns and a tissue column.
 
     Returns {"tissue_bpq": {tissue: value}, "tissue_mpq": {...}, "bpq": mean over tissues, "mpq": ...}:
-    per tissue the mean over its images (skipped images are NaN), then the mean over tissues, exactly as
-    `pannuke_scores` computes them from instance maps.
+    per tissue the mean over its images (skipped images are NaN), then the mean over tissues, as the
+    official script does.
     """
     tissues = list(dict.fromkeys(str(t) for t in per_image[tissue]))
     names = per_image[tissue].astype(str)
@@ -219,87 +208,3 @@ def tissue_summary(per_image, *, tissue: str = "tissue") -> dict:
         "bpq": _nanmean(tissue_bpq.values()),
         "mpq": _nanmean(tissue_mpq.values()),
     }
-
-
-# ---------------------------------------------------------------- benchmark
-
-
-@dataclass(frozen=True)
-class PanNukeScores:
-    """bPQ and mPQ with their per-tissue, per-class and per-image values (NaN: skipped, see the docstring)."""
-
-    bpq: float
-    mpq: float
-    mpq_mode: str
-    tissue_bpq: dict[str, float]
-    tissue_mpq: dict[str, float]
-    class_pq: dict[int, float]
-    images: tuple[dict, ...]
-
-
-def pannuke_scores(
-    true_instances: Sequence,
-    true_types: Sequence,
-    pred_instances: Sequence,
-    pred_types: Sequence,
-    tissues: Sequence[str],
-    *,
-    class_ids: Sequence[int] = PANNUKE_CLASS_IDS,
-    mpq_mode: str = "pannuke",
-    iou_threshold: float = 0.5,
-) -> PanNukeScores:
-    """PanNuke's bPQ and mPQ over images grouped by tissue (definitions in the module docstring).
-
-    Per image: an instance map (H, W) each for truth and prediction, and its
-    types as a class map (H, W), class probabilities (C, H, W) or {id: type};
-    `tissues` names each image's tissue. `mpq_mode` "pannuke" is the official
-    definition; "accumulated" sums counts over a tissue's images first.
-    """
-    if mpq_mode not in MPQ_MODES:
-        raise choices_error("mPQ mode", mpq_mode, MPQ_MODES)
-    n_images = len(true_instances)
-    lengths = {len(true_types), len(pred_instances), len(pred_types), len(tissues)}
-    if lengths != {n_images} or n_images == 0:
-        raise DataFormatError(
-            f"PanNuke scores need one truth, truth types, prediction, prediction types and tissue per image; "
-            f"got {n_images}, {len(true_types)}, {len(pred_instances)}, {len(pred_types)}, {len(tissues)}"
-        )
-    class_ids = tuple(int(c) for c in class_ids)
-    records = []
-    for index in range(n_images):
-        counts = image_counts(
-            true_instances[index],
-            true_types[index],
-            pred_instances[index],
-            pred_types[index],
-            class_ids=class_ids,
-            iou_threshold=iou_threshold,
-            what=str(index),
-        )
-        records.append({"index": index, "tissue": str(tissues[index]), **image_scores(counts), "_counts": counts[1]})
-
-    tissue_names = list(dict.fromkeys(record["tissue"] for record in records))  # first-seen order
-    tissue_bpq, tissue_mpq = {}, {}
-    for tissue in tissue_names:
-        members = [record for record in records if record["tissue"] == tissue]
-        tissue_bpq[tissue] = _nanmean(record["bpq"] for record in members)
-        if mpq_mode == "pannuke":
-            tissue_mpq[tissue] = _nanmean(record["mpq"] for record in members)
-        else:
-            summed = {c: sum((record["_counts"][c] for record in members), ZERO) for c in class_ids}
-            tissue_mpq[tissue] = _nanmean(counts.pq for counts in summed.values())
-
-    if mpq_mode == "pannuke":
-        class_pq = {c: _nanmean(record[f"pq_class_{c}"] for record in records) for c in class_ids}
-    else:
-        class_pq = {c: sum((record["_counts"][c] for record in records), ZERO).pq for c in class_ids}
-    images = tuple({key: value for key, value in record.items() if key != "_counts"} for record in records)
-    return PanNukeScores(
-        bpq=_nanmean(tissue_bpq.values()),
-        mpq=_nanmean(tissue_mpq.values()),
-        mpq_mode=mpq_mode,
-        tissue_bpq=tissue_bpq,
-        tissue_mpq=tissue_mpq,
-        class_pq=class_pq,
-        images=images,
-    )

@@ -1,4 +1,4 @@
-"""Instances from predicted targets: marker-controlled watershed per target, tuning, test-time augmentation.
+"""Instances from predicted targets: marker-controlled watershed per target, and its tuning.
 
 numpy, scipy and scikit-image only (no torch). Predictions are probabilities
 (after the sigmoid / softmax), channels first, in the layout of the matching
@@ -33,8 +33,8 @@ one object (it would vanish otherwise), objects smaller than `min_size` pixels
 are removed and ids are renumbered 1..n.
 
 `tune_postprocess` picks the parameters maximising mean PQ on validation
-images; `tta_average` averages a model's predictions over flips and 90-degree
-rotations, un-transforming the h/v vector channels.
+images. Test-time augmentation happens before, on the model's maps
+(`predictor.Predictor`).
 """
 
 from __future__ import annotations
@@ -48,12 +48,10 @@ from scipy import ndimage
 from skimage import morphology, segmentation
 
 from nucleiflow.catalog import INSTANCE_TARGETS
-from nucleiflow.catalog import TTA_MODES as TTA_SETTINGS
 from nucleiflow.errors import ConfigError, DataFormatError, choices_error
 from nucleiflow.segmentation.instances import _remove_small, instances_from_binary, panoptic_quality
 
 FLOODS = ("boundary", "distance")
-TTA_MODES = tuple(mode for mode in TTA_SETTINGS if mode != "none")  # `none` is no call at all
 
 _FULL_CONNECTIVITY = np.ones((3, 3), dtype=bool)
 
@@ -307,71 +305,3 @@ def tune_postprocess(
         trials.append((params, float(np.mean(scores))))
     best = max(range(len(trials)), key=lambda i: (trials[i][1], -i))
     return TuningResult(target=target, params=trials[best][0], mean_pq=trials[best][1], trials=tuple(trials))
-
-
-# ---------------------------------------------------------------- test-time augmentation
-
-
-def dihedral(mode: str) -> list[tuple[bool, int]]:
-    """(flip left-right first, then k quarter turns) for each transform; the identity first.
-
-    The forward transform of an (H, W, ...) image is `np.rot90(image[:, ::-1] if flip else image, k)`;
-    `untransform` undoes it on a (C, H, W) prediction.
-    """
-    if mode == "flips":  # identity, left-right, up-down (two quarter turns after a left-right flip), both
-        return [(False, 0), (True, 0), (True, 2), (False, 2)]
-    return [(flip, k) for flip in (False, True) for k in range(4)]
-
-
-def untransform(prediction: np.ndarray, flip: bool, k: int, hv_channels) -> np.ndarray:
-    """Undo `flip`-then-`k` quarter turns on a (C, H, W) prediction, vector channels included.
-
-    np.rot90 by one quarter turn (axes rows, cols) moves an offset (dv, dh) to
-    (-dh, dv); undoing it maps the predicted (v', h') back to (h', -v'). A
-    left-right flip negates h.
-    """
-    out = np.rot90(prediction, -k, axes=(1, 2)).copy()
-    if hv_channels is not None:
-        h_index, v_index = hv_channels
-        for _ in range(k % 4):
-            h, v = out[h_index].copy(), out[v_index].copy()
-            out[v_index], out[h_index] = h, -v
-    if flip:
-        out = out[:, :, ::-1].copy()
-        if hv_channels is not None:
-            out[hv_channels[0]] *= -1
-    return out
-
-
-def tta_average(
-    predict_fn: Callable[[np.ndarray], np.ndarray], image, *, hv_channels=None, mode: str = "d4"
-) -> np.ndarray:
-    """Mean of `predict_fn` over flips (`mode="flips"`) or all eight flips and quarter turns (`"d4"`).
-
-    `image` is (H, W) or (H, W, C); `predict_fn` returns a (C', H, W) or (H, W)
-    prediction for the transformed image (quarter turns swap H and W, so it
-    must be fully convolutional). Each prediction is transformed back before
-    averaging; `hv_channels` = (h index, v index), e.g. `targets.HV_CHANNELS`
-    for an hv model, names the channels that hold a horizontal/vertical vector,
-    whose signs and order change with the transform. Average probabilities,
-    not logits or thresholded masks.
-    """
-    if mode not in TTA_MODES:
-        raise choices_error("test-time augmentation mode", mode, TTA_MODES)
-    image = np.asarray(image)
-    if image.ndim not in (2, 3):
-        raise DataFormatError(f"image must have shape (H, W) or (H, W, C); got {image.shape}")
-    total = None
-    transforms = dihedral(mode)
-    for flip, k in transforms:
-        transformed = np.rot90(image[:, ::-1] if flip else image, k, axes=(0, 1))
-        prediction = np.asarray(predict_fn(np.ascontiguousarray(transformed)), dtype=np.float64)
-        squeeze = prediction.ndim == 2
-        if squeeze:
-            if hv_channels is not None:
-                raise DataFormatError("hv_channels needs a (C, H, W) prediction; got a 2-D one")
-            prediction = prediction[None]
-        restored = untransform(prediction, flip, k, hv_channels)
-        restored = restored[0] if squeeze else restored
-        total = restored if total is None else total + restored
-    return total / len(transforms)

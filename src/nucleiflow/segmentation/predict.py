@@ -15,9 +15,10 @@ maps resized back; `tile`: overlapping native-scale tiles streamed through
 the model in batches, averaged into one map per channel), its test-time
 augmentation and its post-processing: the target's watershed
 (`postprocess.postprocess`) with the model's tuned settings (postprocess.json)
-or its experiment's fixed ones (`inference.postprocessing`). Nuclei are found
-once on the whole stitched maps, never per tile, so a nucleus across a tile
-border is neither cut nor counted twice.
+or its experiment's fixed ones, all read once into the model's
+`predictor.InferenceConfig`. Nuclei are found once on the whole stitched maps,
+never per tile, so a nucleus across a tile border is neither cut nor counted
+twice.
 
 `evaluate_on` scores a model on another dataset's images with the metrics of the
 evaluate stage (`inference.evaluate_split`).
@@ -27,34 +28,23 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tifffile
-import torch
 from PIL import Image
 from skimage.measure import regionprops_table
 from skimage.segmentation import find_boundaries
 from tqdm import tqdm
 
-from nucleiflow.config import ALL_IMAGES, ModelSpec
+from nucleiflow.config import ALL_IMAGES
 from nucleiflow.datasets.image_folders import IMAGE_SUFFIXES, _by_stem, find_samples, read_image
-from nucleiflow.device import DeviceSetup
 from nucleiflow.errors import DataFormatError
 from nucleiflow.io import atomic_dir
 from nucleiflow.segmentation.data import split_ids
-from nucleiflow.segmentation.heads import BINARY, OutputLayout, foreground
-from nucleiflow.segmentation.inference import (
-    NO_TTA,
-    EvalOptions,
-    evaluate_split,
-    nuclei_of,
-    predict_image,
-    predicted_types,
-)
-from nucleiflow.segmentation.postprocess import WatershedParams
+from nucleiflow.segmentation.inference import evaluate_split
+from nucleiflow.segmentation.predictor import Predictor
 from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,86 +65,6 @@ NUCLEUS_COLUMNS = (
 )
 TYPE_COLUMN = "type"  # added to the nucleus rows of a model with a type head
 IMAGE_COLUMNS = ("image_id", "height", "width", "n_nuclei", "foreground_fraction", "seconds")
-
-
-@dataclass
-class LoadedModel:
-    """A trained model ready for inference, with the settings it was trained with and its post-processing.
-
-    `params` None: the target's fixed settings at `threshold` (`inference.EvalOptions`).
-    """
-
-    model: torch.nn.Module
-    setup: DeviceSetup
-    size: int
-    policy: str
-    threshold: float
-    batch_size: int
-    prefilter_sigma: float
-    input_scaling: str
-    layout: OutputLayout = BINARY
-    params: WatershedParams | None = None
-    tta: str = NO_TTA
-
-    @property
-    def prepare(self) -> dict:
-        """The input preparation the model was trained with (pre-filter, scaling): inference must match it."""
-        return {"prefilter_sigma": self.prefilter_sigma, "input_scaling": self.input_scaling}
-
-    @property
-    def options(self) -> EvalOptions:
-        return EvalOptions(
-            self.size,
-            self.threshold,
-            self.setup,
-            self.policy,
-            self.batch_size,
-            params=self.params,
-            progress=False,
-            layout=self.layout,
-            tta=self.tta,
-            **self.prepare,
-        )
-
-
-def load_model(
-    spec: ModelSpec | dict, model_path, threads: int = 1, *, postprocess: dict | None = None, params_path=None
-) -> LoadedModel:
-    """The best checkpoint of a model cell on the configured device (the checkpoint must match `spec`).
-
-    Its post-processing: the tuned settings of `params_path` (the model's postprocess.json), else the
-    experiment's `postprocess` section (`inference.postprocessing`).
-    """
-    from nucleiflow.segmentation.run import eval_settings, load_trained, spec_postprocessing
-
-    spec = ModelSpec.from_dict(spec)
-    chosen = spec_postprocessing(spec, postprocess, params_path)
-    model, setup, _ = load_trained(spec, model_path, threads)
-    model.eval().to(setup.device)
-    settings = eval_settings(spec)
-    return LoadedModel(
-        model,
-        setup,
-        settings["size"],
-        settings["policy"],
-        settings["threshold"],
-        settings["batch_size"],
-        settings["prefilter_sigma"] or 0.0,
-        settings["input_scaling"],
-        layout=settings["layout"],
-        params=chosen.params,
-        tta=chosen.tta,
-    )
-
-
-def predicted_maps(loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
-    """The model's maps (C, H, W) float32 of one RGB uint8 image at its native size (`heads.probabilities`)."""
-    return predict_image(loaded.model, image, loaded.options).astype(np.float32)
-
-
-def probability(loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
-    """Foreground probability (H, W) float32 of one RGB uint8 image at its native size."""
-    return foreground(predicted_maps(loaded, image)[None], loaded.layout)[0]
 
 
 # ---------------------------------------------------------------- reading the images to segment
@@ -226,7 +136,7 @@ def write_image_outputs(out_dir: Path, image_id: str, image, prob, labels, nucle
 
 
 def predict_images(
-    loaded: LoadedModel,
+    predictor: Predictor,
     source: str | Path,
     out_dir: str | Path,
     *,
@@ -234,14 +144,20 @@ def predict_images(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Segment every image of `source` into `out_dir` (layout in the module docstring), atomically.
 
-    Returns (one row per image: IMAGE_COLUMNS, one row per nucleus: NUCLEUS_COLUMNS and, with a type
-    head, `type`). The settings are the loaded model's (`load_model`).
+    Args:
+        predictor: the model and its settings (`Predictor.from_model_dir`).
+        source: a store file, an image_folders dataset folder (with `images/`) or a flat folder of images.
+        out_dir: the folder to write; it appears complete or not at all.
+        progress: show a progress bar.
+
+    Returns:
+        (one row per image: IMAGE_COLUMNS, one row per nucleus: NUCLEUS_COLUMNS and, with a type head,
+        `type`).
     """
     ids, read = image_reader(source)
     if not ids:
         raise DataFormatError(f"{source}: no images to segment")
-    options = loaded.options
-    columns = list(NUCLEUS_COLUMNS) + ([TYPE_COLUMN] if loaded.layout.type_classes else [])
+    columns = list(NUCLEUS_COLUMNS) + ([TYPE_COLUMN] if predictor.config.layout.type_classes else [])
     rows, tables = [], []
     with atomic_dir(out_dir) as tmp:
         for sub in ("labels", "probabilities", "overlays", "nuclei"):
@@ -249,10 +165,9 @@ def predict_images(
         for image_id in tqdm(ids, desc="predict", unit="img", disable=not progress):
             image = read(image_id)
             started = time.perf_counter()
-            maps = predicted_maps(loaded, image)
-            prob = foreground(maps[None], loaded.layout)[0]
-            labels = nuclei_of(maps, loaded.layout, options.watershed)
-            types = predicted_types(labels, maps, loaded.layout)
+            maps = predictor.predict_maps(image)
+            prob = predictor.foreground_probability(maps)
+            labels, types = predictor.nuclei_from_maps(maps)
             seconds = time.perf_counter() - started
             nuclei = nucleus_table(image_id, labels, image, types)
             write_image_outputs(tmp, image_id, image, prob, labels, nuclei)
@@ -298,26 +213,14 @@ def evaluate_on(
     *,
     threads: int = 1,
     postprocess: dict | None = None,
-    params_path=None,
+    tuned_path=None,
 ) -> pd.DataFrame:
     """Per-image pixel and object metrics of one model on another dataset's images (evaluate stage's columns).
 
-    The model's own post-processing is used (`load_model`: tuned on its own validation split, or fixed).
+    The model's own post-processing is used (tuned on its own validation split, or fixed).
     """
-    loaded = load_model(spec, model_path, threads, postprocess=postprocess, params_path=params_path)
-    store = Store(store_path)
-    return evaluate_split(
-        loaded.model,
-        store,
-        target_ids(store, manifest_path, subset),
-        size=loaded.size,
-        threshold=loaded.threshold,
-        setup=loaded.setup,
-        progress=False,
-        params=loaded.params,
-        policy=loaded.policy,
-        batch_size=loaded.batch_size,
-        layout=loaded.layout,
-        tta=loaded.tta,
-        **loaded.prepare,
+    predictor = Predictor.from_model_dir(
+        model_path, spec=spec, postprocess=postprocess, tuned_path=tuned_path, threads=threads
     )
+    store = Store(store_path)
+    return evaluate_split(predictor, store, target_ids(store, manifest_path, subset), progress=False)

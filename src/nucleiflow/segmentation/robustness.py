@@ -31,9 +31,9 @@ from albumentations.augmentations.pixel.functional import STAIN_MATRICES
 from nucleiflow.config import ModelSpec
 from nucleiflow.errors import ConfigError, DataFormatError, choices_error, require_columns
 from nucleiflow.segmentation.data import split_ids
-from nucleiflow.segmentation.inference import EvalOptions, evaluate_images
+from nucleiflow.segmentation.inference import evaluate_split
+from nucleiflow.segmentation.predictor import Predictor
 from nucleiflow.segmentation.robustness_report import NORMALISED
-from nucleiflow.segmentation.run import eval_settings, load_trained, spec_postprocessing
 from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
@@ -206,28 +206,30 @@ def sweep_from_spec(
     *,
     threads: int = 1,
     postprocess: dict | None = None,
-    params_path=None,
+    tuned_path=None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """The robustness sweep of one trained cell on the test split: the model is loaded once.
 
     Nuclei are found with the clean evaluation's settings: the model's tuned postprocess.json
-    (`params_path`) or the experiment's fixed `postprocess` section.
+    (`tuned_path`) or the experiment's fixed `postprocess` section.
     """
     spec = ModelSpec.from_dict(spec)
-    chosen = spec_postprocessing(spec, postprocess, params_path)
-    model, setup, _ = load_trained(spec, model_path, threads)
+    predictor = Predictor.from_model_dir(
+        model_path, spec=spec, postprocess=postprocess, tuned_path=tuned_path, threads=threads
+    )
     store = Store(store_path)
     ids = split_ids(pd.read_csv(split_path), SPLIT)
     clean = pd.read_csv(clean_path)
     if sorted(clean["image_id"].astype(str)) != sorted(ids):
         raise DataFormatError(f"{clean_path}: its images are not the {SPLIT} split of {split_path}")
-    options = EvalOptions(**eval_settings(spec), setup=setup, params=chosen.params, tta=chosen.tta, progress=progress)
     reference = robustness.get("normalisation_reference")
     normaliser = StainNormaliser(reference_image(store, reference)) if reference else None
-    frame = sweep(
-        lambda image_of: evaluate_images(model, store, ids, options, image_of), clean, robustness, spec.seed, normaliser
-    )
+
+    def evaluate(image_of):
+        return evaluate_split(predictor, store, ids, progress=progress, image_of=image_of)
+
+    frame = sweep(evaluate, clean, robustness, spec.seed, normaliser)
     if normaliser is not None and normaliser.failures:
         log.warning("stain normalisation left %d image(s) unchanged (no stained tissue)", normaliser.failures)
     return frame

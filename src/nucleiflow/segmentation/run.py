@@ -15,62 +15,24 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from nucleiflow.catalog import INPUT_SCALINGS, L2_SCOPES, MASK_PREPROCESSING
 from nucleiflow.config import ModelSpec
-from nucleiflow.device import DeviceSetup, setup_device
-from nucleiflow.engine import load_checkpoint, seed_everything
+from nucleiflow.device import setup_device
+from nucleiflow.engine import seed_everything
 from nucleiflow.io import atomic_path, write_csv, write_json
-from nucleiflow.models import build_model, count_parameters, model_size_mb
+from nucleiflow.models import count_parameters, model_size_mb
 from nucleiflow.pretrained import check_weights_available
 from nucleiflow.segmentation.augment import load_pipeline
 from nucleiflow.segmentation.data import SegmentationDataset, make_loader, split_ids
 from nucleiflow.segmentation.heads import layout_of
-from nucleiflow.segmentation.inference import (
-    EvalOptions,
-    evaluate_split,
-    postprocessing,
-    timing_summary,
-    tune_model,
-    tuning_ids,
-    tuning_record,
-)
+from nucleiflow.segmentation.inference import evaluate_split, timing_summary, tune_model, tuning_ids, tuning_record
 from nucleiflow.segmentation.postprocess import DEFAULT_GRIDS
-from nucleiflow.segmentation.training import SegmentationTrainer, TrainSettings
+from nucleiflow.segmentation.predictor import Predictor
+from nucleiflow.segmentation.training import SegmentationTrainer, TrainSettings, build_from_spec, checkpoint_identity
 from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
-
-# Settings that may change without invalidating a checkpoint.
-RESUMABLE_CHANGES = ("epochs", "early_stopping_patience", "device", "amp", "keep_last_checkpoint")
-
-
-def checkpoint_identity(spec: ModelSpec | dict) -> dict:
-    """The spec as a plain dict without RESUMABLE_CHANGES: what a checkpoint stores and must match."""
-    fields = ModelSpec.from_dict(spec).to_dict()
-    training = {k: v for k, v in fields.pop("training").items() if k not in RESUMABLE_CHANGES}
-    return {**fields, "training": training}
-
-
-def build_from_spec(spec: ModelSpec | dict, encoder_weights: str | None = None) -> torch.nn.Module:
-    spec = ModelSpec.from_dict(spec)
-    reg = spec.regularization
-    extra = {"decoder_dropout": reg["decoder_dropout"]} if _any_rate(reg.get("decoder_dropout")) else {}
-    return build_model(
-        spec.arch,
-        spec.encoder,
-        classes=layout_of(spec.training).channels,
-        dropout=reg["dropout"],
-        extra_blocks=reg["extra_blocks"],
-        encoder_weights=encoder_weights,
-        **extra,
-    )
-
-
-def _any_rate(rate) -> bool:
-    """Whether a decoder_dropout setting (a rate or [rate, deeper rate]) drops anything."""
-    return any(rate) if isinstance(rate, (list, tuple)) else bool(rate)
 
 
 def train_from_spec(
@@ -170,46 +132,6 @@ def publish_model(best: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def load_trained(
-    spec: ModelSpec | dict, model_path, threads: int = 1, device: str | None = None
-) -> tuple[torch.nn.Module, DeviceSetup, dict]:
-    """The best checkpoint's model (checked against the spec), its device setup and the checkpoint state.
-
-    `device` overrides the training device (then without mixed precision), e.g. "cpu" for explanations.
-    """
-    spec = ModelSpec.from_dict(spec)
-    training = spec.training
-    amp = training["amp"] if device is None else False
-    setup = setup_device(device or training["device"], threads, amp)
-    model = build_from_spec(spec)
-    state = load_checkpoint(Path(model_path), checkpoint_identity(spec), map_location="cpu")
-    model.load_state_dict(state["model"])
-    if setup.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model, setup, state
-
-
-def eval_settings(spec: ModelSpec | dict) -> dict:
-    """The evaluation settings of a spec (`evaluate_split` keywords, `EvalOptions` fields)."""
-    training = ModelSpec.from_dict(spec).training
-    return {
-        "size": training["input_size"],
-        "threshold": training["threshold"],
-        "policy": training["size_policy"],
-        "batch_size": training["batch_size"],
-        # The input preparation of training (a pre-filter only at training would be a train/test mismatch).
-        "prefilter_sigma": training["prefilter_sigma"],
-        "input_scaling": training.get("input_scaling", INPUT_SCALINGS[0]),
-        "layout": layout_of(training),
-    }
-
-
-def spec_postprocessing(spec: ModelSpec | dict, postprocess: dict | None, params_path=None):
-    """`inference.postprocessing` of a spec's model: its tuned settings (`params_path`) or the experiment's."""
-    training = ModelSpec.from_dict(spec).training
-    return postprocessing(layout_of(training), postprocess, training["threshold"], params_path)
-
-
 def tune_from_spec(
     spec: ModelSpec | dict,
     model_path,
@@ -228,15 +150,12 @@ def tune_from_spec(
     """
     spec = ModelSpec.from_dict(spec)
     config = dict(postprocess or {})
-    layout = layout_of(spec.training)
-    grid = config.get("grid") or DEFAULT_GRIDS[layout.target]
-    tta = config.get("tta", "none")
-    model, setup, _ = load_trained(spec, model_path, threads)
-    store = Store(store_path)
+    predictor = Predictor.from_model_dir(model_path, spec=spec, postprocess=config, threads=threads, maps_only=True)
+    target, tta = predictor.config.layout.target, predictor.config.tta
+    grid = config.get("grid") or DEFAULT_GRIDS[target]
     ids = tuning_ids(split_ids(pd.read_csv(split_path), "val"), config.get("tune_images", 200), spec.seed)
-    options = EvalOptions(**eval_settings(spec), setup=setup, tta=tta, progress=progress)
-    log.info("tuning the %s post-processing on %d validation images (TTA %s)", layout.target, len(ids), tta)
-    result = tune_model(model, store, ids, options, grid)
+    log.info("tuning the %s post-processing on %d validation images (TTA %s)", target, len(ids), tta)
+    result = tune_model(predictor, Store(store_path), ids, grid, progress=progress)
     log.info("tuned: %s, mean validation PQ %.4f", result.params, result.mean_pq)
     return tuning_record(result, ids, grid, tta)
 
@@ -252,31 +171,20 @@ def evaluate_from_spec(
     threads: int = 1,
     progress: bool = True,
     postprocess: dict | None = None,
-    params_path=None,
+    tuned_path=None,
 ) -> tuple[pd.DataFrame, dict]:
     """Per-image metrics and timing of the best checkpoint on one split.
 
-    `postprocess` is the experiment's `postprocess` section; `params_path` the model's tuned settings
-    (postprocess.json), required when the experiment tunes (`inference.postprocessing`).
+    `postprocess` is the experiment's `postprocess` section; `tuned_path` the model's tuned settings
+    (postprocess.json), required when the experiment tunes (`InferenceConfig.from_spec`).
     """
-    spec = ModelSpec.from_dict(spec)
-    chosen = spec_postprocessing(spec, postprocess, params_path)
-    model, setup, state = load_trained(spec, model_path, threads)
-    store = Store(store_path)
+    predictor = Predictor.from_model_dir(
+        model_path, spec=spec, postprocess=postprocess, tuned_path=tuned_path, threads=threads
+    )
     ids = split_ids(pd.read_csv(split_path), subset)
     started = time.perf_counter()
-    per_image = evaluate_split(
-        model,
-        store,
-        ids,
-        setup=setup,
-        predictions_path=predictions_path,
-        progress=progress,
-        params=chosen.params,
-        tta=chosen.tta,
-        **eval_settings(spec),
-    )
-    timing = timing_summary(per_image, str(setup.device))
+    per_image = evaluate_split(predictor, Store(store_path), ids, predictions_path=predictions_path, progress=progress)
+    timing = timing_summary(per_image, str(predictor.device))
     timing["total_s"] = time.perf_counter() - started
-    timing["best_epoch"] = state["best"]["epoch"]
+    timing["best_epoch"] = predictor.state["best"]["epoch"]
     return per_image, timing

@@ -23,7 +23,7 @@ Targets (`TARGETS`, keyed by `catalog.INSTANCE_TARGETS`)
   (Graham et al. 2019, Medical Image Analysis 58). Background is 0. The
   centre of mass is kept at sub-pixel precision, where HoVer-Net rounds it
   to a pixel: rounding is not symmetric under flips, and test-time
-  augmentation (`postprocess.tta_average`) relies on the maps being exactly
+  augmentation (`predictor.Predictor`) relies on the maps being exactly
   flip- and rotation-equivariant.
 
 `TARGET_CHANNELS` gives the number of output channels a model head needs for

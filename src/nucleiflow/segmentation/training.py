@@ -21,16 +21,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nucleiflow.config import ModelSpec
 from nucleiflow.device import DeviceSetup
 from nucleiflow.engine import EngineSettings, StepOutput
 from nucleiflow.engine import Trainer as Engine
-from nucleiflow.models import l2_penalty
+from nucleiflow.models import build_model, l2_penalty
 from nucleiflow.segmentation import heads
-from nucleiflow.segmentation.heads import BINARY, OutputLayout
+from nucleiflow.segmentation.heads import BINARY, OutputLayout, layout_of
 from nucleiflow.segmentation.losses import build_target_loss
 from nucleiflow.segmentation.metrics import metrics_from_counts
 
 TRAIN_METRICS = ("loss", "acc", "dice", "sensitivity", "iou")
+# Settings that may change without invalidating a checkpoint.
+RESUMABLE_CHANGES = ("epochs", "early_stopping_patience", "device", "amp", "keep_last_checkpoint")
 
 
 @dataclass
@@ -125,3 +128,31 @@ class SegmentationTrainer(Engine):
             progress=progress,
             **hooks,
         )
+
+
+def checkpoint_identity(spec: ModelSpec | dict) -> dict:
+    """The spec as a plain dict without RESUMABLE_CHANGES: what a checkpoint stores and must match."""
+    fields = ModelSpec.from_dict(spec).to_dict()
+    training = {k: v for k, v in fields.pop("training").items() if k not in RESUMABLE_CHANGES}
+    return {**fields, "training": training}
+
+
+def build_from_spec(spec: ModelSpec | dict, encoder_weights: str | None = None) -> torch.nn.Module:
+    """The untrained network of a spec: its architecture, encoder, regularization and output channels."""
+    spec = ModelSpec.from_dict(spec)
+    reg = spec.regularization
+    extra = {"decoder_dropout": reg["decoder_dropout"]} if _any_rate(reg.get("decoder_dropout")) else {}
+    return build_model(
+        spec.arch,
+        spec.encoder,
+        classes=layout_of(spec.training).channels,
+        dropout=reg["dropout"],
+        extra_blocks=reg["extra_blocks"],
+        encoder_weights=encoder_weights,
+        **extra,
+    )
+
+
+def _any_rate(rate) -> bool:
+    """Whether a decoder_dropout setting (a rate or [rate, deeper rate]) drops anything."""
+    return any(rate) if isinstance(rate, (list, tuple)) else bool(rate)
