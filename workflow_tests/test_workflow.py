@@ -41,6 +41,8 @@ IMPORT_TO_PACKAGE = {
     "tabulate": "tabulate",
     "huggingface_hub": "huggingface_hub",
     "threadpoolctl": "threadpoolctl",
+    "bioimageio": "bioimageio.spec",
+    "markdown": "markdown",
 }
 
 
