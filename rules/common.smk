@@ -27,6 +27,7 @@ from nucleiflow.config import (
     segmentation_cells,
 )
 from nucleiflow.errors import ConfigError
+from nucleiflow.export.cells import export_targets
 from nucleiflow.paths import (
     CLS_DIR,
     CNN_HISTORY,

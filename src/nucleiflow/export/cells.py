@@ -8,9 +8,11 @@ data, whose release licence is share-alike non-commercial, else CC-BY-4.0), `aut
 
 from __future__ import annotations
 
-from nucleiflow.config import ModelCell, segmentation_cells
+from nucleiflow.config import ALL_IMAGES, ModelCell, evaluate_on_targets, segmentation_cells
 from nucleiflow.errors import choices_error
-from nucleiflow.paths import EXPORT_ZIP
+from nucleiflow.paths import CROSS_EVAL, EVAL_DIR, EXPORT_ZIP
+
+TEST_PER_IMAGE = f"{EVAL_DIR}/test_per_image.csv"
 
 DEFAULT_LICENSE = "CC-BY-4.0"
 # Datasets whose licence the weights must carry on: the PanNuke release is CC BY-NC-SA 4.0 (share-alike).
@@ -61,3 +63,35 @@ def export_settings(config: dict, experiment: str) -> dict:
     section.pop("models", None)
     section.pop("enabled", None)
     return section
+
+
+def _cell_keys(wildcards) -> dict:
+    return {key: getattr(wildcards, key) for key in ("dataset", "experiment", "arch", "encoder", "reg")}
+
+
+def export_inputs(config: dict, wildcards) -> dict:
+    """The per-image tables the card quotes: the cell's test split and its `evaluate_on` datasets, where computed."""
+    keys = _cell_keys(wildcards)
+    files = {}
+    if "test" in config["segmentation"][keys["experiment"]]["evaluate_splits"]:
+        files["test"] = TEST_PER_IMAGE.format(**keys)
+    for t in evaluate_on_targets(config, keys["experiment"]):
+        name = f"cross_{t['dataset']}_{t['manifest']}_{t['subset']}"
+        files[name] = CROSS_EVAL.format(**keys, target=t["dataset"], manifest=t["manifest"], target_subset=t["subset"])
+    return files
+
+
+def card_evaluation(config: dict, wildcards) -> dict:
+    """The card's `evaluation`: the test table and the command that makes it, and {"tested on": table} per target."""
+    keys = _cell_keys(wildcards)
+    test = (
+        TEST_PER_IMAGE.format(**keys)
+        if "test" in config["segmentation"][keys["experiment"]]["evaluate_splits"]
+        else None
+    )
+    cross = {}
+    for t in evaluate_on_targets(config, keys["experiment"]):
+        where = t["subset"] if t["subset"] == ALL_IMAGES else f"{t['manifest']}/{t['subset']}"
+        path = CROSS_EVAL.format(**keys, target=t["dataset"], manifest=t["manifest"], target_subset=t["subset"])
+        cross[f"{t['dataset']} ({where})"] = path
+    return {"path": test, "command": f"snakemake {test}" if test else "", "cross": cross}
