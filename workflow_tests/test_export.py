@@ -133,8 +133,8 @@ def test_package_layout_description_and_card(exported):
     assert [a.get("channel_names") for a in out["axes"] if a["type"] == "channel"] == [
         ["background", "interior", "boundary"]
     ]
-    pre = rdf["inputs"][0]["preprocessing"]
-    assert pre[0]["id"] == "fixed_zero_mean_unit_variance" and pre[0]["kwargs"]["mean"][0] == pytest.approx(0.485 * 255)
+    steps = {step["id"]: step.get("kwargs", {}) for step in rdf["inputs"][0]["preprocessing"]}
+    assert steps["fixed_zero_mean_unit_variance"]["mean"][0] == pytest.approx(0.485 * 255)
     architecture = rdf["weights"]["pytorch_state_dict"]["architecture"]
     assert (
         architecture["import_from"] == "nucleiflow.export.network"
