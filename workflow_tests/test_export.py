@@ -177,6 +177,26 @@ def test_predicting_from_the_package_equals_the_model_folder(trained, exported, 
         np.testing.assert_array_equal(labels, from_folder.nuclei_from_maps(maps)[0])
 
 
+def test_a_tuned_model_keeps_its_tuned_settings_through_the_package(trained, tmp_path):
+    from nucleiflow.segmentation.postprocess import WatershedParams, params_to_dict
+
+    tuned = params_to_dict(WatershedParams(marker_threshold=0.7, min_size=3))
+    record = {"target": "contour", "params": tuned, "mean_pq": 0.42, "split": "val", "tta": "none"}
+    tuned_path = tmp_path / "postprocess.json"
+    tuned_path.write_text(json.dumps(record))
+    out = {"package": tmp_path / "package", "zip": tmp_path / "bioimageio.zip", "card": tmp_path / "card.html"}
+    export_model(
+        trained["spec"], trained["model_dir"], trained["store"], trained["split"], out,
+        postprocess={}, tuned_path=tuned_path, settings={"dataset_format": "dsb2018"}, threads=2,
+    )  # fmt: skip
+    attachment = json.loads((out["package"] / "postprocess.json").read_text())
+    assert attachment["tuned"] is True and attachment["mean_pq"] == 0.42 and attachment["params"] == tuned
+    assert "mean validation PQ 0.420" in (out["package"] / "README.md").read_text()
+    from_package = Predictor.from_path(out["zip"], device="cpu", threads=2)
+    from_folder = Predictor.from_path(trained["model_dir"], postprocess={}, tuned_path=tuned_path, device="cpu")
+    assert from_package.config.watershed == from_folder.config.watershed == WatershedParams(**tuned)
+
+
 def test_bioimageio_core_model_test_reproduces_the_test_tensors(exported):
     if not BIOIMAGEIO_PYTHON.exists():
         pytest.skip(f"{BIOIMAGEIO_PYTHON} missing: make bioimageio-venv (bioimageio.core 0.11 needs pydantic < 2.14)")

@@ -11,6 +11,9 @@ predicting from the folder.
 
 from __future__ import annotations
 
+import atexit
+import json
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -43,6 +46,11 @@ class Package:
     def postprocess(self) -> dict:
         """The experiment's `postprocess` section the model was evaluated with."""
         return dict(self.meta.get("postprocess") or {})
+
+    @property
+    def tuned(self) -> bool:
+        """Whether the attachment holds settings tuned on the validation split (else the fixed ones)."""
+        return bool(json.loads(self.postprocess_path.read_text()).get("tuned", True))
 
     @property
     def state_dict_path(self) -> Path:
@@ -78,8 +86,10 @@ def open_package(source, unpack_dir=None) -> Package:
     if source.is_file():
         if not zipfile.is_zipfile(source):
             raise DataFormatError(f"{source}: not a model package (a zip or a folder with {' or '.join(RDF_NAMES)})")
-        folder = Path(unpack_dir or tempfile.mkdtemp(prefix="nucleiflow-package-"))
-        safe_extract_zip(source, folder)
+        if unpack_dir is None:
+            unpack_dir = tempfile.mkdtemp(prefix="nucleiflow-package-")
+            atexit.register(shutil.rmtree, unpack_dir, ignore_errors=True)  # the weights are read by then
+        folder = safe_extract_zip(source, unpack_dir)
     elif source.is_dir():
         folder = source
     else:
@@ -128,7 +138,10 @@ def predictor_from_package(
 
     package = open_package(source)
     spec = ModelSpec.from_dict(package.spec)
-    config = InferenceConfig.from_spec(spec, package.postprocess, package.postprocess_path, maps_only=maps_only)
+    # Tuned settings come from the attachment; fixed ones from the experiment's postprocess section, as for
+    # the trained folder (the attachment then records the same values).
+    tuned_path = package.postprocess_path if package.tuned else None
+    config = InferenceConfig.from_spec(spec, package.postprocess, tuned_path, maps_only=maps_only)
     if batch_size is not None:
         config = replace(config, batch_size=batch_size)
     training = spec.training

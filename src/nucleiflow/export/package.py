@@ -207,11 +207,12 @@ def postprocess_record(tuned_path, config: InferenceConfig) -> dict:
     """The attachment: the tuning record (tuned models) or the fixed settings, with the TTA every use applies."""
     if tuned_path is not None:
         record = read_json(tuned_path)
-        return {**record, "tta": config.tta, "source": "tuned on the validation split"}
+        return {**record, "tta": config.tta, "tuned": True, "source": "tuned on the validation split"}
     return {
         "target": config.layout.target,
         "params": params_to_dict(config.watershed),
         "tta": config.tta,
+        "tuned": False,
         "source": "the experiment's fixed postprocess settings",
     }
 
