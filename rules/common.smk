@@ -161,13 +161,36 @@ def expand_cells(pattern, wildcards, **extra):
     return [pattern.format(**cell.wildcards, **extra) for cell in cells_of(wildcards)]
 
 
-def evaluation_files(wildcards, kind):
-    subsets = experiment(wildcards)["evaluate_splits"]
-    return [
-        f"{EVAL_DIR}/{{subset}}_{kind}".format(**cell.wildcards, subset=subset)
-        for cell in cells_of(wildcards)
-        for subset in subsets
-    ]
+# The evaluate stage's files of one model and split, by the kind the report package reads them as.
+EVALUATION_FILES = {"per_image": "per_image.csv", "timing": "timing.json", "predictions": "predictions.h5"}
+
+
+def evaluation_runs(wildcards):
+    """One record per model and evaluated split: the model, the split and its files by kind.
+
+    The report rules pass these records as params and `run_files` of them as input, so the package
+    reads every file with the model and split it belongs to (`segmentation.report`), never by position.
+    """
+    runs = []
+    for cell in cells_of(wildcards):
+        model_files = {
+            "info": f"{MODEL_DIR}/train_info.json".format(**cell.wildcards),
+            "history": f"{MODEL_DIR}/history.csv".format(**cell.wildcards),
+        }
+        for subset in experiment(wildcards)["evaluate_splits"]:
+            files = {
+                kind: f"{EVAL_DIR}/{{subset}}_{name}".format(**cell.wildcards, subset=subset)
+                for kind, name in EVALUATION_FILES.items()
+            }
+            runs.append(
+                {"arch": cell.arch, "encoder": cell.encoder, "reg": cell.reg, "subset": subset, **model_files, **files}
+            )
+    return runs
+
+
+def run_files(kind):
+    """Input function: the `kind` file of every evaluation run (`evaluation_runs`), each once."""
+    return lambda wildcards: list(dict.fromkeys(run[kind] for run in evaluation_runs(wildcards)))
 
 
 def comparison_inputs(wildcards):

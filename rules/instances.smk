@@ -3,7 +3,7 @@
 # mean ± std across folds and the published results of other methods (nucleiflow.reporting.reference_results).
 from functools import partial
 
-from nucleiflow.paths import CV_FIGURE, CV_FOLD_SCORES, CV_TABLE, PANNUKE_PQ_TABLE
+from nucleiflow.paths import CV_FIGURE, CV_FOLD_SCORES, CV_TABLE, PANNUKE_PQ_TABLE, figure_pdf, table_copies
 from nucleiflow.segmentation import instance_report as instances
 
 # all_targets() (rules/common.smk) calls it without arguments
@@ -22,7 +22,7 @@ rule pannuke_pq_table:
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "item": "bPQ/mPQ by tissue"},
         ),
-        extra=[PANNUKE_PQ_TABLE.replace(".csv", ext) for ext in (".md", ".tex")],
+        extra=table_copies(PANNUKE_PQ_TABLE),
     log:
         log_path("pannuke_pq_table", SEG_DIR),
     benchmark:
@@ -63,7 +63,7 @@ rule cross_validation_table:
             labels={"experiment": "{experiment}", "item": "cross-validation figure"},
         ),
         folds=CV_FOLD_SCORES,
-        extra=[CV_TABLE.replace(".csv", ext) for ext in (".md", ".tex")] + [CV_FIGURE.replace(".png", ".pdf")],
+        extra=[*table_copies(CV_TABLE), figure_pdf(CV_FIGURE)],
     log:
         log_path("cross_validation", SEG_DIR),
     benchmark:

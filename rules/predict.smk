@@ -68,7 +68,7 @@ rule inference_summary:
             subcategory="{name}",
             labels={"inference": "{name}", "figure": "summary"},
         ),
-        extra=[INFER_TABLE.replace(".csv", ext) for ext in (".md", ".tex")] + [INFER_FIGURE.replace(".png", ".pdf")],
+        extra=[*table_copies(INFER_TABLE), figure_pdf(INFER_FIGURE)],
     log:
         log_path("inference_summary", INFER_DIR),
     benchmark:
@@ -88,7 +88,7 @@ rule inference_summary:
 rule evaluate_cross:
     input:
         model=f"{MODEL_DIR}/model.pt",
-        store=STORE.replace("{dataset}", "{target}"),
+        store=STORE.format(dataset="{target}"),
         manifest=cross_manifest,
         tuned=tuned_params,
     output:
@@ -129,7 +129,7 @@ rule cross_dataset:
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "figure": "cross_dataset"},
         ),
-        extra=[CROSS_TABLE.replace(".csv", ext) for ext in (".md", ".tex")] + [CROSS_FIGURE.replace(".png", ".pdf")],
+        extra=[*table_copies(CROSS_TABLE), figure_pdf(CROSS_FIGURE)],
     log:
         log_path("cross_dataset", SEG_DIR),
     benchmark:

@@ -22,6 +22,8 @@ from nucleiflow.paths import (
     INFER_PREDICTIONS,
     INFER_TABLE,
     POSTPROCESS_PARAMS,
+    figure_pdf,
+    table_copies,
 )
 
 INFERENCE = config.get("inference", {})

@@ -11,9 +11,9 @@ for _paper in PAPER_KEYS:
         name:
             f"segmentation_tables_{_paper}"
         input:
-            infos=lambda wc: expand_cells(f"{MODEL_DIR}/train_info.json", wc),
-            per_image=lambda wc: evaluation_files(wc, "per_image.csv"),
-            timing=lambda wc: evaluation_files(wc, "timing.json"),
+            infos=run_files("info"),
+            per_image=run_files("per_image"),
+            timing=run_files("timing"),
         output:
             **{key: seg_table(name, key) for key, name in _tables.items()},
             extra=[f"{SEG_DIR}/tables/{name}{ext}" for name in _tables.values() for ext in (".md", ".tex")],
@@ -30,7 +30,7 @@ for _paper in PAPER_KEYS:
             mem_mb=2000,
             runtime=10,
         params:
-            cells=lambda wc: [c.wildcards for c in cells_of(wc)],
+            runs=evaluation_runs,
             subsets=lambda wc: experiment(wc)["evaluate_splits"],
             per_image_rows=lambda wc: experiment(wc)["per_image_rows"],
             study=lambda wc: experiment(wc)["published"],
@@ -41,9 +41,9 @@ for _paper in PAPER_KEYS:
         name:
             f"segmentation_figures_{_paper}"
         input:
-            histories=lambda wc: expand_cells(f"{MODEL_DIR}/history.csv", wc),
-            per_image=lambda wc: evaluation_files(wc, "per_image.csv"),
-            predictions=lambda wc: evaluation_files(wc, "predictions.h5"),
+            histories=run_files("history"),
+            per_image=run_files("per_image"),
+            predictions=run_files("predictions"),
             # The residual U-Net study's Figure 4 shows predictions on training images.
             train_predictions=lambda wc, _keys=tuple(_figures): (
                 expand_cells(f"{EVAL_DIR}/train_predictions.h5", wc) if "train_predictions" in _keys else []
@@ -65,8 +65,7 @@ for _paper in PAPER_KEYS:
             mem_mb=4000,
             runtime=20,
         params:
-            cells=lambda wc: [c.wildcards for c in cells_of(wc)],
-            subsets=lambda wc: experiment(wc)["evaluate_splits"],
+            runs=evaluation_runs,
             examples=lambda wc: experiment(wc)["figure_examples"],
             threshold=lambda wc: experiment(wc)["training"]["threshold"],
             study=lambda wc: experiment(wc)["published"],
@@ -76,9 +75,9 @@ for _paper in PAPER_KEYS:
 
 rule segmentation_vs_paper:
     input:
-        infos=lambda wc: expand_cells(f"{MODEL_DIR}/train_info.json", wc),
-        per_image=lambda wc: evaluation_files(wc, "per_image.csv"),
-        timing=lambda wc: evaluation_files(wc, "timing.json"),
+        infos=run_files("info"),
+        per_image=run_files("per_image"),
+        timing=run_files("timing"),
     output:
         table=seg_table("vs_paper", "vs_paper"),
         extra=multiext(f"{SEG_DIR}/tables/vs_paper", ".md", ".tex"),
@@ -100,7 +99,7 @@ rule segmentation_vs_paper:
         mem_mb=1000,
         runtime=10,
     params:
-        cells=lambda wc: [c.wildcards for c in cells_of(wc)],
+        runs=evaluation_runs,
         subsets=lambda wc: experiment(wc)["evaluate_splits"],
         study=lambda wc: experiment(wc)["published"],
         comparisons=experiment_comparisons,

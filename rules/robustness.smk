@@ -1,7 +1,7 @@
 # Stage 5b: the robustness sweep (segmentation.<experiment>.robustness): every trained model on the
 # test split under noise, blur, JPEG, brightness/contrast and stain change, then per experiment the
 # degradation figure and the area-under-curve table that ranks the models by robustness.
-from nucleiflow.paths import ROBUSTNESS_FIGURE, ROBUSTNESS_SWEEP, ROBUSTNESS_TABLE
+from nucleiflow.paths import ROBUSTNESS_FIGURE, ROBUSTNESS_SWEEP, ROBUSTNESS_TABLE, figure_pdf, table_copies
 
 
 rule robustness_sweep:
@@ -50,8 +50,7 @@ rule robustness_report:
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "item": "AUC table"},
         ),
-        extra=[ROBUSTNESS_FIGURE.replace(".png", ".pdf")]
-        + [ROBUSTNESS_TABLE.replace(".csv", ext) for ext in (".md", ".tex")],
+        extra=[figure_pdf(ROBUSTNESS_FIGURE), *table_copies(ROBUSTNESS_TABLE)],
     log:
         log_path("robustness_report", SEG_DIR),
     benchmark:

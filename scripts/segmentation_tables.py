@@ -7,12 +7,11 @@ from nucleiflow.log import setup_logging
 from nucleiflow.segmentation import report as sr
 
 log = setup_logging(snakemake.log[0])
-cells, subsets = snakemake.params.cells, snakemake.params.subsets
-infos = list(snakemake.input.infos)
-per_image = sr.collect(list(snakemake.input.per_image), cells, subsets, pd.read_csv)
+runs, subsets = snakemake.params.runs, snakemake.params.subsets
+per_image = sr.collect(runs, pd.read_csv)
 summary = sr.metrics_summary(per_image)
 out = snakemake.output
-write_table(out.model_sizes, sr.model_sizes(infos, cells), "Model sizes")
+write_table(out.model_sizes, sr.model_sizes(runs), "Model sizes")
 write_table(
     out.metrics,
     sr.metrics_table(summary),
@@ -28,7 +27,7 @@ write_table(
 )
 write_table(
     out.timing,
-    sr.timing_table(list(snakemake.input.timing), infos, cells, subsets),
+    sr.timing_table(runs),
     "Inference and training time (measured)",
 )
-log.info("tables for %d models x %d splits", len(cells), len(subsets))
+log.info("tables for %d models x %d splits", len(sr.model_runs(runs)), len(subsets))

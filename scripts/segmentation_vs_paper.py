@@ -8,11 +8,8 @@ from nucleiflow.reporting import paper_index
 from nucleiflow.segmentation import report as sr
 
 log = setup_logging(snakemake.log[0])
-cells, subsets = snakemake.params.cells, snakemake.params.subsets
-per_image = sr.collect(list(snakemake.input.per_image), cells, subsets, pd.read_csv)
-frame = sr.comparison_frame(
-    sr.metrics_summary(per_image), list(snakemake.input.infos), list(snakemake.input.timing), cells, subsets
-)
+runs, subsets = snakemake.params.runs, snakemake.params.subsets
+frame = sr.comparison_frame(sr.metrics_summary(sr.collect(runs, pd.read_csv)), runs)
 table = sr.versus_paper(frame, snakemake.params.study)
 write_table(snakemake.output.table, table, f"Ours beside the published values ({snakemake.params.study} study)")
 log.info("%d comparisons with the %s study", len(table), snakemake.params.study)

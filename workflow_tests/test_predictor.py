@@ -5,13 +5,15 @@ prepared input, resized back with OpenCV), so a change of the predictor's input 
 batching, tiling or test-time augmentation shows as a difference.
 """
 
+import re
 from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
+import tifffile
 import torch
-from conftest import touching_discs
+from conftest import REPO, touching_discs
 
 from nucleiflow.device import setup_device
 from nucleiflow.engine import CheckpointMismatch, save_checkpoint
@@ -293,3 +295,17 @@ def test_model_inputs_are_the_training_inputs(tmp_path):
     np.testing.assert_array_equal(shown[0], centre)
     np.testing.assert_array_equal(batch[0].numpy(), to_tensor(centre).numpy())
     assert masks[0].sum() == 16 and masks[0][32:36, 32:36].all()
+
+
+def test_the_readme_example_runs(tmp_path, capsys):
+    """The README's Python example, with its model folder and image replaced by a seeded model and a TIFF."""
+    section = (REPO / "README.md").read_text().split("### From Python: one `Predictor`")[1].split("\n## ")[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    folder = seeded_model_dir(tmp_path / "model", spec_of())
+    image = tmp_path / "cell_01.tif"
+    tifffile.imwrite(image, images(np.random.default_rng(8), [(70, 90)])[0])
+    code = code.replace('"results/dsb2018/dsb_resunet/models/resunet/none/none"', repr(str(folder)))
+    code = code.replace('"data/my_cells/images/cell_01.tif"', repr(str(image)))
+    assert str(folder) in code and str(image) in code
+    exec(compile(code, "README.md", "exec"), {})
+    assert re.match(r"resize WatershedParams\(.*min_distance=3\) \d+ nuclei", capsys.readouterr().out)

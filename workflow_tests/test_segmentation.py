@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from nucleiflow.catalog import model_label
 from nucleiflow.device import setup_device
 from nucleiflow.errors import DataFormatError
 from nucleiflow.io import write_csv
@@ -19,7 +20,7 @@ from nucleiflow.segmentation.data import to_tensor
 from nucleiflow.segmentation.inference import evaluate_split, timing_summary
 from nucleiflow.segmentation.instances import object_metrics
 from nucleiflow.segmentation.losses import soft_dice
-from nucleiflow.segmentation.predictions import read_probability
+from nucleiflow.segmentation.predictions import read_probability, write_probability
 from nucleiflow.segmentation.predictor import InferenceConfig, Predictor, tile_origins
 from nucleiflow.segmentation.run import evaluate_from_spec, train_from_spec
 from nucleiflow.splits import make_split
@@ -270,21 +271,52 @@ def test_report_tables_from_stage_outputs(trained, pannuke_store, tmp_path):
         write_csv(tmp_path / f"{subset}.csv", per_image)
         (tmp_path / f"{subset}.json").write_text(json.dumps(timing))
         paths.append(subset)
-    per_image = sr.collect([str(tmp_path / f"{s}.csv") for s in paths], [cell], paths, pd.read_csv)
+    runs = [
+        {
+            **cell,
+            "subset": subset,
+            "info": str(base / "model" / "train_info.json"),
+            "history": str(base / "model" / "history.csv"),
+            "per_image": str(tmp_path / f"{subset}.csv"),
+            "timing": str(tmp_path / f"{subset}.json"),
+            "predictions": str(tmp_path / f"{subset}.h5"),
+        }
+        for subset in paths
+    ]
+    per_image = sr.collect(runs, pd.read_csv)
     table = sr.metrics_table(sr.metrics_summary(per_image))
     assert list(table["Split"]) == ["val", "test"]
     assert {"Loss", "Acc", "DCS", "SN", "IoU", "DCS (pooled)"} <= set(table.columns)
-    sizes = sr.model_sizes([str(base / "model" / "train_info.json")], [cell])
+    sizes = sr.model_sizes(runs)
     assert sizes.loc[0, "Backbone"] == "ResNet-18" and sizes.loc[0, "Kernel"] == "3x3"
-    timing = sr.timing_table(
-        [str(tmp_path / f"{s}.json") for s in paths], [str(base / "model" / "train_info.json")], [cell], paths
-    )
+    timing = sr.timing_table(runs)
     assert len(timing) == 1 and timing.loc[0, "Training (min)"] > 0
+    assert len(sr.histories(runs)) == 2  # one model, two epochs
     ids = sr.example_ids(per_image, 2)
-    examples, predictions = sr.prediction_examples(
-        str(pannuke_store), [str(tmp_path / f"{s}.h5") for s in paths], [cell], paths, ids, 0.5
-    )
+    examples, predictions = sr.prediction_examples(str(pannuke_store), runs, ids, 0.5)
     assert len(examples) == 2 and predictions[list(predictions)[0]][0].shape == (256, 256)
+
+    # A second model whose test predictions are empty, its runs listed split-major between the first
+    # model's: every file is still read with its own model and split.
+    empty = tmp_path / "empty_test.h5"
+    with h5py.File(empty, "w") as handle:
+        for image_id in ids:
+            write_probability(handle, image_id, np.zeros((256, 256), np.float32))
+    other = [{**run, "arch": "fpn", **({"predictions": str(empty)} if run["subset"] == "test" else {})} for run in runs]
+    mixed = [runs[0], other[0], runs[1], other[1]]
+    assert [run["subset"] for run in sr.shown_runs(mixed)] == ["test", "test"]
+    _, both = sr.prediction_examples(str(pannuke_store), mixed, ids, 0.5)
+    label, other_label = model_label("unet", "resnet18", "paper"), model_label("fpn", "resnet18", "paper")
+    assert not any(mask.any() for mask in both[other_label])
+    for mine, alone in zip(both[label], predictions[label]):
+        np.testing.assert_array_equal(mine, alone)
+    frame = sr.collect(mixed, pd.read_csv)
+    assert frame.groupby(["model", "subset"]).size().to_dict() == {
+        (name, subset): len(per_image[per_image["subset"] == subset])
+        for name in (label, other_label)
+        for subset in paths
+    }
+    assert len(sr.timing_table(mixed)) == 2 and len(sr.model_sizes(mixed)) == 2
 
 
 def test_paper_only_figures_from_the_store_and_stored_predictions(pannuke_store, tmp_path):
@@ -301,7 +333,8 @@ def test_paper_only_figures_from_the_store_and_stored_predictions(pannuke_store,
     keys = ("samples", "overlays", "confidence_map", "train_predictions", "image_1", "image_2", "image_3")
     outputs = {key: tmp_path / "figures" / f"{key}.png" for key in keys}
     cell = {"arch": "unet", "encoder": "resnet18", "reg": "none"}
-    sr.write_paper_figures(outputs, pannuke_store, ids[:2], [h5], [cell], ["test"], 0.5, [h5], named=[ids[2], "x"])
+    runs = [{**cell, "subset": "test", "predictions": h5}]
+    sr.write_paper_figures(outputs, pannuke_store, ids[:2], runs, 0.5, [h5], named=[ids[2], "x"])
     assert all(path.stat().st_size > 1000 and path.with_suffix(".pdf").exists() for path in outputs.values())
     assert sr.named_images("classic_unet_dsb2018")[0].startswith("6034456567632f4b")
     assert sr.named_images("pannuke") == []

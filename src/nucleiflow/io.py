@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from nucleiflow.paths import TABLE_SUFFIXES
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -93,9 +95,6 @@ def write_csv(path: str | os.PathLike, df: pd.DataFrame, **kwargs) -> None:
     kwargs.setdefault("index", False)
     with atomic_path(path) as tmp:
         df.to_csv(tmp, **kwargs)
-
-
-TABLE_SUFFIXES = (".csv", ".md", ".tex")
 
 
 def write_table(

@@ -83,6 +83,9 @@ CV_FIGURE = f"{SEG_DIR}/figures/cross_validation.png"
 # Inside an experiment folder (SEG_DIR or CLS_DIR): its tables and figures.
 TABLE = "tables/{name}.csv"
 FIGURE = "figures/{name}.png"
+# The files of one table (`io.write_table`) and of one figure (`reporting.figures.save_figure`).
+TABLE_SUFFIXES = (".csv", ".md", ".tex")
+FIGURE_SUFFIXES = (".png", ".pdf")
 
 
 def log_path(name: str, base: str = DATASET_DIR) -> str:
@@ -93,3 +96,19 @@ def log_path(name: str, base: str = DATASET_DIR) -> str:
 def bench_path(name: str, base: str = DATASET_DIR) -> str:
     """The Snakemake benchmark of job `name` under `base`: `<base>/benchmarks/<name>.tsv`."""
     return f"{base}/benchmarks/{name}.tsv"
+
+
+def _swap_suffix(path: str, suffix: str, replacement: str) -> str:
+    if not path.endswith(suffix):
+        raise ValueError(f"{path}: expected a path ending in {suffix}")
+    return path[: -len(suffix)] + replacement
+
+
+def table_copies(table: str) -> list[str]:
+    """The Markdown and LaTeX files written beside the CSV `table` (a path or a template), in that order."""
+    return [_swap_suffix(table, TABLE_SUFFIXES[0], suffix) for suffix in TABLE_SUFFIXES[1:]]
+
+
+def figure_pdf(figure: str) -> str:
+    """The PDF written beside the PNG `figure` (a path or a template)."""
+    return _swap_suffix(figure, FIGURE_SUFFIXES[0], FIGURE_SUFFIXES[1])

@@ -3,6 +3,12 @@
 Inputs are the documented outputs of the train and evaluate stages (train_info.json,
 history.csv, <subset>_per_image.csv, <subset>_timing.json, <subset>_predictions.h5);
 nothing here runs a model.
+
+The workflow hands them over as evaluation runs: one record per model and
+evaluated split (the rules' `evaluation_runs`), holding the model (`arch`,
+`encoder`, `reg`), the `subset` and the path of each of those files under its
+kind (`info`, `history`, `per_image`, `timing`, `predictions`), so every file is
+read with the model and split it belongs to, whatever order the rule lists them in.
 """
 
 from __future__ import annotations
@@ -27,26 +33,35 @@ def _label(cell: dict) -> str:
     return model_label(cell["arch"], cell["encoder"], cell["reg"])
 
 
-def collect(paths: list[str], cells: list[dict], subsets: list[str], reader) -> pd.DataFrame:
-    """Concatenate per-cell, per-subset files (ordered as the rule lists them) with model columns."""
-    frames = []
-    expected = iter(paths)
-    for cell in cells:
-        for subset in subsets:
-            frame = reader(next(expected))
-            frames.append(
-                frame.assign(
-                    model=_label(cell), arch=cell["arch"], encoder=cell["encoder"], reg=cell["reg"], subset=subset
-                )
-            )
+def evaluated_splits(runs: list[dict]) -> list[str]:
+    """The evaluated splits of the runs, in the order the experiment lists them (the last one is shown)."""
+    return list(dict.fromkeys(run["subset"] for run in runs))
+
+
+def model_runs(runs: list[dict]) -> list[dict]:
+    """The first run of every model: its per-model files (`info`, `history`), one record per model."""
+    first: dict[tuple, dict] = {}
+    for run in runs:
+        first.setdefault((run["arch"], run["encoder"], run["reg"]), run)
+    return list(first.values())
+
+
+def collect(runs: list[dict], reader) -> pd.DataFrame:
+    """Every run's per-image file (`reader` of its `per_image` path) with its model and subset columns."""
+    frames = [
+        reader(run["per_image"]).assign(
+            model=_label(run), arch=run["arch"], encoder=run["encoder"], reg=run["reg"], subset=run["subset"]
+        )
+        for run in runs
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
-def model_sizes(infos: list[str], cells: list[dict]) -> pd.DataFrame:
+def model_sizes(runs: list[dict]) -> pd.DataFrame:
     """Table 1 of the PanNuke study: method, dropout, kernel, L2, backbone, parameters, size (MB)."""
     records = []
-    for path, cell in zip(infos, cells):
-        info = read_json(path)
+    for cell in model_runs(runs):
+        info = read_json(cell["info"])
         reg = info["spec"]["regularization"]
         records.append(
             {
@@ -111,9 +126,7 @@ def per_image_table(per_image: pd.DataFrame, n_rows: int | list[str], named: lis
     return rows[list(columns)].rename(columns=columns).reset_index(drop=True)
 
 
-def comparison_frame(
-    summary: pd.DataFrame, infos: list[str], timings: list[str], cells: list[dict], subsets: list[str]
-) -> pd.DataFrame:
+def comparison_frame(summary: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:
     """One row per model and split with every quantity a paper may report, named as in published_values.yaml."""
     frame = summary.rename(columns={"subset": "split"}).copy()
     for metric in PAPER_METRICS + ("precision", "f1", "mcc"):
@@ -129,7 +142,7 @@ def comparison_frame(
             "parameters": info["trainable"],
             **info["spec"]["regularization"],
         }
-        for cell, subset, info, timing in _model_records(timings, infos, cells, subsets)
+        for cell, subset, info, timing in _model_records(runs)
     ]
     return frame.merge(pd.DataFrame(extras), on=["arch", "encoder", "reg", "split"], validate="one_to_one")
 
@@ -167,11 +180,12 @@ def _keys(study: str, table: str) -> list[str]:
     return list(published_table(study, table).columns.intersection(["arch", "encoder", "split"]))
 
 
-def timing_table(timings: list[str], infos: list[str], cells: list[dict], subsets: list[str]) -> pd.DataFrame:
-    """Table 5: inference time per image (median, IQR) and training time, both measured."""
+def timing_table(runs: list[dict]) -> pd.DataFrame:
+    """Table 5: inference time per image (median, IQR) and training time, both measured (test split if evaluated)."""
     rows = []
-    for cell, subset, info, timing in _model_records(timings, infos, cells, subsets):
-        if subset != "test" and "test" in subsets:
+    tested = "test" in evaluated_splits(runs)
+    for cell, subset, info, timing in _model_records(runs):
+        if subset != "test" and tested:
             continue
         rows.append(
             {
@@ -188,17 +202,19 @@ def timing_table(timings: list[str], infos: list[str], cells: list[dict], subset
     return pd.DataFrame(rows)
 
 
-def _model_records(timings: list[str], infos: list[str], cells: list[dict], subsets: list[str]):
-    """(cell, subset, train_info, timing) in the order the rule lists its inputs (cell-major)."""
-    timing_paths = iter(timings)
-    for cell, info_path in zip(cells, infos):
-        info = read_json(info_path)
-        for subset in subsets:
-            yield cell, subset, info, read_json(next(timing_paths))
+def _model_records(runs: list[dict]):
+    """(run, subset, train_info, timing) of every run, each train_info.json read once."""
+    infos: dict[str, dict] = {}
+    for run in runs:
+        info = infos.setdefault(run["info"], read_json(run["info"]))
+        yield run, run["subset"], info, read_json(run["timing"])
 
 
-def histories(paths: list[str], cells: list[dict]) -> pd.DataFrame:
-    return pd.concat([pd.read_csv(p).assign(model=_label(c)) for p, c in zip(paths, cells)], ignore_index=True)
+def histories(runs: list[dict]) -> pd.DataFrame:
+    """Every model's training history (its `history` file) with a model column."""
+    return pd.concat(
+        [pd.read_csv(run["history"]).assign(model=_label(run)) for run in model_runs(runs)], ignore_index=True
+    )
 
 
 def example_ids(per_image: pd.DataFrame, n: int) -> list[str]:
@@ -209,24 +225,22 @@ def example_ids(per_image: pd.DataFrame, n: int) -> list[str]:
     return list(dict.fromkeys(first["image_id"].iloc[picks]))
 
 
+def shown_runs(runs: list[dict]) -> list[dict]:
+    """The runs of the last evaluated split, one per model: the predictions the figures show."""
+    last = evaluated_splits(runs)[-1]
+    return [run for run in runs if run["subset"] == last]
+
+
 def prediction_examples(
-    store_path: str,
-    prediction_paths: list[str],
-    cells: list[dict],
-    subsets: list[str],
-    image_ids: list[str],
-    threshold: float,
+    store_path: str, runs: list[dict], image_ids: list[str], threshold: float
 ) -> tuple[list[tuple], dict[str, list]]:
     """Examples (title, image, target) and each model's predictions on them (last evaluated split)."""
     store = Store(store_path)
     samples = [store[image_id] for image_id in image_ids]
     examples = [(image_id[:16], s.image, s.mask.astype(bool)) for image_id, s in zip(image_ids, samples)]
-    last = len(subsets) - 1
     predictions = {
-        _label(cell): [
-            read_probability(prediction_paths[i * len(subsets) + last], image_id) > threshold for image_id in image_ids
-        ]
-        for i, cell in enumerate(cells)
+        _label(run): [read_probability(run["predictions"], image_id) > threshold for image_id in image_ids]
+        for run in shown_runs(runs)
     }
     return examples, predictions
 
@@ -257,16 +271,15 @@ def write_paper_figures(
     outputs: dict,
     store_path: str,
     full_ids: list[str],
-    prediction_paths: list[str],
-    cells: list[dict],
-    subsets: list[str],
+    runs: list[dict],
     threshold: float,
     train_predictions: list[str] = (),
     named: list[str] = (),
 ) -> None:
     """The figures only some papers have, each written when its output key is there (see `paper_index`).
 
-    `full_ids` are the example images (last evaluated split); `prediction_paths` are cell-major, split-minor.
+    `full_ids` are the example images (last evaluated split); the probability maps shown are the first
+    model's on that split; `train_predictions`' first file holds predictions on training images.
     """
     figures.use_style()
     store = Store(store_path)
@@ -276,7 +289,7 @@ def write_paper_figures(
     if "overlays" in outputs:  # classic U-Net Figure 1: filled boundary overlays
         samples = [(i[:16], store[i].image, store[i].instances) for i in full_ids]
         figures.save_figure(figures.filled_overlays(samples), outputs["overlays"])
-    first_test = prediction_paths[len(subsets) - 1]
+    first_test = shown_runs(runs)[0]["predictions"]
     if "confidence_map" in outputs:  # residual U-Net Figure 5: the probability map
         rows = [(i[:16], store[i].image, read_probability(first_test, i), store[i].mask) for i in full_ids]
         figures.save_figure(figures.confidence_maps(rows, threshold), outputs["confidence_map"])
