@@ -6,8 +6,10 @@ VENV   ?= .venv
 CORES  ?= 2
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+BIOIMAGEIO_VENV  ?= .venv-bioimageio
+BIOIMAGEIO_STAMP  = $(BIOIMAGEIO_VENV)/.installed
 
-.PHONY: demo test report lint lock clean
+.PHONY: demo test report lint lock clean bioimageio-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +22,18 @@ demo: $(STAMP)
 	$(BIN)/snakemake --workflow-profile profiles/local --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
 
-test: $(STAMP)
+test: $(STAMP) $(BIOIMAGEIO_STAMP)
 	$(BIN)/python -m pytest
+
+# bioimageio.core's model test of exported packages runs in its own environment (requirements-bioimageio.txt):
+# the project's packages through a .pth file, bioimageio.core and the pydantic it needs on top.
+bioimageio-venv: $(BIOIMAGEIO_STAMP)
+$(BIOIMAGEIO_STAMP): $(STAMP) requirements-bioimageio.txt
+	@test -x $(BIOIMAGEIO_VENV)/bin/python || $(PYTHON) -m venv $(BIOIMAGEIO_VENV)
+	$(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
+		"$$($(BIOIMAGEIO_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/nucleiflow_venv.pth"
+	$(BIOIMAGEIO_VENV)/bin/python -m pip install --quiet -r requirements-bioimageio.txt
+	@touch $@
 
 # Style and static checks: ruff (lint + format), snakefmt, Snakemake's own linter, the package's layers
 # (import-linter contracts in pyproject.toml), the types (mypy, configured there too).

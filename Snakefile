@@ -32,6 +32,7 @@ include: "rules/predict_common.smk"
 include: "rules/predict.smk"
 include: "rules/slides_common.smk"
 include: "rules/slides.smk"
+include: "rules/export.smk"
 include: "rules/report.smk"
 include: "rules/classification.smk"
 

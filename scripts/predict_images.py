@@ -1,18 +1,22 @@
-"""Snakemake adapter: segment every image of a store or folder with one trained model."""
+"""Snakemake adapter: segment every image of a store or folder with one trained model (or an exported package)."""
 
+from nucleiflow.export.load import load_predictor
 from nucleiflow.io import write_csv
 from nucleiflow.log import setup_logging
 from nucleiflow.segmentation.predict import predict_images
 from nucleiflow.segmentation.predictor import Predictor
 
 log = setup_logging(snakemake.log[0])
-predictor = Predictor.from_model_dir(
-    snakemake.input.model,
-    spec=snakemake.params.spec,
-    postprocess=snakemake.params.postprocess,
-    tuned_path=snakemake.input.tuned[0] if snakemake.input.tuned else None,
-    threads=snakemake.threads,
-)
+if snakemake.params.spec is None:  # an exported package: it carries its spec, weights and post-processing
+    predictor = load_predictor(snakemake.input.model, threads=snakemake.threads)
+else:
+    predictor = Predictor.from_model_dir(
+        snakemake.input.model,
+        spec=snakemake.params.spec,
+        postprocess=snakemake.params.postprocess,
+        tuned_path=snakemake.input.tuned[0] if snakemake.input.tuned else None,
+        threads=snakemake.threads,
+    )
 images, nuclei = predict_images(predictor, snakemake.input.images, snakemake.output.predictions)
 write_csv(snakemake.output.images, images)
 write_csv(snakemake.output.nuclei, nuclei)

@@ -46,6 +46,10 @@ HOW_PROVEN = {
     REPORT_COMMAND: "the demo (make demo) runs it",
     "make .venv/.installed": MAKE_TARGET,
     "make lint": MAKE_TARGET,
+    "make bioimageio-venv": MAKE_TARGET,
+    ".venv/bin/snakemake -c2 results/dsb2018/dsb_resunet_70_20_10/export/resunet/none/none/bioimageio.zip": (
+        "test_output_tree.py: the demo's output tree holds this package (the demo config exports it)"
+    ),
     "make lock": MAKE_TARGET,
     "make clean": MAKE_TARGET,
     "snakemake --lint": "test_workflow.py::test_lint_is_clean runs it; `make lint` wraps it",

@@ -42,6 +42,8 @@ IMPORT_TO_PACKAGE = {
     "huggingface_hub": "huggingface_hub",
     "threadpoolctl": "threadpoolctl",
     "openslide": "openslide-python",
+    "bioimageio": "bioimageio.spec",
+    "markdown": "markdown",
 }
 
 

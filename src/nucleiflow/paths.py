@@ -44,6 +44,12 @@ ROBUSTNESS_SWEEP = f"{EVAL_DIR}/test_robustness.csv"
 ROBUSTNESS_TABLE = f"{SEG_DIR}/tables/robustness_auc.csv"
 ROBUSTNESS_FIGURE = f"{SEG_DIR}/figures/robustness.png"
 
+# A model cell as a BioImage Model Zoo package (segmentation.<experiment>.export): folder, zip, model card.
+EXPORT_DIR = f"{SEG_DIR}/export/{{arch}}/{{encoder}}/{{reg}}"
+EXPORT_PACKAGE = f"{EXPORT_DIR}/package"  # bioimageio.yaml (rdf.yaml) and every file it names
+EXPORT_ZIP = f"{EXPORT_DIR}/bioimageio.zip"
+EXPORT_CARD = f"{EXPORT_DIR}/model_card.html"  # the package's README.md for the report
+
 # --- evaluation of an experiment's models on other datasets (segmentation.<experiment>.evaluate_on) ---
 CROSS_EVAL = f"{EVAL_DIR}/cross/{{target}}/{{manifest}}_{{target_subset}}_per_image.csv"
 CROSS_TABLE = f"{SEG_DIR}/tables/cross_dataset.csv"

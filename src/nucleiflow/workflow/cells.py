@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from nucleiflow.catalog import NO_ENCODER
 from nucleiflow.config import (
     ALL_IMAGES,
@@ -152,12 +154,22 @@ def inference_cell(config: dict, name: str) -> ModelCell:
     return named_cell(config, f"inference.{name}.model", config["inference"][name]["model"])
 
 
+def inference_package(config: dict, name: str) -> str | None:
+    """The exported model package (a .zip or a package folder) `inference.<name>.model` names, else None.
+
+    A zip named here may be a workflow output (rule export_model's bioimageio.zip): Snakemake then makes it.
+    """
+    text = config["inference"][name]["model"]
+    return text if text.endswith(".zip") or Path(text).is_dir() else None
+
+
 def named_cell(config: dict, key: str, text: str) -> ModelCell:
     """The model cell `<experiment>/<arch>/<encoder>/<reg>` that config key `key` names."""
     parts = text.split("/")
     if len(parts) != 4:
         raise ConfigError(
-            f"{key}: {text!r} must read <experiment>/<arch>/<encoder>/<reg>, e.g. dsb_resunet/resunet/none/none"
+            f"{key}: {text!r} must read <experiment>/<arch>/<encoder>/<reg>, e.g. dsb_resunet/resunet/none/none, "
+            "or name an exported model package (a .zip or a package folder)"
         )
     experiment = parts[0]
     if experiment not in config.get("segmentation", {}):

@@ -27,6 +27,7 @@ from nucleiflow.workflow.cells import (
     evaluate_on_targets,
     expand_folds,
     inference_cell,
+    inference_package,
     regularization_cell,
     segmentation_cells,
 )
@@ -274,7 +275,8 @@ def check_prediction_config(config: dict) -> None:
                     raise ConfigError(f"{key}: dataset {target['dataset']!r} defines no splits; use split: all")
                 raise choices_error(f"{key}.manifest", target["manifest"], splits)
     for name, entry in config.get("inference", {}).items():
-        inference_cell(config, name)
+        if inference_package(config, name) is None:
+            inference_cell(config, name)
         images = entry["images"]
         if images in datasets and datasets[images]["format"] not in SEGMENTATION_FORMATS:
             raise ConfigError(

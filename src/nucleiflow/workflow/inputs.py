@@ -33,6 +33,7 @@ from nucleiflow.workflow.cells import (
     evaluate_on_targets,
     experiment_tunes,
     inference_cell,
+    inference_package,
     inference_source,
     model_spec,
     segmentation_cells,
@@ -169,6 +170,10 @@ class Inputs:
         return self.tuned_params_of(cell_of(wildcards))
 
     def inference_model(self, wildcards) -> str:
+        """The named model's weights: an exported package (zip or folder) as named, or the cell's model.pt."""
+        package = inference_package(self.config, wildcards.name)
+        if package is not None:
+            return package
         return f"{MODEL_DIR}/model.pt".format(**inference_cell(self.config, wildcards.name).wildcards)
 
     def inference_images(self, wildcards) -> str:
@@ -176,14 +181,21 @@ class Inputs:
         dataset = inference_source(self.config, wildcards.name)
         return STORE.format(dataset=dataset) if dataset else self.config["inference"][wildcards.name]["images"]
 
-    def inference_spec(self, wildcards) -> dict:
+    def inference_spec(self, wildcards) -> dict | None:
+        """The cell's spec; none for a package, which carries its own."""
+        if inference_package(self.config, wildcards.name) is not None:
+            return None
         return model_spec(self.config, **inference_cell(self.config, wildcards.name).wildcards).to_dict()
 
     def inference_tuned_params(self, wildcards) -> list[str]:
-        """The named model's tuned post-processing settings, if its experiment tunes."""
+        """The named model's tuned post-processing settings, if its experiment tunes (a package carries its own)."""
+        if inference_package(self.config, wildcards.name) is not None:
+            return []
         return self.tuned_params_of(inference_cell(self.config, wildcards.name).wildcards)
 
-    def inference_postprocess(self, wildcards) -> dict:
+    def inference_postprocess(self, wildcards) -> dict | None:
+        if inference_package(self.config, wildcards.name) is not None:
+            return None
         return self.config["segmentation"][inference_cell(self.config, wildcards.name).experiment]["postprocess"]
 
     def cross_manifest(self, wildcards) -> list[str]:

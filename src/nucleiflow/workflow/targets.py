@@ -30,6 +30,7 @@ from nucleiflow.reporting.paper_index import figure_names, table_names
 from nucleiflow.workflow.cells import cross_validation_dataset, cross_validation_groups, pannuke_pq_experiments
 from nucleiflow.workflow.classification import report_targets
 from nucleiflow.workflow.explain import explain_targets
+from nucleiflow.workflow.export import export_targets
 
 EDA_OUTPUTS = ("per_image.csv", "summary.csv", "eda.png")
 
@@ -131,6 +132,7 @@ STAGE_TARGETS = (
     explain_targets,
     instance_targets,
     typed_pq_targets,
+    export_targets,
 )
 
 
