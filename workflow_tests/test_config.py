@@ -74,6 +74,12 @@ def test_grid_expands_models_times_regularization():
             "segmentation.dsb_tiny.models[0]: regularization cell 'paper' sets decoder_dropout, which only",
         ),
         (
+            # The residual U-Net has no encoder: its training job would refuse ImageNet weights hours into a run.
+            lambda c: c["segmentation"]["dsb_tiny"]["training"].update(encoder_weights="imagenet"),
+            "segmentation.dsb_tiny.training.encoder_weights: 'imagenet' needs a pretrained encoder, and models[0] "
+            "(resunet) has none; set encoder_weights: null",
+        ),
+        (
             lambda c: c["comparisons"]["tiny_models"].update(split="train"),
             "comparisons.tiny_models.split: 'train' is not evaluated by experiment 'pannuke_tiny'",
         ),
@@ -153,3 +159,13 @@ def test_snakemake_stops_before_any_job_with_one_line(tmp_path, edit, line):
     assert line in output, output[-2000:]
     assert "rule " not in output.split(line)[0]  # no job was scheduled before the error
     assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "dsb2018_cpu.yaml"])
+def test_shipped_configs_pass_the_start_up_checks(name):
+    """What snakemake runs before any job (schema with defaults, then the cross-reference checks)."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    validate(config, str(REPO / "schemas" / "config.schema.yaml"))
+    check_config(config)
