@@ -46,12 +46,16 @@ def build(sample_dir: Path, solution: Path, out_dir: Path) -> dict[str, Path]:
     return {"stage1_test.zip": archive, "stage1_solution.csv": csv}
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=Path, default=SHARED_DATA / "dsb2018_stage1_test_sample")
     parser.add_argument("--solution", type=Path, default=SHARED_DATA / "dsb2018_stage1_solution_sample.csv")
     parser.add_argument("--out", type=Path, required=True, help="scratch folder (never the repository)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     for name, path in build(args.samples, args.solution, args.out).items():
         print(f"{name}: {path} sha256 {sha256sum(path)}")
 

@@ -169,3 +169,30 @@ def test_shipped_configs_pass_the_start_up_checks(name):
     config = yaml.safe_load((REPO / "config" / name).read_text())
     validate(config, str(REPO / "schemas" / "config.schema.yaml"))
     check_config(config)
+
+
+def test_cpu_config_runs_from_local_sources(tmp_path):
+    """config/dsb2018_cpu.yaml plus a second config file of `source:` paths: the README's real-release run."""
+    release = tmp_path / "bbbc038"
+    release.mkdir()
+    files = {name: release / name for name in ("stage1_train.zip", "stage1_test.zip", "stage1_solution.csv")}
+    for path in files.values():
+        path.touch()  # the dry-run checks that each source exists; only the real run verifies and reads it
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(
+        yaml.safe_dump({"datasets": {"dsb2018": {"files": {n: {"source": str(p)} for n, p in files.items()}}}})
+    )
+    result = subprocess.run(
+        [SNAKEMAKE, "-n", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "run"), "--cores", "1"]
+        + ["--configfile", str(REPO / "config" / "dsb2018_cpu.yaml"), str(sources)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    # Every release file is linked from its source (the download rule's input), none is fetched.
+    for name, path in files.items():
+        assert f"input: {path}" in output and f"resources/dsb2018/download/{name}" in output, name
+    assert "dsb_resunet_original/models/resunet/none/none/model.pt" in output
+    assert "comparisons/dsb_recipe_val/table.csv" in output
