@@ -14,6 +14,7 @@ import argparse
 
 import pandas as pd
 
+from nucleiflow.segmentation.metrics import summarize
 from nucleiflow.store import Store
 
 SCORES = ("iou", "dice", "aji", "pq", "map")
@@ -32,6 +33,10 @@ def per_modality(per_image: pd.DataFrame, modality: pd.Series) -> pd.DataFrame:
     scores = [c for c in SCORES if c in table.columns]
     grouped = table.groupby("modality")[scores].mean()
     grouped.loc["all"] = table[scores].mean()
+    if {"tp", "fp", "fn", "tn"} <= set(table.columns):  # pixel IoU pooled over the images' summed counts too
+        pooled = summarize(table, "modality", ["iou"]).set_index("modality")["iou_pooled"]
+        grouped.insert(1, "iou_pooled", pooled.reindex(grouped.index))
+        grouped.loc["all", "iou_pooled"] = summarize(table, metrics=["iou"])["iou_pooled"].iloc[0]
     grouped.insert(0, "images", table.groupby("modality").size().reindex(grouped.index).fillna(len(table)))
     return grouped
 
