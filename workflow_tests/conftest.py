@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DSB = REPO.parent / "shared" / "data" / "dsb2018_stage1_test_sample"
+# The shared real data beside the checkout (../shared/data); NUCLEIFLOW_SHARED_DATA names another copy.
+SHARED_DATA = Path(os.environ.get("NUCLEIFLOW_SHARED_DATA") or REPO.parent / "shared" / "data")
+SHARED_DSB = SHARED_DATA / "dsb2018_stage1_test_sample"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 

@@ -85,6 +85,12 @@ def test_grid_expands_models_times_regularization():
             "segmentation.dsb_tiny.training.type_head: dataset 'dsb2018' (format 'dsb2018') has no nucleus types",
         ),
         (
+            # The residual U-Net has no encoder: its training job would refuse ImageNet weights hours into a run.
+            lambda c: c["segmentation"]["dsb_tiny"]["training"].update(encoder_weights="imagenet"),
+            "segmentation.dsb_tiny.training.encoder_weights: 'imagenet' needs a pretrained encoder, and models[0] "
+            "(resunet) has none; set encoder_weights: null",
+        ),
+        (
             lambda c: c["comparisons"]["tiny_models"].update(split="train"),
             "comparisons.tiny_models.split: 'train' is not evaluated by experiment 'pannuke_tiny'",
         ),
@@ -177,3 +183,40 @@ def test_snakemake_stops_before_any_job_with_one_line(tmp_path, edit, line):
     assert line in output, output[-2000:]
     assert "rule " not in output.split(line)[0]  # no job was scheduled before the error
     assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "dsb2018_cpu.yaml"])
+def test_shipped_configs_pass_the_start_up_checks(name):
+    """What snakemake runs before any job (schema with defaults, then the cross-reference checks)."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    validate(config, str(REPO / "schemas" / "config.schema.yaml"))
+    check_config(config)
+
+
+def test_cpu_config_runs_from_local_sources(tmp_path):
+    """config/dsb2018_cpu.yaml plus a second config file of `source:` paths: the README's real-release run."""
+    release = tmp_path / "bbbc038"
+    release.mkdir()
+    files = {name: release / name for name in ("stage1_train.zip", "stage1_test.zip", "stage1_solution.csv")}
+    for path in files.values():
+        path.touch()  # the dry-run checks that each source exists; only the real run verifies and reads it
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(
+        yaml.safe_dump({"datasets": {"dsb2018": {"files": {n: {"source": str(p)} for n, p in files.items()}}}})
+    )
+    result = subprocess.run(
+        [SNAKEMAKE, "-n", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "run"), "--cores", "1"]
+        + ["--configfile", str(REPO / "config" / "dsb2018_cpu.yaml"), str(sources)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    # Every release file is linked from its source (the download rule's input), none is fetched.
+    for name, path in files.items():
+        assert f"input: {path}" in output and f"resources/dsb2018/download/{name}" in output, name
+    assert "dsb_resunet_original/models/resunet/none/none/model.pt" in output
+    assert "comparisons/dsb_recipe_val/table.csv" in output

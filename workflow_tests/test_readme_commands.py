@@ -73,6 +73,17 @@ HOW_PROVEN = {
     SHARED_SLIDES_COMMAND: "test_slides.py::test_the_readme_command_plans_both_shared_slides (needs ../shared)",
     ".venv/bin/python benchmarks/bench_slides.py --threads 1": BENCHMARK_ARGS,
     ".venv/bin/python benchmarks/bench_slides.py --device cuda --batch 64 --parts throughput cmu": BENCHMARK_ARGS,
+    # The real DSB2018 release (README, "Measured on the real release").
+    ".venv/bin/snakemake --workflow-profile profiles/local --cores 1 --configfile config/dsb2018_cpu.yaml "
+    "sources.yaml": "test_config.py::test_cpu_config_runs_from_local_sources dry-runs it with stand-in sources",
+    ".venv/bin/python tools/build_dsb2018_stage1_test.py --out /scratch/me/dsb2018": BENCHMARK_ARGS,
+    ".venv/bin/python benchmarks/bench_dsb2018_convert.py": BENCHMARK_ARGS,
+    ".venv/bin/python benchmarks/dsb2018_otsu_baseline.py results/dsb2018/store.h5": BENCHMARK_ARGS,
+    ".venv/bin/python benchmarks/dsb2018_eda_vs_paper.py results/dsb2018/store.h5": BENCHMARK_ARGS,
+    ".venv/bin/python benchmarks/bench_training.py --store results/dsb2018/store.h5 --arch resunet --encoder none "
+    "--size 256 --batch 8 --loss bce_dice": BENCHMARK_ARGS,
+    ".venv/bin/python benchmarks/dsb2018_per_modality.py results/dsb2018/store.h5 "
+    "results/dsb2018/dsb_recipe_hv/evaluation/resunet/none/none/test_per_image.csv": BENCHMARK_ARGS,
 }
 
 

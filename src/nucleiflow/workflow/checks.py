@@ -120,12 +120,19 @@ def check_config(config: dict) -> None:
         valid_cells = [NO_REGULARIZATION, *config.get("regularization", {})]
         check_robustness(config, name)
         check_targets(config, name)
+        weights = exp["training"].get("encoder_weights")
         for i, model in enumerate(exp["models"]):
             arch, encoder = model["arch"], model.get("encoder", NO_ENCODER)
             if arch not in ARCH_ENCODERS:
                 raise choices_error(f"{key}.models[{i}].arch", arch, ARCH_ENCODERS)
             if encoder not in ARCH_ENCODERS[arch]:
                 raise choices_error(f"{key}.models[{i}].encoder (for {arch})", encoder, ARCH_ENCODERS[arch])
+            if weights and encoder == NO_ENCODER:
+                # The training job would refuse it (pretrained.check_weights_available), hours into a run.
+                raise ConfigError(
+                    f"{key}.training.encoder_weights: {weights!r} needs a pretrained encoder, and models[{i}] "
+                    f"({arch}) has none; set encoder_weights: null, or train {arch} in an experiment without it"
+                )
             for reg in model.get("regularization") or exp.get("regularization", [NO_REGULARIZATION]):
                 if reg not in valid_cells:
                     raise choices_error(f"{key}.models[{i}].regularization", reg, valid_cells)
