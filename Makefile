@@ -19,9 +19,11 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/snakemake --workflow-profile profiles/local --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
+	$(BIN)/python -m nucleiflow.run_summary
 
+# One pytest-xdist worker per core; the long runs first (workflow_tests/conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(CORES) --dist loadgroup --no-loadscope-reorder
 
 # Style and static checks: ruff (lint + format), snakefmt, Snakemake's own linter.
 lint: $(STAMP)

@@ -53,6 +53,7 @@ from nucleiflow.paths import (
     log_path,
 )
 from nucleiflow.pretrained import check_offline_weights, cnn_weights_inputs, segmentation_weights_inputs
+from nucleiflow.threads import device_threads
 from nucleiflow.reporting.paper_index import (
     GENERIC,
     SEGMENTATION_PAPERS,

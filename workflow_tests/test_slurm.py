@@ -21,7 +21,8 @@ import pytest
 import yaml
 from conftest import REPO, copy_checkout
 
-pytestmark = pytest.mark.slurm
+# One cluster and one run of the tiny config (module fixtures) for every test here: one xdist worker.
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 START = REPO / "tools" / "slurm-local" / "start.sh"
 STOP = REPO / "tools" / "slurm-local" / "stop.sh"

@@ -12,7 +12,7 @@ import pandas as pd
 
 from nucleiflow.catalog import ARCH_DISPLAY, ENCODER_DISPLAY, model_label
 from nucleiflow.io import read_json
-from nucleiflow.reporting import figures, tables
+from nucleiflow.reporting import tables
 from nucleiflow.reporting.published import beside_published, published_table, published_tables
 from nucleiflow.segmentation.instances import OBJECT_METRIC_NAMES
 from nucleiflow.segmentation.metrics import summarize
@@ -233,6 +233,8 @@ def prediction_examples(
 
 def write_figures(histories_df, summary, examples, predictions, outputs: dict) -> None:
     """The experiment's figures, by output key: curves, bars, overlays and contours (see `paper_index`)."""
+    from nucleiflow.reporting import figures  # matplotlib + seaborn (~1 s): not in the table jobs
+
     figures.use_style()
     palette = figures.model_palette(histories_df["model"])
     figures.save_figure(figures.metric_curves(histories_df, palette=palette), outputs["metric_curves"])
@@ -268,6 +270,8 @@ def write_paper_figures(
 
     `full_ids` are the example images (last evaluated split); `prediction_paths` are cell-major, split-minor.
     """
+    from nucleiflow.reporting import figures  # matplotlib + seaborn (~1 s): not in the table jobs
+
     figures.use_style()
     store = Store(store_path)
     if "samples" in outputs:  # PanNuke Figure 5: sample images and masks
@@ -316,6 +320,8 @@ def prediction_ids(path: str) -> list[str]:
 
 def save_inference_time(per_image: pd.DataFrame, path) -> None:
     """Per-image inference time of every model on the last evaluated split (warm-up excluded)."""
+    from nucleiflow.reporting import figures  # matplotlib + seaborn (~1 s): not in the table jobs
+
     figures.use_style()
     last = per_image[(per_image["subset"] == per_image["subset"].iloc[-1]) & ~per_image["warmup"]]
     figures.save_figure(figures.distribution_by_model(last, "seconds", "Inference time per image (s)"), path)
