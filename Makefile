@@ -21,9 +21,9 @@ demo: $(STAMP)
 	$(BIN)/snakemake --report results/report.html
 	$(BIN)/python -m nucleiflow.run_summary
 
-# One pytest-xdist worker per core; the long runs first (workflow_tests/conftest.py).
+# One pytest-xdist worker per core, one test module at a time each; the long runs first (workflow_tests/conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(CORES) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest -n $(CORES) --dist loadfile --no-loadscope-reorder
 
 # Style and static checks: ruff (lint + format), snakefmt, Snakemake's own linter.
 lint: $(STAMP)

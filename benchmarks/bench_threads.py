@@ -84,6 +84,7 @@ def snakemake(workdir: Path, configfile: Path, *args: str) -> None:
         str(configfile),
         "--cores",
         "2",
+        "--rerun-incomplete",  # after a stopped benchmark
         "--quiet",
         "rules",
         *args,

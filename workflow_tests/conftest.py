@@ -17,30 +17,20 @@ SHARED_DSB = REPO.parent / "shared" / "data" / "dsb2018_stage1_test_sample"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
-# Run order (pytest-xdist, `make test`: --dist loadgroup --no-loadscope-reorder): the SLURM run, then the
-# end-to-end runs, then the rest, so that the long runs start first and the unit tests fill the other core
-# beside them instead of running before or after them.
+# Run order. `make test` runs the suite on pytest-xdist workers with `--dist loadfile --no-loadscope-reorder`:
+# each test module is one unit of work (its module fixtures are built once; the SLURM tests share one cluster
+# and one run of the tiny config), handed out in the order below. The SLURM run starts first, the end-to-end
+# runs next, and the other modules fill the other core beside them instead of running before or after them.
 LONG_RUNS = ("slurm", "e2e")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Long runs first; one xdist group per test module (its module fixtures are made once), except that each
-    end-to-end test is a group of its own (it may start while its module's quick tests run elsewhere).
-
-    The SLURM tests share one cluster and one run of the tiny config (module fixtures): their module's
-    `xdist_group` keeps them on one worker.
-    """
+    """The modules with the long runs first (stable: each module keeps its own order)."""
 
     def rank(item) -> int:
         return next((i for i, marker in enumerate(LONG_RUNS) if item.get_closest_marker(marker)), len(LONG_RUNS))
 
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        group = item.nodeid if item.get_closest_marker("e2e") else item.path.name
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=rank)  # stable: each module keeps its own order
+    items.sort(key=rank)
 
 
 def assert_store_fails_cleanly(convert, roots, out: Path, pattern: str):

@@ -21,8 +21,7 @@ import pytest
 import yaml
 from conftest import REPO, copy_checkout
 
-# One cluster and one run of the tiny config (module fixtures) for every test here: one xdist worker.
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
+pytestmark = pytest.mark.slurm
 
 START = REPO / "tools" / "slurm-local" / "start.sh"
 STOP = REPO / "tools" / "slurm-local" / "stop.sh"
