@@ -31,6 +31,8 @@ def rule_threads() -> dict[str, str]:
 
 
 def threads_on(gpu_present: bool) -> dict[str, int]:
+    """What each GPU rule's `threads:` gives on a machine with or without an NVIDIA GPU (evaluated as Snakemake
+    does while it reads the rules, with the machine's answer replaced)."""
     expressions = rule_threads()
     namespace = {"device_threads": lambda **kw: device_threads(**kw, gpu_present=gpu_present)}
     return {rule: int(eval(expressions[rule], namespace, {})) for rule in GPU_RULES}
