@@ -21,9 +21,11 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/snakemake --workflow-profile profiles/local --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
+	$(BIN)/python -m nucleiflow.run_summary
 
+# One pytest-xdist worker per core, one test module at a time each; the long runs first (workflow_tests/conftest.py).
 test: $(STAMP) $(BIOIMAGEIO_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(CORES) --dist loadfile --no-loadscope-reorder
 
 # bioimageio.core's model test of exported packages runs in its own environment (requirements-bioimageio.txt):
 # the project's packages through a .pth file, bioimageio.core and the pydantic it needs on top.

@@ -134,7 +134,7 @@ rule train_cnn:
         bench_path("cnn_{model}_{variant}", CLS_DIR)
     conda:
         "../envs/classify.yaml"
-    threads: 2
+    threads: device_threads(gpu=8, cpu=1)
     resources:
         mem_mb=8000,
         runtime=12 * 60,

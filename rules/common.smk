@@ -46,6 +46,7 @@ from nucleiflow.workflow.checks import check_config, check_local_sources, conver
 from nucleiflow.workflow.inputs import Inputs
 from nucleiflow.workflow.targets import final_targets
 from nucleiflow.workflow.weights import cnn_weights_inputs, segmentation_weights_inputs
+from nucleiflow.threads import device_threads
 
 try:
     validate(config, "../schemas/config.schema.yaml")

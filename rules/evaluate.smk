@@ -19,7 +19,7 @@ rule tune_postprocess:
         bench_path("tune_postprocess_{arch}_{encoder}_{reg}", SEG_DIR)
     conda:
         "../envs/train.yaml"
-    threads: 2
+    threads: device_threads(gpu=2, cpu=1)
     resources:
         mem_mb=8000,
         runtime=120,
@@ -47,7 +47,7 @@ rule evaluate_segmentation:
         bench_path("evaluate_{arch}_{encoder}_{reg}_{subset}", SEG_DIR)
     conda:
         "../envs/train.yaml"
-    threads: 2
+    threads: device_threads(gpu=2, cpu=1)
     resources:
         mem_mb=8000,
         runtime=120,

@@ -37,7 +37,7 @@ rule predict:
         bench_path("predict", INFER_DIR)
     conda:
         "../envs/train.yaml"
-    threads: 2
+    threads: device_threads(gpu=2, cpu=1)
     resources:
         mem_mb=8000,
         runtime=120,
@@ -99,7 +99,7 @@ rule evaluate_cross:
         bench_path("evaluate_{arch}_{encoder}_{reg}_on_{target}_{manifest}_{target_subset}", SEG_DIR)
     conda:
         "../envs/train.yaml"
-    threads: 2
+    threads: device_threads(gpu=2, cpu=1)
     resources:
         mem_mb=8000,
         runtime=120,

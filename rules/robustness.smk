@@ -19,7 +19,7 @@ rule robustness_sweep:
         bench_path("robustness_{arch}_{encoder}_{reg}", SEG_DIR)
     conda:
         "../envs/train.yaml"
-    threads: 2
+    threads: device_threads(gpu=2, cpu=1)
     resources:
         mem_mb=8000,
         runtime=240,

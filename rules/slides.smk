@@ -60,7 +60,7 @@ rule slide_segment:
         bench_path("slide_segment_{slide}_{part}", SLIDE_DIR)
     conda:
         "../envs/slides.yaml"
-    threads: 2
+    threads: device_threads(gpu=2, cpu=1)
     resources:
         mem_mb=4000,
         runtime=240,

@@ -19,7 +19,7 @@ rule train_segmentation:
         bench_path("train_{arch}_{encoder}_{reg}", SEG_DIR)
     conda:
         "../envs/train.yaml"
-    threads: 2
+    threads: device_threads(gpu=8, cpu=1)
     resources:
         mem_mb=16000,
         runtime=24 * 60,

@@ -21,6 +21,22 @@ SHARED_DSB = SHARED_DATA / "dsb2018_stage1_test_sample"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
+# Run order. `make test` runs the suite on pytest-xdist workers with `--dist loadfile --no-loadscope-reorder`:
+# each test module is one unit of work (its module fixtures are built once; the SLURM tests share one cluster
+# and one run of the tiny config), handed out in the order below. The SLURM run starts first, the end-to-end
+# runs next, and the other modules fill the other core beside them instead of running before or after them.
+LONG_RUNS = ("slurm", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The modules with the long runs first (stable: each module keeps its own order)."""
+
+    def rank(item) -> int:
+        return next((i for i, marker in enumerate(LONG_RUNS) if item.get_closest_marker(marker)), len(LONG_RUNS))
+
+    items.sort(key=rank)
+
+
 def assert_store_fails_cleanly(convert, roots, out: Path, pattern: str):
     """`convert(roots, out)` raises a one-line DataFormatError matching `pattern` and leaves no store or temporary."""
     from nucleiflow.errors import DataFormatError

@@ -223,3 +223,17 @@ def test_persistent_workers_follow_set_epoch(pannuke_store):
     assert not torch.equal(in_process[0], in_process[1])  # the tiles do depend on the epoch
     for a, b in zip(in_process, workers, strict=True):
         assert torch.equal(a, b)
+
+
+def test_gpu_nodes_keep_their_thread_policy(fake_cuda, monkeypatch):
+    """On a GPU node each GPU rule's threads (rules/*.smk, as a node with a GPU evaluates them) become one thread
+    for the GPU and the rest loader workers, as before the CPU-only policy: training 8 threads, 7 workers."""
+    from test_threads import GPU_THREADS, threads_on
+
+    fake_cuda(AMPERE)
+    monkeypatch.setattr(dev, "available_cpus", lambda: 16)
+    threads = threads_on(gpu_present=True)
+    assert threads == GPU_THREADS
+    workers = {rule: dev.setup_device("auto", threads=n).loader_workers for rule, n in threads.items()}
+    assert workers["train_segmentation"] == workers["train_cnn"] == 7
+    assert {workers[rule] for rule in set(workers) - {"train_segmentation", "train_cnn"}} == {1}

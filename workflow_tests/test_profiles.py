@@ -49,15 +49,14 @@ def test_the_local_profile_holds_exactly_its_documented_keys():
         "rerun-triggers",
         "latency-wait",
         "default-resources",
-        "set-threads",
     }
     assert LOCAL["keep-going"] is True  # one failing grid cell must not stop the others
     assert "retries" not in LOCAL  # a failed local job fails visibly; re-running it resumes from last.pt
     assert LOCAL["rerun-triggers"] == ["mtime", "params", "input", "code"]
     assert LOCAL["default-resources"] == {"mem_mb": 4000, "runtime": 60}
-    # README: "profiles/local gives the GPU training rules 8 threads (7 workers)".
-    assert "`profiles/local` gives the GPU training rules 8 threads (7 workers)" in " ".join(README.split())
-    assert LOCAL["set-threads"] == {"train_segmentation": 8, "train_cnn": 8, "evaluate_segmentation": 2}
+    # The GPU rules' threads follow the device (rules/*.smk, nucleiflow.threads; workflow_tests/test_threads.py):
+    # a profile's set-threads would fix them for GPU and CPU runs alike.
+    assert "with an NVIDIA GPU the training rules take 8 threads (7 loader workers)" in " ".join(README.split())
 
 
 def test_gpu_jobs_are_limited_by_the_readme_command_not_the_profile():

@@ -17,12 +17,10 @@ from dataclasses import dataclass
 import torch
 
 from nucleiflow.errors import NucleiflowError
+from nucleiflow.threads import GPU_ALLOCATION_VARIABLES, NO_GPU
 
 log = logging.getLogger(__name__)
 
-# CUDA_VISIBLE_DEVICES values that mean "no GPU" (SLURM writes NoDevFiles when none was requested).
-NO_GPU = ("", "-1", "NoDevFiles")
-GPU_ALLOCATION_VARIABLES = ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS")
 PREFETCH_FACTOR = 4  # batches each loader worker keeps ready
 
 

@@ -19,19 +19,20 @@ tissues), so this module only arranges them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from nucleiflow.catalog import model_label
 from nucleiflow.errors import DataFormatError, require_columns
 from nucleiflow.io import write_csv, write_table
-from nucleiflow.reporting import figures
 from nucleiflow.reporting.reference_results import reference_results
 from nucleiflow.reporting.tables import mean_std_column
 from nucleiflow.segmentation.pannuke_metrics import PANNUKE_CLASS_IDS, PANNUKE_COLUMNS, class_pq_column, tissue_summary
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # PanNuke's nucleus types by class id, as datasets.pannuke.CLASS_NAMES holds them (not imported: the
 # converters need packages the report env lacks; test_instance_report checks they agree).
@@ -228,6 +229,12 @@ def cross_validation_figure(scores: pd.DataFrame, published: bool = True) -> Fig
 
     With `published`, the bPQ/mPQ panels carry the published results as horizontal lines.
     """
+    # matplotlib and seaborn load only when a figure is drawn: the table jobs need neither (about 1 s)
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from nucleiflow.reporting import figures
+
     require_columns(scores, ["model", "fold"], "cross-validation scores")
     metrics = cv_metrics(scores)
     models = list(dict.fromkeys(scores["model"]))
@@ -286,6 +293,8 @@ def write_cross_validation(
     )
     write_table(outputs["table"], table, caption=caption)
     write_csv(outputs["folds"], scores)
+    from nucleiflow.reporting import figures  # see cross_validation_figure
+
     figures.use_style()
     figures.save_figure(cross_validation_figure(scores, published), outputs["figure"])
     return table

@@ -18,7 +18,7 @@ import pandas as pd
 
 from nucleiflow.catalog import ARCH_DISPLAY, ENCODER_DISPLAY, model_label
 from nucleiflow.io import read_json
-from nucleiflow.reporting import figures, tables
+from nucleiflow.reporting import tables
 from nucleiflow.reporting.published import (
     DATASET_SPLIT,
     beside_published,
@@ -289,6 +289,8 @@ def prediction_examples(
 
 def write_figures(histories_df, summary, examples, predictions, outputs: dict) -> None:
     """The experiment's figures, by output key: curves, bars, overlays and contours (see `paper_index`)."""
+    from nucleiflow.reporting import figures  # matplotlib + seaborn (~1 s): not in the table jobs
+
     figures.use_style()
     palette = figures.model_palette(histories_df["model"])
     figures.save_figure(figures.metric_curves(histories_df, palette=palette), outputs["metric_curves"])
@@ -323,6 +325,8 @@ def write_paper_figures(
     `full_ids` are the example images (last evaluated split); the probability maps shown are the first
     model's on that split; `train_predictions`' first file holds predictions on training images.
     """
+    from nucleiflow.reporting import figures  # matplotlib + seaborn (~1 s): not in the table jobs
+
     figures.use_style()
     store = Store(store_path)
     if "samples" in outputs:  # PanNuke Figure 5: sample images and masks
@@ -371,6 +375,8 @@ def prediction_ids(path: str) -> list[str]:
 
 def save_inference_time(per_image: pd.DataFrame, path) -> None:
     """Per-image inference time of every model on the last evaluated split (warm-up excluded)."""
+    from nucleiflow.reporting import figures  # matplotlib + seaborn (~1 s): not in the table jobs
+
     figures.use_style()
     last = per_image[(per_image["subset"] == per_image["subset"].iloc[-1]) & ~per_image["warmup"]]
     figures.save_figure(figures.distribution_by_model(last, "seconds", "Inference time per image (s)"), path)

@@ -23,7 +23,6 @@ from nucleiflow.engine import seed_everything
 from nucleiflow.io import atomic_path, write_csv, write_json
 from nucleiflow.models import count_parameters, model_size_mb
 from nucleiflow.pretrained import check_weights_available
-from nucleiflow.segmentation.augment import load_pipeline
 from nucleiflow.segmentation.data import SegmentationDataset, make_loader, split_ids
 from nucleiflow.segmentation.heads import layout_of
 from nucleiflow.segmentation.inference import evaluate_split, timing_summary, tune_model, tuning_ids, tuning_record
@@ -48,6 +47,10 @@ def train_from_spec(
     model = build_from_spec(spec, training["encoder_weights"])
     store = Store(store_path)
     manifest = pd.read_csv(split_path)
+    # albumentations (which imports torch and its own pytorch helpers) only where training needs it,
+    # not in every evaluation job that imports this module
+    from nucleiflow.segmentation.augment import load_pipeline
+
     transform = load_pipeline(pipeline_path) if pipeline_path else None
     datasets = {
         name: SegmentationDataset(
