@@ -41,8 +41,8 @@ from nucleiflow.archive import safe_extract_zip
 from nucleiflow.datasets.pannuke import convert_pannuke
 from nucleiflow.device import IN_PROCESS, DeviceSetup, loader_kwargs, setup_device
 from nucleiflow.models import build_model
-from nucleiflow.segmentation.augment import build_pipeline
-from nucleiflow.segmentation.data import SegmentationDataset, make_loader
+from nucleiflow.segmentation.training.augment import build_pipeline
+from nucleiflow.segmentation.training.data import SegmentationDataset, make_loader
 from nucleiflow.store import Store
 from nucleiflow.synthetic.pannuke import write_fold_zip
 

@@ -8,7 +8,7 @@ resident memory of this process (`ru_maxrss`; the figure after the imports is
 printed beside it). Then every image of the store is checked against the
 official run-length labels (`stage1_train_labels.csv.zip`): the same multiset
 of nuclei, pixel for pixel. The test suite checks a seeded sample of the same
-(workflow_tests/test_dsb2018_real_release.py); this is the full set.
+(workflow_tests/datasets/test_dsb2018_real_release.py); this is the full set.
 
     .venv/bin/python benchmarks/bench_dsb2018_convert.py                  # ~3 min on an idle 2-core CPU
     .venv/bin/python benchmarks/bench_dsb2018_convert.py --workers 4 --tmp /scratch

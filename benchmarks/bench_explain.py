@@ -1,7 +1,7 @@
 """Benchmark: seconds to explain one 256 x 256 image with Grad-CAM and with LRP, per model.
 
 Each method runs on one image (batch 1) of a freshly built model in evaluation
-mode (weights do not change the cost), as `nucleiflow.segmentation.explain`
+mode (weights do not change the cost), as `nucleiflow.segmentation.analyses.explain`
 runs it in the explain stage: Grad-CAM is captum's `LayerGradCam` on the
 default layer of the architecture, LRP zennit's `EpsilonPlusFlat` with the
 BatchNorm and residual-sum canonizers. After one untimed warm-up call the
@@ -25,7 +25,7 @@ from functools import partial
 import torch
 
 from nucleiflow.models import build_model
-from nucleiflow.segmentation import explain as E
+from nucleiflow.segmentation.analyses import explain as E
 from nucleiflow.workflow.explain import DEFAULT_LAYERS
 
 

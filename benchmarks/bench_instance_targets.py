@@ -41,8 +41,8 @@ from snakemake.utils import validate
 from nucleiflow.catalog import TTA_MODES
 from nucleiflow.datasets.dsb2018 import convert_dsb2018
 from nucleiflow.io import write_csv, write_json
-from nucleiflow.segmentation.augment import build_pipeline, save_pipeline
 from nucleiflow.segmentation.run import evaluate_from_spec, train_from_spec, tune_from_spec
+from nucleiflow.segmentation.training.augment import build_pipeline, save_pipeline
 from nucleiflow.splits import make_split
 from nucleiflow.store import Store
 from nucleiflow.workflow.cells import model_spec

@@ -4,7 +4,7 @@ Two figures, after `--warmup` untimed images:
 
 * ``model``: the network alone (`Predictor.predict_maps_batch`, batches of `--batch`)
 * ``predict``: the predict stage end to end, one image at a time
-  (`segmentation.predict.predict_images`: probability, threshold, watershed
+  (`segmentation.inference.predict.predict_images`: probability, threshold, watershed
   post-processing, per-nucleus table, label/probability TIFFs and overlay PNG)
 
 The images are synthetic DSB2018-like fluorescence and brightfield images
@@ -32,9 +32,9 @@ import torch
 
 from nucleiflow.device import setup_device
 from nucleiflow.models import build_model
-from nucleiflow.segmentation.postprocess import configured_params
-from nucleiflow.segmentation.predict import predict_images
-from nucleiflow.segmentation.predictor import InferenceConfig, Predictor
+from nucleiflow.segmentation.inference.predict import predict_images
+from nucleiflow.segmentation.inference.predictor import InferenceConfig, Predictor
+from nucleiflow.segmentation.representation.postprocess import configured_params
 from nucleiflow.synthetic.dsb2018 import make_sample
 
 

@@ -27,9 +27,9 @@ from nucleiflow.archive import safe_extract_zip
 from nucleiflow.datasets.pannuke import convert_pannuke
 from nucleiflow.device import setup_device
 from nucleiflow.models import build_model
-from nucleiflow.segmentation import robustness as rb
-from nucleiflow.segmentation.inference import evaluate_split
-from nucleiflow.segmentation.predictor import InferenceConfig, Predictor
+from nucleiflow.segmentation.analyses import robustness as rb
+from nucleiflow.segmentation.inference.inference import evaluate_split
+from nucleiflow.segmentation.inference.predictor import InferenceConfig, Predictor
 from nucleiflow.store import Store
 from nucleiflow.synthetic.pannuke import write_fold_zip
 

@@ -60,7 +60,7 @@ def load_model(args):
     import torch
 
     from nucleiflow.datasets.pannuke import CLASS_NAMES
-    from nucleiflow.segmentation.predictor import Predictor
+    from nucleiflow.segmentation.inference.predictor import Predictor
     from nucleiflow.slides.model import SlideModel
 
     torch.set_num_threads(args.threads)

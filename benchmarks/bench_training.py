@@ -52,8 +52,8 @@ import torch
 
 from nucleiflow.device import DeviceSetup, setup_device
 from nucleiflow.models import build_model
-from nucleiflow.segmentation.losses import build_loss
-from nucleiflow.segmentation.training import EpochMeter, SegmentationTrainer, TrainSettings, batch_counts
+from nucleiflow.segmentation.training.losses import build_loss
+from nucleiflow.segmentation.training.trainer import EpochMeter, SegmentationTrainer, TrainSettings, batch_counts
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 # A per-step addition to the bare loop: called with (loss, logits, masks) after optimizer.step().
@@ -122,7 +122,7 @@ def store_batches(path: str, n: int, batch: int, size: int, seed: int = 0, pin: 
     """`n` batches of real random tiles (image, binary mask, index) from the store at `path`, in memory."""
     import numpy as np
 
-    from nucleiflow.segmentation.data import SegmentationDataset
+    from nucleiflow.segmentation.training.data import SegmentationDataset
     from nucleiflow.store import Store
 
     store = Store(path)

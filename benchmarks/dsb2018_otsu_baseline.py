@@ -20,8 +20,8 @@ import pandas as pd
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from nucleiflow.segmentation.instances import label_metrics
-from nucleiflow.segmentation.metrics import pixel_metrics, summarize
+from nucleiflow.segmentation.evaluation.instances import label_metrics
+from nucleiflow.segmentation.evaluation.metrics import pixel_metrics, summarize
 from nucleiflow.store import Store
 
 

@@ -14,7 +14,7 @@ import argparse
 
 import pandas as pd
 
-from nucleiflow.segmentation.metrics import summarize
+from nucleiflow.segmentation.evaluation.metrics import summarize
 from nucleiflow.store import Store
 
 SCORES = ("iou", "dice", "aji", "pq", "map")

@@ -2,7 +2,7 @@
 
 from nucleiflow.log import setup_logging
 from nucleiflow.reporting import figures
-from nucleiflow.segmentation import augment
+from nucleiflow.segmentation.training import augment
 from nucleiflow.store import Store
 
 log = setup_logging(snakemake.log[0])

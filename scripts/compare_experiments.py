@@ -6,7 +6,7 @@ from nucleiflow.catalog import model_label
 from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
 from nucleiflow.reporting import figures
-from nucleiflow.segmentation.report import compare_experiments
+from nucleiflow.segmentation.reports.experiment import compare_experiments
 
 log = setup_logging(snakemake.log[0])
 cells, metrics = snakemake.params.cells, snakemake.params.metrics

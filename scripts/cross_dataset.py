@@ -5,7 +5,7 @@ import pandas as pd
 from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
 from nucleiflow.reporting.figures import save_figure
-from nucleiflow.segmentation.predict_report import cross_dataset_figure, cross_dataset_table
+from nucleiflow.segmentation.reports.predictions import cross_dataset_figure, cross_dataset_table
 
 log = setup_logging(snakemake.log[0])
 runs = [{**run, "per_image": pd.read_csv(path)} for run, path in zip(snakemake.params.runs, snakemake.input.per_image)]

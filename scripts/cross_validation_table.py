@@ -1,7 +1,7 @@
 """Snakemake adapter: one cross-validation experiment's table (folds, mean ± std, published results) and figure."""
 
 from nucleiflow.log import setup_logging
-from nucleiflow.segmentation.instance_report import write_cross_validation
+from nucleiflow.segmentation.reports.instances import write_cross_validation
 
 log = setup_logging(snakemake.log[0])
 table = write_cross_validation(

@@ -2,7 +2,7 @@
 
 from nucleiflow.io import write_csv
 from nucleiflow.log import setup_logging
-from nucleiflow.segmentation.predict import evaluate_on
+from nucleiflow.segmentation.inference.predict import evaluate_on
 
 log = setup_logging(snakemake.log[0])
 per_image = evaluate_on(

@@ -1,7 +1,7 @@
 """Snakemake adapter: filters, Grad-CAM, LRP and LRP statistics of one trained model."""
 
 from nucleiflow.log import setup_logging
-from nucleiflow.segmentation.explain import explain_cell
+from nucleiflow.segmentation.analyses.explain import explain_cell
 
 log = setup_logging(snakemake.log[0])
 table = explain_cell(

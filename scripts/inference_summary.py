@@ -5,7 +5,7 @@ import pandas as pd
 from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
 from nucleiflow.reporting.figures import save_figure
-from nucleiflow.segmentation.predict_report import summary_figure, summary_table
+from nucleiflow.segmentation.reports.predictions import summary_figure, summary_table
 
 log = setup_logging(snakemake.log[0])
 name = snakemake.wildcards.name

@@ -1,7 +1,7 @@
 """Snakemake adapter: the PanNuke benchmark's bPQ/mPQ by tissue for every model of one experiment."""
 
 from nucleiflow.log import setup_logging
-from nucleiflow.segmentation.instance_report import write_pannuke_pq_table
+from nucleiflow.segmentation.reports.instances import write_pannuke_pq_table
 
 log = setup_logging(snakemake.log[0])
 table = write_pannuke_pq_table(

@@ -3,8 +3,8 @@
 from nucleiflow.export.load import load_predictor
 from nucleiflow.io import write_csv
 from nucleiflow.log import setup_logging
-from nucleiflow.segmentation.predict import predict_images
-from nucleiflow.segmentation.predictor import Predictor
+from nucleiflow.segmentation.inference.predict import predict_images
+from nucleiflow.segmentation.inference.predictor import Predictor
 
 log = setup_logging(snakemake.log[0])
 if snakemake.params.spec is None:  # an exported package: it carries its spec, weights and post-processing

@@ -3,7 +3,7 @@
 from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
 from nucleiflow.reporting.figures import save_figure
-from nucleiflow.segmentation import robustness_report as rr
+from nucleiflow.segmentation.reports import robustness as rr
 
 log = setup_logging(snakemake.log[0])
 metrics = snakemake.params.metrics

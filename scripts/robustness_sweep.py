@@ -2,7 +2,7 @@
 
 from nucleiflow.io import write_csv
 from nucleiflow.log import setup_logging
-from nucleiflow.segmentation.robustness import sweep_from_spec
+from nucleiflow.segmentation.analyses.robustness import sweep_from_spec
 
 log = setup_logging(snakemake.log[0])
 frame = sweep_from_spec(

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from nucleiflow.log import setup_logging
-from nucleiflow.segmentation import report as sr
+from nucleiflow.segmentation.reports import experiment as sr
 
 log = setup_logging(snakemake.log[0])
 runs, threshold = snakemake.params.runs, snakemake.params.threshold

@@ -5,7 +5,7 @@ import pandas as pd
 from nucleiflow.io import write_table
 from nucleiflow.log import setup_logging
 from nucleiflow.reporting import paper_index
-from nucleiflow.segmentation import report as sr
+from nucleiflow.segmentation.reports import experiment as sr
 
 log = setup_logging(snakemake.log[0])
 runs, subsets = snakemake.params.runs, snakemake.params.subsets

@@ -1,7 +1,7 @@
 """Snakemake adapter: PQ, AJI, DQ, SQ, per-class PQ by type name and mPQ for every model of one experiment."""
 
 from nucleiflow.log import setup_logging
-from nucleiflow.segmentation.typed_report import write_typed_pq_table
+from nucleiflow.segmentation.reports.typed_pq import write_typed_pq_table
 
 log = setup_logging(snakemake.log[0])
 table = write_typed_pq_table(

@@ -22,10 +22,10 @@ from nucleiflow.datasets import CONVERTERS
 from nucleiflow.errors import ConfigError
 from nucleiflow.models.registry import ARCHITECTURES
 from nucleiflow.reporting.published import published_tables
-from nucleiflow.segmentation.data import SIZE_POLICIES
-from nucleiflow.segmentation.losses import LOSSES
-from nucleiflow.segmentation.robustness import PERTURBATIONS
-from nucleiflow.segmentation.training import RESUMABLE_CHANGES, checkpoint_identity
+from nucleiflow.segmentation.analyses.robustness import PERTURBATIONS
+from nucleiflow.segmentation.training.data import SIZE_POLICIES
+from nucleiflow.segmentation.training.losses import LOSSES
+from nucleiflow.segmentation.training.trainer import RESUMABLE_CHANGES, checkpoint_identity
 from nucleiflow.splits import SCHEMES, SPLIT_NAMES
 from nucleiflow.workflow.cells import model_spec, segmentation_cells
 from nucleiflow.workflow.classification import PUBLISHED_STUDY

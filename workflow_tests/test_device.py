@@ -205,7 +205,7 @@ def test_worker_init_limits_opencv_and_torch_threads():
 
 def test_persistent_workers_follow_set_epoch(pannuke_store):
     """Workers that live across epochs must still draw each epoch's augmentation."""
-    from nucleiflow.segmentation.data import SegmentationDataset, make_loader
+    from nucleiflow.segmentation.training.data import SegmentationDataset, make_loader
     from nucleiflow.store import Store
 
     store = Store(pannuke_store)

@@ -49,16 +49,17 @@ CROP_TASK_CLASS_NAMES: dict[str, tuple[str, ...]] = {
 CNN_MODELS = ("small_cnn", "inception_resnet_v2")
 PRETRAINED_CNN_MODELS = ("inception_resnet_v2",)
 
-# Segmentation losses (`segmentation.losses.LOSSES`): soft Dice, the PanNuke study's Dice with squared terms
+# Segmentation losses (`segmentation.training.losses.LOSSES`): soft Dice, the PanNuke study's Dice with squared terms
 # in the denominator (its equation 4), binary cross-entropy (the classic U-Net study), BCE + Dice (residual U-Net).
 LOSS_NAMES = ("dice", "dice_squared", "bce", "bce_dice")
 
-# Instance-aware training targets (`segmentation.targets.TARGETS`, `segmentation.postprocess.POSTPROCESSORS`):
+# Instance-aware training targets (`segmentation.representation.targets.TARGETS`,
+# `segmentation.representation.postprocess.POSTPROCESSORS`):
 # the foreground mask, three classes background/interior/boundary (the DSB2018 winning solutions), and
 # foreground plus horizontal/vertical distance maps (HoVer-Net, Graham et al. 2019).
 INSTANCE_TARGETS = ("binary", "contour", "hv")
 
-# Test-time augmentation (`segmentation.predictor.Predictor`): none, the four flips, or all eight flips and
+# Test-time augmentation (`segmentation.inference.predictor.Predictor`): none, the four flips, or all eight flips and
 # quarter turns (the dihedral group D4).
 TTA_MODES = ("none", "flips", "d4")
 
@@ -72,11 +73,11 @@ TYPE_HEAD_CLASSES = 6
 # PanNuke study states (Section 3.1), or only the layers it adds to the smp models (the head).
 L2_SCOPES = ("added_blocks", "all_conv")
 
-# How images are scaled before the network (`segmentation.data.to_tensor`): ImageNet statistics (what smp's
+# How images are scaled before the network (`segmentation.training.data.to_tensor`): ImageNet statistics (what smp's
 # pretrained encoders expect) or plain 0-1 (the classic U-Net study, Section 3.1).
 INPUT_SCALINGS = ("imagenet", "unit")
 
-# Preprocessing of the binary training target (`segmentation.data.preprocess_mask`): none, or the classic
+# Preprocessing of the binary training target (`segmentation.training.data.preprocess_mask`): none, or the classic
 # U-Net study's boundary extraction followed by region filling (Section 3.1).
 MASK_PREPROCESSING = ("none", "boundary_fill")
 
@@ -109,7 +110,7 @@ LRP_COMPOSITES = ("epsilon_plus_flat", "epsilon_plus", "epsilon_alpha2_beta1")
 PERTURBATIONS = ("gaussian_noise", "gaussian_blur", "jpeg", "brightness_contrast", "stain")
 STAIN_NORMALISED = "stain_normalised"
 
-# Column labels of the per-image metrics in tables and figures: pixel metrics (segmentation.metrics),
+# Column labels of the per-image metrics in tables and figures: pixel metrics (segmentation.evaluation.metrics),
 # then object metrics; also what a comparison or a robustness sweep may show.
 METRIC_DISPLAY_NAMES = {
     "loss": "Loss",
@@ -121,7 +122,7 @@ METRIC_DISPLAY_NAMES = {
     "f1": "F1",
     "specificity": "Specificity",
     "mcc": "MCC",
-    # object-level metrics (segmentation.instances)
+    # object-level metrics (segmentation.evaluation.instances)
     "aji": "AJI",
     "pq": "PQ",
     "dq": "DQ",

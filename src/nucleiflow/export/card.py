@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from nucleiflow.config import ModelSpec
-from nucleiflow.segmentation.heads import layout_of
+from nucleiflow.segmentation.training.heads import layout_of
 
 # What each output channel holds, per training target (`heads.probabilities`).
 CHANNEL_NAMES = {

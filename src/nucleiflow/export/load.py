@@ -26,7 +26,7 @@ import yaml
 from nucleiflow.errors import DataFormatError
 
 if TYPE_CHECKING:
-    from nucleiflow.segmentation.predictor import Predictor
+    from nucleiflow.segmentation.inference.predictor import Predictor
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 NETWORK_PREFIX = "model."  # ExportedNetwork.model: the trained model inside the package's network
@@ -138,8 +138,8 @@ def predictor_from_package(
 
     from nucleiflow.config import ModelSpec
     from nucleiflow.device import setup_device
-    from nucleiflow.segmentation.predictor import InferenceConfig, Predictor
-    from nucleiflow.segmentation.training import build_from_spec
+    from nucleiflow.segmentation.inference.predictor import InferenceConfig, Predictor
+    from nucleiflow.segmentation.training.trainer import build_from_spec
 
     package = open_package(source)
     spec = ModelSpec.from_dict(package.spec)
@@ -182,7 +182,7 @@ def load_predictor(
     Raises:
         DataFormatError: a zip or folder that is not a package of this workflow (`open_package`).
     """
-    from nucleiflow.segmentation.predictor import Predictor
+    from nucleiflow.segmentation.inference.predictor import Predictor
 
     if is_package(path):
         return predictor_from_package(path, device=device, batch_size=batch_size, threads=threads, maps_only=maps_only)

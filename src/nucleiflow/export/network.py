@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from nucleiflow.config import ModelSpec
-from nucleiflow.segmentation.heads import layout_of, probabilities
+from nucleiflow.segmentation.training.heads import layout_of, probabilities
 
 TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter's default: the kernel reaches 4 sigma
 
@@ -67,7 +67,7 @@ class ExportedNetwork(nn.Module):
 
     def __init__(self, spec: dict):
         super().__init__()
-        from nucleiflow.segmentation.training import build_from_spec
+        from nucleiflow.segmentation.training.trainer import build_from_spec
 
         spec = ModelSpec.from_dict(spec)
         sigma = float(spec.training.get("prefilter_sigma") or 0.0)

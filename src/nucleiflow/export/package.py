@@ -22,7 +22,7 @@
 * ``model_card.html``: the card for the workflow report.
 
 The package is validated by `bioimageio.spec` before it is published (`validate_package`);
-`bioimageio.core`'s model test reproduces its test output (`workflow_tests/test_export.py`).
+`bioimageio.core`'s model test reproduces its test output (`workflow_tests/export/test_export.py`).
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ from nucleiflow.errors import DataFormatError
 from nucleiflow.export.card import CHANNEL_NAMES, model_card, render_html
 from nucleiflow.export.network import network_from_model
 from nucleiflow.io import atomic_dir, atomic_path, read_json, write_text
-from nucleiflow.segmentation.data import IMAGENET_MEAN, IMAGENET_STD, pad_to, resize_pair, split_ids, to_tensor
-from nucleiflow.segmentation.heads import layout_of
-from nucleiflow.segmentation.postprocess import params_to_dict
-from nucleiflow.segmentation.predict import outline_overlay
-from nucleiflow.segmentation.predictor import NO_TTA, InferenceConfig, Predictor
+from nucleiflow.segmentation.inference.predict import outline_overlay
+from nucleiflow.segmentation.inference.predictor import NO_TTA, InferenceConfig, Predictor
+from nucleiflow.segmentation.representation.postprocess import params_to_dict
+from nucleiflow.segmentation.training.data import IMAGENET_MEAN, IMAGENET_STD, pad_to, resize_pair, split_ids, to_tensor
+from nucleiflow.segmentation.training.heads import layout_of
 from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)

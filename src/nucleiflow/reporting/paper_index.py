@@ -3,7 +3,7 @@
 Every segmentation experiment with a ``published:`` key names its outputs after the paper's
 items (``tables/table4_...``, ``figures/figure11_...``); experiments without one keep the
 generic names. The same mapping writes each study's ``paper_index.md`` (item, file, status)
-and the README's per-paper tables (checked by ``workflow_tests/test_paper_index.py``).
+and the README's per-paper tables (checked by ``workflow_tests/reporting/test_paper_index.py``).
 
 Torch-free and stdlib-only: rules/common.smk imports it while the DAG is built.
 Run ``python -m nucleiflow.reporting.paper_index`` to print the README tables.

@@ -32,7 +32,7 @@ FORMAT_VERSION = 1
 
 TABLE_FIELDS = ("source", "keys", "metrics", "rows")
 # dataset_split: the workflow's split of the dataset a table's numbers were measured on (a table-level
-# field), or, as a key column, the split each row was measured on; segmentation.report.versus_paper uses it.
+# field), or, as a key column, the split each row was measured on; segmentation.reports.experiment.versus_paper uses it.
 DATASET_SPLIT = "dataset_split"
 OPTIONAL_TABLE_FIELDS = ("note", "compare", DATASET_SPLIT)
 ROW_TEXT_FIELDS = ("source", "note")

@@ -23,12 +23,23 @@ from nucleiflow.engine import seed_everything
 from nucleiflow.io import atomic_path, write_csv, write_json
 from nucleiflow.models import count_parameters, model_size_mb
 from nucleiflow.pretrained import check_weights_available
-from nucleiflow.segmentation.data import SegmentationDataset, make_loader, split_ids
-from nucleiflow.segmentation.heads import layout_of
-from nucleiflow.segmentation.inference import evaluate_split, timing_summary, tune_model, tuning_ids, tuning_record
-from nucleiflow.segmentation.postprocess import DEFAULT_GRIDS
-from nucleiflow.segmentation.predictor import Predictor
-from nucleiflow.segmentation.training import SegmentationTrainer, TrainSettings, build_from_spec, checkpoint_identity
+from nucleiflow.segmentation.inference.inference import (
+    evaluate_split,
+    timing_summary,
+    tune_model,
+    tuning_ids,
+    tuning_record,
+)
+from nucleiflow.segmentation.inference.predictor import Predictor
+from nucleiflow.segmentation.representation.postprocess import DEFAULT_GRIDS
+from nucleiflow.segmentation.training.data import SegmentationDataset, make_loader, split_ids
+from nucleiflow.segmentation.training.heads import layout_of
+from nucleiflow.segmentation.training.trainer import (
+    SegmentationTrainer,
+    TrainSettings,
+    build_from_spec,
+    checkpoint_identity,
+)
 from nucleiflow.store import Store
 
 log = logging.getLogger(__name__)
@@ -49,7 +60,7 @@ def train_from_spec(
     manifest = pd.read_csv(split_path)
     # albumentations (which imports torch and its own pytorch helpers) only where training needs it,
     # not in every evaluation job that imports this module
-    from nucleiflow.segmentation.augment import load_pipeline
+    from nucleiflow.segmentation.training.augment import load_pipeline
 
     transform = load_pipeline(pipeline_path) if pipeline_path else None
     datasets = {

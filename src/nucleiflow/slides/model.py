@@ -1,6 +1,6 @@
 """The model side of the slide stage: maps of native-scale tiles, nuclei of a chunk's maps, nucleus types.
 
-`SlideModel` wraps a trained model's `Predictor` (`segmentation.predictor`): tiles go through its forward
+`SlideModel` wraps a trained model's `Predictor` (`segmentation.inference.predictor`): tiles go through its forward
 pass prepared exactly as in training (pre-filter, input scaling) with its test-time augmentation, and
 nuclei come from its tuned post-processing (postprocess.json) or its experiment's fixed settings, as for
 the `inference:` stage. The slide stage cuts its own tiles (on the slide's tile grid, `chunks`), so tiles
@@ -39,7 +39,7 @@ class SlideModel:
         """Maps (C, T, T) float32 of RGB uint8 tiles (T, T, 3), each at its native scale, in one batch."""
         import torch
 
-        from nucleiflow.segmentation.data import prepare_image, to_tensor
+        from nucleiflow.segmentation.training.data import prepare_image, to_tensor
 
         config = self.predictor.config
         batch = torch.stack([to_tensor(prepare_image(t, config.prefilter_sigma), config.input_scaling) for t in tiles])
@@ -64,7 +64,7 @@ def load_slide_model(
     device: str | None = None,
 ) -> SlideModel:
     """A trained model for the slide stage; `tile_size` (a multiple of 32) defaults to 256 px or the training size."""
-    from nucleiflow.segmentation.predictor import Predictor
+    from nucleiflow.segmentation.inference.predictor import Predictor
 
     predictor = Predictor.from_model_dir(
         model_path,

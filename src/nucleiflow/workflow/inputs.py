@@ -111,7 +111,7 @@ class Inputs:
         """One record per model and evaluated split: the model, the split and its files by kind.
 
         The report rules pass these records as params and `run_files` of them as input, so the package
-        reads every file with the model and split it belongs to (`segmentation.report`), never by position.
+        reads every file with the model and split it belongs to (`segmentation.reports.experiment`), never by position.
         """
         runs = []
         for cell in self.cells_of(wildcards):
