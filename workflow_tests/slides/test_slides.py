@@ -210,7 +210,7 @@ def test_scattered_parts_gather_to_the_single_job_outputs(small_slide, tmp_path)
 
 KILLED_RUN = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {conftest_dir!r}]
 from test_slides import StainModel
 from nucleiflow.slides.stage import segment_slide_part
 segment_slide_part({plan!r}, {mask!r}, StainModel(delay=0.3), {slide!r}, {chunks!r}, 0, 1, {part!r})
@@ -226,6 +226,7 @@ def test_a_killed_job_resumes_from_its_finished_chunks(small_slide, tmp_path):
     )
     code = KILLED_RUN.format(
         tests=str(Path(__file__).parent),
+        conftest_dir=str(Path(__file__).parents[1]),  # workflow_tests/conftest.py, which test_slides imports
         plan=str(files.plan),
         mask=str(files.tissue),
         slide=str(small_slide),
