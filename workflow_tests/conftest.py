@@ -222,3 +222,38 @@ class RegionModel(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(self.relu(self.conv(x)) * self.region))
+
+
+def resunet_spec(size: int, dataset: str = "toy", experiment: str = "unit", **training) -> dict:
+    """A model spec (as `ModelSpec.from_dict` reads it) of a small residual U-Net trained on the CPU.
+
+    `training` overrides or adds training settings (target, threshold, size_policy, input_scaling, ...).
+    """
+    return {
+        "dataset": dataset,
+        "experiment": experiment,
+        "split": "s",
+        "augmentation": None,
+        "arch": "resunet",
+        "encoder": "none",
+        "reg": "none",
+        "regularization": {"extra_blocks": 0, "dropout": 0.0, "l2": 0.0},
+        "training": {
+            "epochs": 1,
+            "batch_size": 2,
+            "lr": 0.001,
+            "loss": "bce_dice",
+            "input_size": size,
+            "size_policy": "resize",
+            "encoder_weights": None,
+            "prefilter_sigma": 0.0,
+            "threshold": 0.5,
+            "device": "cpu",
+            "amp": False,
+            "input_scaling": "imagenet",
+            "target": "binary",
+            "type_head": False,
+            **training,
+        },
+        "seed": 3,
+    }

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, resunet_spec
 from scipy.ndimage import gaussian_filter
 from snakemake.utils import validate
 
@@ -35,38 +35,22 @@ BIOIMAGEIO_PYTHON = Path(os.environ.get("NUCLEIFLOW_BIOIMAGEIO_PYTHON", REPO / "
 
 
 def spec_of(target="contour", prefilter_sigma=0.0, scaling="imagenet"):
-    return {
-        "dataset": "dsb2018",
-        "experiment": "exported",
-        "split": "s",
-        "augmentation": None,
-        "arch": "resunet",
-        "encoder": "none",
-        "reg": "none",
-        "regularization": {"extra_blocks": 0, "dropout": 0.0, "l2": 0.0},
-        "training": {
-            "epochs": 1,
-            "batch_size": 4,
-            "lr": 0.003,
-            "loss": "bce_dice",
-            "input_size": SIZE,
-            "size_policy": "tile",
-            "encoder_weights": None,
-            "prefilter_sigma": prefilter_sigma,
-            "threshold": 0.5,
-            "device": "cpu",
-            "amp": False,
-            "input_scaling": scaling,
-            "target": target,
-            "type_head": False,
-            "lr_patience": 5,
-            "lr_factor": 0.5,
-            "early_stopping_patience": 0,
-            "keep_last_checkpoint": False,
-            "mask_preprocessing": "none",
-        },
-        "seed": 3,
-    }
+    return resunet_spec(
+        SIZE,
+        dataset="dsb2018",
+        experiment="exported",
+        batch_size=4,
+        lr=0.003,
+        size_policy="tile",
+        prefilter_sigma=prefilter_sigma,
+        input_scaling=scaling,
+        target=target,
+        lr_patience=5,
+        lr_factor=0.5,
+        early_stopping_patience=0,
+        keep_last_checkpoint=False,
+        mask_preprocessing="none",
+    )
 
 
 @pytest.fixture(scope="module")

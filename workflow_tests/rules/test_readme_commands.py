@@ -70,7 +70,9 @@ HOW_PROVEN = {
     ".venv/bin/snakemake --workflow-profile profiles/local --cores 2 --configfile config/hne.yaml": (
         "test_datasets_hne.py::test_hne_config_dry_runs_beside_the_shared_data"
     ),
-    SHARED_SLIDES_COMMAND: "test_slides.py::test_the_readme_command_plans_both_shared_slides (needs ../shared)",
+    SHARED_SLIDES_COMMAND: (
+        "test_readme_commands.py::test_the_readme_command_plans_both_shared_slides (needs ../shared)"
+    ),
     ".venv/bin/python benchmarks/bench_slides.py --threads 1": BENCHMARK_ARGS,
     ".venv/bin/python benchmarks/bench_slides.py --device cuda --batch 64 --parts throughput cmu": BENCHMARK_ARGS,
     # The real DSB2018 release (README, "Measured on the real release").
@@ -238,3 +240,23 @@ def test_own_images_readme_steps_plan_the_prediction(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert re.search(r"^predict\s+1$", output, flags=re.M) and "results/inference/my_cells/" in output
+
+
+# The whole-slide stage's README command over the two real slides (../shared/data/wsi).
+WSI = REPO.parent / "shared" / "data" / "wsi"
+
+
+@pytest.mark.shared_data
+def test_the_readme_command_plans_both_shared_slides(checkout):
+    """The README's command for the two real slides plans plan, segment and gather of each (dry run)."""
+    if not (WSI / "TCGA-CR-7395-01A-01-TS1.svs").is_file():
+        pytest.skip("../shared/data/wsi is absent")
+    (checkout.parent / "shared").mkdir(exist_ok=True)
+    link = checkout.parent / "shared" / "data"
+    if not link.exists():
+        link.symlink_to(WSI.parent)  # the checkout's ../shared, as beside the project
+    result = run_in(checkout, SHARED_SLIDES_COMMAND, "-n")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for rule in ("slide_plan", "slide_segment", "slide_gather"):
+        assert re.search(rf"^{rule}\s+2$", output, flags=re.M), output[-3000:]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -382,21 +381,3 @@ def test_the_tcga_slide_without_resolution_stops_the_run_before_any_job(tmp_path
         check_slides(slides_config([str(CMU), str(TCGA)]))
     assert_one_line(caught, "TCGA-CR-7395-01A-01-TS1", "slide_mpp")
     check_slides(slides_config([str(CMU), str(TCGA)], slide_mpp={"TCGA-CR-7395-01A-01-TS1": 0.25}))
-
-
-@pytest.mark.shared_data
-def test_the_readme_command_plans_both_shared_slides(checkout):
-    """The README's command for the two real slides plans plan, segment and gather of each (dry run)."""
-    if not TCGA.is_file():
-        pytest.skip("../shared/data/wsi is absent")
-    from test_readme_commands import SHARED_SLIDES_COMMAND, run_in
-
-    (checkout.parent / "shared").mkdir(exist_ok=True)
-    link = checkout.parent / "shared" / "data"
-    if not link.exists():
-        link.symlink_to(WSI.parent)  # the checkout's ../shared, as beside the project
-    result = run_in(checkout, SHARED_SLIDES_COMMAND, "-n")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    for rule in ("slide_plan", "slide_segment", "slide_gather"):
-        assert re.search(rf"^{rule}\s+2$", output, flags=re.M), output[-3000:]

@@ -134,12 +134,8 @@ def predictor_from_package(
     """
     from dataclasses import replace
 
-    import torch
-
     from nucleiflow.config import ModelSpec
-    from nucleiflow.device import setup_device
-    from nucleiflow.segmentation.inference.predictor import InferenceConfig, Predictor
-    from nucleiflow.segmentation.training.trainer import build_from_spec
+    from nucleiflow.segmentation.inference.predictor import InferenceConfig, Predictor, model_on_device
 
     package = open_package(source)
     spec = ModelSpec.from_dict(package.spec)
@@ -149,12 +145,7 @@ def predictor_from_package(
     config = InferenceConfig.from_spec(spec, package.postprocess, tuned_path, maps_only=maps_only)
     if batch_size is not None:
         config = replace(config, batch_size=batch_size)
-    training = spec.training
-    setup = setup_device(device or training["device"], threads, training["amp"] if device is None else False)
-    model = build_from_spec(spec)
-    model.load_state_dict(model_state(package))
-    if setup.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, setup = model_on_device(spec, model_state(package), threads, device)
     return Predictor(model, config, setup, spec=spec)
 
 

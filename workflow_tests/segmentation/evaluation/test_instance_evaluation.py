@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
-from conftest import RedEcho
+from conftest import RedEcho, resunet_spec
 from conftest import touching_discs as discs
 
 from nucleiflow.device import setup_device
@@ -150,33 +150,9 @@ def predictor_of(model, layout, **changes):
 
 
 def spec_of(target="binary", type_head=False, threshold=0.5):
-    return {
-        "dataset": "toy",
-        "experiment": "unit",
-        "split": "s",
-        "augmentation": None,
-        "arch": "resunet",
-        "encoder": "none",
-        "reg": "none",
-        "regularization": {"extra_blocks": 0, "dropout": 0.0, "l2": 0.0},
-        "training": {
-            "epochs": 1,
-            "batch_size": 3,
-            "lr": 0.001,
-            "loss": "bce_dice",
-            "input_size": SIZE,
-            "size_policy": "resize",
-            "encoder_weights": None,
-            "prefilter_sigma": 0.0,
-            "threshold": threshold,
-            "device": "cpu",
-            "amp": False,
-            "input_scaling": "unit",
-            "target": target,
-            "type_head": type_head,
-        },
-        "seed": 3,
-    }
+    return resunet_spec(
+        SIZE, batch_size=3, threshold=threshold, input_scaling="unit", target=target, type_head=type_head
+    )
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import REPO, touching_discs
+from conftest import REPO, resunet_spec, touching_discs
 
 from nucleiflow.config import ModelSpec
 from nucleiflow.device import setup_device
@@ -38,34 +38,9 @@ SIZE = 64
 
 
 def spec_of(target="binary", type_head=False, **training):
-    return {
-        "dataset": "toy",
-        "experiment": "unit",
-        "split": "s",
-        "augmentation": None,
-        "arch": "resunet",
-        "encoder": "none",
-        "reg": "none",
-        "regularization": {"extra_blocks": 0, "dropout": 0.0, "l2": 0.0},
-        "training": {
-            "epochs": 1,
-            "batch_size": 2,
-            "lr": 0.001,
-            "loss": "bce_dice",
-            "input_size": SIZE,
-            "size_policy": "resize",
-            "encoder_weights": None,
-            "prefilter_sigma": 1.5,
-            "threshold": 0.4,
-            "device": "cpu",
-            "amp": False,
-            "input_scaling": "imagenet",
-            "target": target,
-            "type_head": type_head,
-            **training,
-        },
-        "seed": 3,
-    }
+    return resunet_spec(
+        SIZE, **{"prefilter_sigma": 1.5, "threshold": 0.4, "target": target, "type_head": type_head} | training
+    )
 
 
 def seeded_model_dir(path, spec):

@@ -225,15 +225,27 @@ def load_trained(
     `device` overrides the training device (then in full precision), e.g. "cpu" for explanations.
     """
     spec = ModelSpec.from_dict(spec)
+    state = load_checkpoint(Path(model_path), checkpoint_identity(spec), map_location="cpu")
+    model, setup = model_on_device(spec, state["model"], threads, device)
+    return model, setup, state
+
+
+def model_on_device(
+    spec: ModelSpec, weights: Mapping, threads: int = 1, device: str | None = None
+) -> tuple[torch.nn.Module, DeviceSetup]:
+    """The spec's network with `weights` loaded, and the device setup it runs on.
+
+    `device` overrides the training device (then in full precision); a trained folder (`load_trained`) and an
+    exported package (`export.load`) both come here, so both run the same model the same way.
+    """
     training = spec.training
     amp = training["amp"] if device is None else False
     setup = setup_device(device or training["device"], threads, amp)
     model = build_from_spec(spec)
-    state = load_checkpoint(Path(model_path), checkpoint_identity(spec), map_location="cpu")
-    model.load_state_dict(state["model"])
+    model.load_state_dict(weights)
     if setup.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model, setup, state
+    return model, setup
 
 
 # ---------------------------------------------------------------- the forward pass
