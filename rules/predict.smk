@@ -45,6 +45,7 @@ rule predict:
     params:
         spec=inference_spec,
         postprocess=inference_postprocess,
+        type_names=inference_type_names,
     script:
         "../scripts/predict_images.py"
 

@@ -33,5 +33,6 @@ inference_images = INPUTS.inference_images
 inference_spec = INPUTS.inference_spec
 inference_tuned_params = INPUTS.inference_tuned_params
 inference_postprocess = INPUTS.inference_postprocess
+inference_type_names = INPUTS.inference_type_names
 cross_manifest = INPUTS.cross_manifest
 cross_runs = INPUTS.cross_runs

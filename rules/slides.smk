@@ -68,6 +68,7 @@ rule slide_segment:
     params:
         spec=slide_spec,
         postprocess=slide_postprocess,
+        type_names=slide_type_names,
         parts=lambda wc: SLIDES[wc.name]["jobs"],
         chunks=lambda wc: SLIDE_CHUNKS.format(name=wc.name, slide=wc.slide),
         tile_size=lambda wc: SLIDES[wc.name]["tile_size"],

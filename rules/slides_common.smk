@@ -1,5 +1,6 @@
 # Input functions and targets of rules/slides.smk (whole-slide images, slides.<name>).
-from nucleiflow.slides.config import model_mpp, slide_cell, slide_files, slide_mpp_override
+from nucleiflow.slides.config import model_mpp, slide_cell, slide_files, slide_mpp_override, slide_package
+from nucleiflow.workflow.cells import cell_type_names
 from nucleiflow.workflow.cells import model_spec as cell_spec
 from nucleiflow.paths import (
     DEMO_SLIDE_NAME,
@@ -34,27 +35,46 @@ def slide_file(wildcards):
 
 
 def slide_options(wildcards):
-    """The plan's settings: run resolution, tiles, chunks, region, level, tissue detection."""
+    """The plan's settings: run resolution, tiles, chunks, region, level, tissue detection, stain normalisation."""
     entry = SLIDES[wildcards.name]
-    keys = ("tile_size", "tile_overlap", "chunk_size", "region", "level", "tissue")
+    keys = ("tile_size", "tile_overlap", "chunk_size", "region", "level", "tissue", "stain_normalisation")
     return {"run_mpp": model_mpp(config, wildcards.name), **{key: entry[key] for key in keys}}
 
 
 def slide_model(wildcards):
+    """The model's weights: an exported package (zip or folder) as named, or the cell's model.pt."""
+    package = slide_package(config, wildcards.name)
+    if package is not None:
+        return package
     return f"{MODEL_DIR}/model.pt".format(**slide_cell(config, wildcards.name).wildcards)
 
 
 def slide_spec(wildcards):
+    """The cell's spec; none for a package, which carries its own."""
+    if slide_package(config, wildcards.name) is not None:
+        return None
     return cell_spec(config, **slide_cell(config, wildcards.name).wildcards).to_dict()
 
 
 def slide_tuned(wildcards):
+    if slide_package(config, wildcards.name) is not None:
+        return []
     return tuned_params_of(slide_cell(config, wildcards.name).wildcards)
 
 
+def slide_type_names(wildcards):
+    """The type names of the model's training data (a package carries its own)."""
+    if slide_package(config, wildcards.name) is not None:
+        return None
+    return cell_type_names(config, slide_cell(config, wildcards.name))
+
+
 def slide_postprocess(wildcards):
-    """The model's experiment's post-processing, its test-time augmentation replaced by slides.<name>.tta if set."""
-    postprocess = dict(SEGMENTATION[slide_cell(config, wildcards.name).experiment]["postprocess"])
+    """The model's post-processing (its experiment's, or the package's own: None), TTA from slides.<name>.tta."""
+    if slide_package(config, wildcards.name) is not None:
+        postprocess = {}
+    else:
+        postprocess = dict(SEGMENTATION[slide_cell(config, wildcards.name).experiment]["postprocess"])
     if SLIDES[wildcards.name]["tta"] is not None:
         postprocess["tta"] = SLIDES[wildcards.name]["tta"]
     return postprocess

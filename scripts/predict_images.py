@@ -16,6 +16,7 @@ else:
         postprocess=snakemake.params.postprocess,
         tuned_path=snakemake.input.tuned[0] if snakemake.input.tuned else None,
         threads=snakemake.threads,
+        type_names=snakemake.params.type_names,
     )
 images, nuclei = predict_images(predictor, snakemake.input.images, snakemake.output.predictions)
 write_csv(snakemake.output.images, images)

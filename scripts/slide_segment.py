@@ -13,12 +13,13 @@ model = load_slide_model(
     params_path=snakemake.input.tuned[0] if snakemake.input.tuned else None,
     tile_size=snakemake.params.tile_size,
     batch_size=snakemake.params.batch_size,
+    type_names=snakemake.params.type_names,
 )
 summary = segment_slide_part(
     snakemake.input.plan,
     snakemake.input.tissue,
     model,
-    snakemake.input.model,
+    [snakemake.input.model, *snakemake.input.tuned],
     snakemake.params.chunks,
     int(snakemake.wildcards.part),
     snakemake.params.parts,

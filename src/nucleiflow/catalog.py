@@ -64,8 +64,19 @@ INSTANCE_TARGETS = ("binary", "contour", "hv")
 TTA_MODES = ("none", "flips", "d4")
 
 # The optional nucleus-type head (`training.type_head`): PanNuke's background + five nucleus types
-# (datasets.pannuke.CLASS_NAMES), one softmax over these channels, as HoVer-Net's type branch.
+# (PANNUKE_CLASS_NAMES), one softmax over these channels, as HoVer-Net's type branch.
 TYPE_HEAD_CLASSES = 6
+
+# The nucleus types of the typed dataset formats, background (id 0) first: PanNuke's five (Gamper et al.
+# 2020), HoVer-Net's merged CoNSeP classes (Graham et al. 2019; `hovernet_mat`). A dataset's `classes` key
+# overrides them (a QuPath `geojson` export names its own). A type head predicts ids into these names.
+PANNUKE_CLASS_NAMES = ("background", "neoplastic", "inflammatory", "connective", "dead", "epithelial")
+CONSEP_CLASSES = ("other", "inflammatory", "epithelial", "spindle-shaped")
+UNTYPED = "nucleus"  # the type name of a nucleus whose pixels the type head calls background (type id 0)
+FORMAT_CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "pannuke": PANNUKE_CLASS_NAMES,
+    "hovernet_mat": ("background", *CONSEP_CLASSES),
+}
 
 # In the three option lists below the first name is the default (the schema's default, and what a spec
 # written before the option existed means).

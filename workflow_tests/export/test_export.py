@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, resunet_spec
+from conftest import REPO, SNAKEMAKE, resunet_spec
 from scipy.ndimage import gaussian_filter
 from snakemake.utils import validate
 
 from nucleiflow.errors import ConfigError, DataFormatError
-from nucleiflow.export.load import is_package, load_predictor, open_package
+from nucleiflow.export.load import is_package, load_predictor, open_package, package_meta
 from nucleiflow.export.network import GaussianPrefilter, gaussian_kernel, network_from_model
 from nucleiflow.export.package import export_model, validate_package
 from nucleiflow.segmentation.inference.predictor import NO_TTA, Predictor
@@ -84,7 +84,7 @@ def exported(trained):
         out,
         postprocess=postprocess,
         evaluation=evaluation,
-        settings={"dataset_format": "dsb2018", "license": "CC-BY-4.0"},
+        settings={"dataset_format": "dsb2018", "license": "CC-BY-4.0", "microns_per_pixel": 0.5},
         threads=2,
     )
     return {**out, "meta": meta, "postprocess": postprocess}
@@ -261,3 +261,70 @@ def test_inference_accepts_a_package_as_model(tmp_path):
     assert inference_package(config, "demo_cells") == str(tmp_path)
     config["inference"]["demo_cells"]["model"] = "dsb_resunet/resunet/none/none"
     assert inference_package(config, "demo_cells") is None
+
+
+def test_the_package_records_type_names_and_resolution(trained, exported):
+    meta = exported["meta"]
+    assert meta["class_names"] == Store(trained["store"]).class_names == ["background", "nucleus"]
+    assert meta["microns_per_pixel"] == 0.5
+    assert package_meta(exported["zip"]) == package_meta(exported["package"]) == yaml.safe_load(yaml.safe_dump(meta))
+    assert "0.5 um per pixel" in (exported["package"] / "README.md").read_text()
+    with pytest.raises(DataFormatError, match="not a model package"):
+        package_meta(trained["split"])
+    config = demo_config()
+    assert export_settings(config, "pannuke_grid")["microns_per_pixel"] == 0.25  # PanNuke: 40x
+    assert export_settings(config, "dsb_resunet_70_20_10")["microns_per_pixel"] is None  # DSB2018: no pixel size
+
+
+def slides_config_with(model: str, **entry) -> dict:
+    config = demo_config()
+    config["slides"]["demo"] = {**config["slides"]["demo"], "model": model, **entry}
+    validate(config, str(SCHEMA))
+    return config
+
+
+@pytest.mark.parametrize("form", ["package", "zip"])
+def test_the_slide_stage_reads_a_package_as_its_model_folder(trained, exported, form):
+    from nucleiflow.slides.config import model_mpp, slide_package
+    from nucleiflow.slides.model import load_slide_model
+
+    config = slides_config_with(str(exported[form]))
+    assert slide_package(config, "demo") == str(exported[form])
+    assert model_mpp(config, "demo") == 0.5  # the training resolution the package records
+    assert model_mpp(slides_config_with(str(exported[form]), mpp=0.25), "demo") == 0.25
+    with pytest.raises(ConfigError, match="slides.demo.mpp: the model package 'results/x/bioimageio.zip'"):
+        model_mpp(slides_config_with("results/x/bioimageio.zip"), "demo")  # not exported yet: give mpp
+    from_package = load_slide_model(None, exported[form], postprocess={"tta": "none"}, tile_size=SIZE, device="cpu")
+    from_folder = load_slide_model(
+        trained["spec"],
+        trained["model_dir"] / "model.pt",
+        postprocess={**exported["postprocess"], "tta": "none"},
+        tile_size=SIZE,
+        device="cpu",
+    )
+    assert from_package.predictor.config == from_folder.predictor.config and from_package.settings == "tile32/tta-none"
+    store = Store(trained["store"])
+    tiles = [np.ascontiguousarray(store.image(i)[:SIZE, :SIZE]) for i in store.ids[:2]]
+    for a, b in zip(from_package.predict_maps_batch(tiles), from_folder.predict_maps_batch(tiles), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(from_package.nuclei(a)[0], from_folder.nuclei(b)[0])
+
+
+def test_a_slides_dry_run_takes_the_package_instead_of_the_training_outputs(checkout, exported, tmp_path):
+    from nucleiflow.paths import SLIDE_SUMMARY
+
+    SUMMARY = SLIDE_SUMMARY.format(name="demo", slide="demo_slide")
+    config = {"slides": {"demo": {"model": str(exported["zip"]), "mpp": 0.5}}}
+    path = tmp_path / "slides_package.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [SNAKEMAKE, "-n", "--cores", "1", "--configfile", "config.yaml", str(path), "--", SUMMARY],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "rule slide_segment" in output and str(exported["zip"]) in output
+    assert "train_segmentation" not in output  # the package replaces the model's training outputs

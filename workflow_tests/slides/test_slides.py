@@ -58,7 +58,9 @@ def small_slide(tmp_path_factory) -> Path:
     return write_synthetic_slide(tmp_path_factory.mktemp("slide") / "small.ome.tif", SMALL)
 
 
-def run_stage(slide: Path, out: Path, *, run_mpp=0.5, chunk_size=256, parts=1, model=None, region=None) -> dict:
+def run_stage(
+    slide: Path, out: Path, *, run_mpp=0.5, chunk_size=256, parts=1, model=None, region=None, stain=None
+) -> dict:
     """plan -> every part -> gather, as the rules run them; returns the output paths and summary row."""
     files = SimpleNamespace(
         plan=out / "plan.json",
@@ -71,6 +73,7 @@ def run_stage(slide: Path, out: Path, *, run_mpp=0.5, chunk_size=256, parts=1, m
         figure=out / "figures" / "overview.png",
     )
     options = {"run_mpp": run_mpp, "tile_size": 128, "tile_overlap": 32, "chunk_size": chunk_size, "region": region}
+    options["stain_normalisation"] = stain
     plan_slide(slide, options, None, files)
     model = model or StainModel()
     part_paths = [out / "parts" / f"part_{k}.json" for k in range(parts)]
@@ -268,6 +271,65 @@ def test_chunks_of_another_model_are_redone(small_slide, tmp_path):
     assert chunk_path(tmp_path, 0).is_file()
 
 
+# ---------------------------------------------------------------- stain normalisation
+
+
+def beer_lambert_tissue(vectors, concentration_scale=(1.0, 1.0), size=256, seed=0) -> np.ndarray:
+    """An H&E-like RGB image of two stains (Beer-Lambert): nucleus blobs of H over an E background."""
+    rng = np.random.default_rng(seed)
+    h = ndi.gaussian_filter(rng.random((size, size)), 3)
+    h = (h > np.percentile(h, 70)) * 1.2 + 0.15
+    e = 0.4 + 0.6 * ndi.gaussian_filter(rng.random((size, size)), 8)
+    c = np.stack([h * concentration_scale[0], e * concentration_scale[1]]).reshape(2, -1)
+    v = np.asarray(vectors, float) / np.linalg.norm(vectors, axis=0)
+    return np.clip(240 * np.exp(-(v @ c)).T.reshape(size, size, 3), 0, 255).astype(np.uint8)
+
+
+def test_a_restained_slide_is_normalised_back_to_the_reference_stains(tmp_path):
+    from PIL import Image
+
+    from nucleiflow.slides.stain import SlideStainNormaliser, estimate_slide_stains, reference_stains
+
+    # The same tissue in two stainings: Macenko's reference H&E vectors, and bluer H, redder E, more H.
+    original = beer_lambert_tissue([[0.5626, 0.2159], [0.7201, 0.8012], [0.4062, 0.5581]])
+    restained = beer_lambert_tissue([[0.65, 0.30], [0.70, 0.70], [0.29, 0.65]], concentration_scale=(1.4, 1.4))
+    Image.fromarray(original).save(tmp_path / "reference.png")
+    target = reference_stains(tmp_path / "reference.png")
+    source = estimate_slide_stains(restained, np.ones(restained.shape[:2], bool))
+    normalise = SlideStainNormaliser(source, target)
+    before = np.abs(restained.astype(float) - original).mean()
+    after = np.abs(normalise(restained).astype(float) - original).mean()
+    assert after < 0.3 * before, (before, after)
+    # One transform for the whole slide: two windows normalised apart equal the whole normalised at once.
+    halves = np.concatenate([normalise(restained[:, :200]), normalise(restained[:, 200:])], axis=1)
+    np.testing.assert_array_equal(halves, normalise(restained))
+    # Glass alone (nothing stained) gives no estimate: the slide is left as it is.
+    assert estimate_slide_stains(np.full((64, 64, 3), 245, np.uint8), np.ones((64, 64), bool)) is None
+    with pytest.raises(DataFormatError, match="stained pixels"):
+        Image.fromarray(np.full((64, 64, 3), 245, np.uint8)).save(tmp_path / "glass.png")
+        reference_stains(tmp_path / "glass.png")
+
+
+def test_the_stage_feeds_the_model_normalised_tiles_and_measures_the_slides_own_pixels(small_slide, tmp_path):
+    class Recording(StainModel):
+        seen: list = []
+
+        def predict_maps_batch(self, tiles):
+            type(self).seen += [t.copy() for t in tiles]
+            return super().predict_maps_batch(tiles)
+
+    plain = run_stage(small_slide, tmp_path / "plain", model=Recording())
+    plain_tiles, Recording.seen = Recording.seen, []
+    normalised = run_stage(small_slide, tmp_path / "macenko", model=Recording(), stain={"reference": None})
+    plan = json.loads(normalised["files"].plan.read_text())
+    assert plan["stain"]["method"] == "macenko" and len(plan["stain"]["source"]["vectors"]) == 3
+    assert json.loads(plain["files"].plan.read_text())["stain"] is None
+    assert plan["fingerprint"] != json.loads(plain["files"].plan.read_text())["fingerprint"]  # chunks redone
+    assert len(Recording.seen) == len(plain_tiles)
+    assert any(not np.array_equal(a, b) for a, b in zip(Recording.seen, plain_tiles))
+    assert normalised["row"]["nuclei"] > 0
+
+
 # ---------------------------------------------------------------- bad input, one line each
 
 
@@ -369,6 +431,10 @@ def test_slides_config_resolution_and_missing_mpp(small_slide, tmp_path):
     assert_one_line(caught, "slides.wsi.slide_mpp", "'no_mpp'", "records no microns per pixel")
     check_slides(slides_config([str(no_mpp)], slide_mpp={"no_mpp": 0.5}))
     check_slides(slides_config([str(no_mpp)], slide_mpp=0.5))
+    with pytest.raises(ConfigError) as caught:
+        check_slides(slides_config([str(small_slide)], stain_normalisation={"reference": str(tmp_path / "ref.png")}))
+    assert_one_line(caught, "slides.wsi.stain_normalisation.reference", "ref.png")
+    check_slides(slides_config([str(small_slide)], stain_normalisation={"reference": None}))
 
 
 @pytest.mark.shared_data

@@ -220,3 +220,24 @@ def test_cpu_config_runs_from_local_sources(tmp_path):
         assert f"input: {path}" in output and f"resources/dsb2018/download/{name}" in output, name
     assert "dsb_resunet_original/models/resunet/none/none/model.pt" in output
     assert "comparisons/dsb_recipe_val/table.csv" in output
+
+
+def test_type_names_and_resolution_of_a_dataset_for_its_models():
+    from nucleiflow.catalog import CONSEP_CLASSES, PANNUKE_CLASS_NAMES
+    from nucleiflow.workflow.cells import dataset_microns_per_pixel, dataset_type_names
+
+    config = {
+        "datasets": {
+            "pannuke": {"format": "pannuke"},
+            "consep": {"format": "hovernet_mat", "microns_per_pixel": 0.25},
+            "lizard": {"format": "hovernet_mat", "classes": ["a", "b"]},
+            "dsb2018": {"format": "dsb2018"},
+        }
+    }
+    assert dataset_type_names(config, "pannuke") == list(PANNUKE_CLASS_NAMES)
+    assert dataset_type_names(config, "consep") == ["background", *CONSEP_CLASSES]
+    assert dataset_type_names(config, "lizard") == ["background", "a", "b"]  # the config's classes win
+    assert dataset_type_names(config, "dsb2018") == []
+    assert dataset_microns_per_pixel(config, "pannuke") == 0.25  # PanNuke: 40x
+    assert dataset_microns_per_pixel(config, "consep") == 0.25
+    assert dataset_microns_per_pixel(config, "dsb2018") is None

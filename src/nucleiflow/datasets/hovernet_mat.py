@@ -35,6 +35,7 @@ import scipy.io
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from nucleiflow.catalog import CONSEP_CLASSES  # the default when the config names none
 from nucleiflow.datasets.image_folders import read_image
 from nucleiflow.errors import DataFormatError
 from nucleiflow.image_keys import content_hash, modality_features
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 IMAGES, LABELS = "Images", "Labels"
 PATCH_INDEX = re.compile(r"^(?P<image>.+)_\d+$")
-# HoVer-Net's merged CoNSeP classes (Graham et al. 2019, Section 4.1): the default when the config names none.
-CONSEP_CLASSES = ("other", "inflammatory", "epithelial", "spindle-shaped")
 MAT_READ_ERRORS = (ValueError, OSError, TypeError, NotImplementedError, scipy.io.matlab.MatReadError)
 
 

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from nucleiflow.catalog import PANNUKE_CLASS_NAMES
 from nucleiflow.errors import DataFormatError
 from nucleiflow.image_keys import content_hash, modality_features
 from nucleiflow.store import StoreWriter
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES = ("background", "neoplastic", "inflammatory", "connective", "dead", "epithelial")
+CLASS_NAMES = PANNUKE_CLASS_NAMES  # background + the five nucleus types (nucleiflow.catalog)
 N_CLASS_CHANNELS = 5  # channel 5 of masks.npy is background
 NPY_READ_ERRORS = (ValueError, OSError, EOFError)  # what np.load raises for a cut or corrupt file
 

@@ -129,6 +129,11 @@ def model_card(
             if t["size_policy"] == "resize"
             else "(native-scale tiles of that size; tile yours at the training data's pixel size)"
         )
+        + (
+            f"; training images at {settings['microns_per_pixel']:g} um per pixel (the slide stage reads slides at it)"
+            if settings.get("microns_per_pixel")
+            else "; the training images record no pixel size"
+        )
         + f"; input scaling `{t.get('input_scaling', 'imagenet')}`"
         + (
             f"; Gaussian pre-filter sigma {t['prefilter_sigma']} px (inside the network)"

@@ -80,6 +80,30 @@ def is_package(path) -> bool:
     return (path.is_file() and path.suffix == ".zip") or (path.is_dir() and rdf_file(path) is not None)
 
 
+def package_meta(source) -> dict:
+    """A package's `config.nucleiflow` (spec, post-processing, type names, resolution), read without unpacking.
+
+    Cheap enough for the workflow to call while it builds the DAG (the slide stage's resolution).
+    DataFormatError naming the file when it is not a package this workflow wrote.
+    """
+    source = Path(source)
+    text = None
+    if source.is_dir():
+        found = rdf_file(source)
+        text = found.read_text() if found else None
+    elif zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as zf:
+            names = [n for n in zf.namelist() if Path(n).name in RDF_NAMES and len(Path(n).parts) <= 2]
+            text = zf.read(sorted(names, key=len)[0]).decode() if names else None
+    if text is None:
+        raise DataFormatError(f"{source}: not a model package (a zip or a folder with {' or '.join(RDF_NAMES)})")
+    rdf = yaml.safe_load(text)
+    meta = ((rdf or {}).get("config") or {}).get("nucleiflow") if isinstance(rdf, dict) else None
+    if not isinstance(meta, dict):
+        raise DataFormatError(f"{source}: a model package without config.nucleiflow (not exported by this workflow)")
+    return meta
+
+
 def open_package(source, unpack_dir=None) -> Package:
     """The package at `source` (folder or zip; a zip is unpacked to `unpack_dir`, default a temporary folder).
 
@@ -146,7 +170,7 @@ def predictor_from_package(
     if batch_size is not None:
         config = replace(config, batch_size=batch_size)
     model, setup = model_on_device(spec, model_state(package), threads, device)
-    return Predictor(model, config, setup, spec=spec)
+    return Predictor(model, config, setup, spec=spec, type_names=package.meta.get("class_names"))
 
 
 def load_predictor(

@@ -135,6 +135,10 @@ def export_model(
         "input_scaling": config.input_scaling,
         "test_image": image_id,
         "network_deviation": deviation,
+        # What the model's outputs mean beyond the maps: the type head's class names (background first)
+        # and the training data's resolution, so a package predicts and reads slides as its folder does.
+        "class_names": list(store.class_names),
+        "microns_per_pixel": settings.get("microns_per_pixel"),
     }
     training = training_summary(model_dir, spec, store, split_path)
     Path(out["package"]).parent.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,7 @@ from skimage.measure import regionprops
 from nucleiflow.errors import ConfigError, DataFormatError
 from nucleiflow.io import atomic_path
 from nucleiflow.slides.reader import Region, Slide, best_level, open_slide
+from nucleiflow.slides.stain import plan_normaliser, plan_stains
 from nucleiflow.slides.tissue import TissueSettings, low_resolution, tissue_mask
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class SlideOptions:
     region: Region | None = None
     level: int | None = None
     tissue: TissueSettings = field(default_factory=TissueSettings)
+    stain_normalisation: dict | None = None  # {"reference": image path or None}: Macenko, one transform per slide
 
     @property
     def stride(self) -> int:
@@ -163,6 +165,7 @@ def make_plan(path: str | Path, options: SlideOptions, slide_mpp: float | None =
             "tissue_area_mm2": float(mask.sum()) * (thumb_mpp / 1000.0) ** 2,
         }
         plan["chunks"] = chunk_list(plan, mask)
+        plan["stain"] = plan_stains(thumbnail, mask, options.stain_normalisation)
     plan["fingerprint"] = fingerprint(plan)
     return plan, {"thumbnail": thumbnail, "mask": mask}
 
@@ -475,10 +478,10 @@ def segment_part(
     nuclei = tiles = 0
     if todo:
         with open_slide(plan["slide"], slide_mpp) as slide:
-            for chunk, image in _prefetch(slide, plan, todo):
+            for chunk, image, model_image in _prefetch(slide, plan, todo):
                 window = chunk_window(plan, chunk)
                 origins = window_tiles(plan, mask, *window)
-                maps, (top, left) = window_maps(model, image, origins, plan["tile_size"])
+                maps, (top, left) = window_maps(model, model_image, origins, plan["tile_size"])
                 if maps is not None:
                     image = image[top : top + maps.shape[1], left : left + maps.shape[2]]
                 result = chunk_nuclei(model, plan, chunk, image, maps, mask, (top, left))
@@ -492,13 +495,16 @@ def segment_part(
 
 
 def _prefetch(slide: Slide, plan: dict, chunks: list[dict], depth: int = 2):
-    """(chunk, window image) in order, the next windows read by a thread while the caller computes."""
+    """(chunk, window image, the image the model sees) in order, the next windows read by a thread while the
+    caller computes; the model's image is stain-normalised when the plan says so (`stain.plan_normaliser`)."""
     out: queue.Queue = queue.Queue(maxsize=depth)
+    normaliser = plan_normaliser(plan)
 
     def read_all():
         try:
             for chunk in chunks:
-                out.put((chunk, read_run_window(slide, plan, *chunk_window(plan, chunk))))
+                image = read_run_window(slide, plan, *chunk_window(plan, chunk))
+                out.put((chunk, image, normaliser(image) if normaliser else image))
         except BaseException as err:  # handed to the consumer, which raises it
             out.put(err)
             return

@@ -9,35 +9,58 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from nucleiflow.catalog import FORMAT_MICRONS_PER_PIXEL
 from nucleiflow.config import ModelCell
 from nucleiflow.errors import ConfigError, choices_error
-from nucleiflow.workflow.cells import named_cell
+from nucleiflow.workflow.cells import dataset_microns_per_pixel, model_package, named_cell
 
 SLIDE_NAME = r"[A-Za-z0-9_.\-]+"  # a slide's name in result paths: its file name without the format suffix
 
 
+def slide_package(config: dict, name: str) -> str | None:
+    """The exported model package (a .zip or a package folder) `slides.<name>.model` names, else None."""
+    return model_package(config["slides"][name]["model"])
+
+
 def slide_cell(config: dict, name: str) -> ModelCell:
-    """The model cell that `slides.<name>.model` names."""
+    """The model cell that `slides.<name>.model` names (not for a package: `slide_package`)."""
     return named_cell(config, f"slides.{name}.model", config["slides"][name]["model"])
 
 
 def model_mpp(config: dict, name: str) -> float:
-    """The resolution (um/px) slides.<name> runs at: its `mpp`, else the model's training data's."""
+    """The resolution (um/px) slides.<name> runs at: its `mpp`, else the model's training data's.
+
+    A package records its training data's resolution (`config.nucleiflow.microns_per_pixel`); one that the
+    workflow has not exported yet is read for it once it exists, so until then `mpp` must be given.
+    """
     entry = config["slides"][name]
     if entry.get("mpp"):
         return float(entry["mpp"])
+    package = slide_package(config, name)
+    if package is not None:
+        found = package_mpp(package) if Path(package).exists() else None
+        if not found:
+            raise ConfigError(
+                f"slides.{name}.mpp: the model package {package!r} records no training resolution (or does not "
+                f"exist yet); give slides.{name}.mpp, the um per pixel of the images it was trained on"
+            )
+        return found
     cell = slide_cell(config, name)
     dataset = config["segmentation"][cell.experiment]["dataset"]
-    found = config["datasets"][dataset].get("microns_per_pixel") or FORMAT_MICRONS_PER_PIXEL.get(
-        config["datasets"][dataset]["format"]
-    )
+    found = dataset_microns_per_pixel(config, dataset)
     if not found:
         raise ConfigError(
             f"slides.{name}.mpp: the model's dataset {dataset!r} records no resolution; set "
             f"datasets.{dataset}.microns_per_pixel (um per pixel of its images) or slides.{name}.mpp"
         )
-    return float(found)
+    return found
+
+
+def package_mpp(package: str) -> float | None:
+    """The training resolution a package records; None when it records none."""
+    from nucleiflow.export.load import package_meta
+
+    found = package_meta(package).get("microns_per_pixel")
+    return float(found) if found else None
 
 
 def slide_files(config: dict, name: str, produced_under: str | None = None) -> dict[str, str]:
@@ -88,8 +111,15 @@ def check_slides(config: dict, produced_under: str | None = None) -> None:
     from nucleiflow.slides.reader import slide_mpp
 
     for name, entry in config.get("slides", {}).items():
-        slide_cell(config, name)
+        if slide_package(config, name) is None:
+            slide_cell(config, name)
         model_mpp(config, name)
+        reference = (entry.get("stain_normalisation") or {}).get("reference")
+        if reference and not Path(reference).is_file():
+            raise ConfigError(
+                f"slides.{name}.stain_normalisation.reference: {reference!r} does not exist "
+                "(an RGB H&E image, or null for the default reference)"
+            )
         if entry.get("tile_overlap", 0) >= entry.get("tile_size", 256):
             raise ConfigError(f"slides.{name}.tile_overlap: {entry['tile_overlap']} must be below tile_size")
         overrides = entry.get("slide_mpp")

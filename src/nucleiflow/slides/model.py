@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nucleiflow.datasets.pannuke import CLASS_NAMES as PANNUKE_CLASS_NAMES
-
 DEFAULT_TILE = 256  # px at the run resolution: larger tiles than the training crops waste less on overlap
 
 
@@ -53,7 +51,7 @@ class SlideModel:
 
 
 def load_slide_model(
-    spec: dict,
+    spec: dict | None,
     model_path,
     *,
     threads: int = 1,
@@ -62,20 +60,35 @@ def load_slide_model(
     tile_size: int | None = None,
     batch_size: int | None = None,
     device: str | None = None,
+    type_names=None,
 ) -> SlideModel:
-    """A trained model for the slide stage; `tile_size` (a multiple of 32) defaults to 256 px or the training size."""
-    from nucleiflow.segmentation.inference.predictor import Predictor
+    """A trained model for the slide stage; `tile_size` (a multiple of 32) defaults to 256 px or the training size.
 
-    predictor = Predictor.from_model_dir(
-        model_path,
-        spec=spec,
-        postprocess=postprocess,
-        tuned_path=params_path,
-        threads=threads,
-        batch_size=batch_size,
-        device=device,
-    )
+    `spec` None: `model_path` is an exported package (zip or folder), which carries its spec, weights,
+    post-processing and type names; `postprocess` then only overrides its test-time augmentation (`tta`).
+    Else `model_path` is the cell's model.pt, read with its experiment's `postprocess`, its tuned
+    `params_path` and the training dataset's `type_names` (background first).
+    """
+    from dataclasses import replace
+
+    from nucleiflow.export.load import load_predictor
+    from nucleiflow.segmentation.inference.predictor import Predictor, check_tta
+
+    if spec is None:
+        predictor = load_predictor(model_path, threads=threads, batch_size=batch_size, device=device)
+        if (postprocess or {}).get("tta"):
+            predictor.config = replace(predictor.config, tta=check_tta(postprocess["tta"]))
+    else:
+        predictor = Predictor.from_model_dir(
+            model_path,
+            spec=spec,
+            postprocess=postprocess,
+            tuned_path=params_path,
+            threads=threads,
+            batch_size=batch_size,
+            device=device,
+            type_names=type_names,
+        )
     config = predictor.config
     size = tile_size or max(DEFAULT_TILE, config.input_size)
-    names = PANNUKE_CLASS_NAMES[1:] if config.layout.type_classes else ()  # ids 1..5; 0 is background
-    return SlideModel(predictor, size, config.batch_size, tuple(names))
+    return SlideModel(predictor, size, config.batch_size, tuple(predictor.type_names[1:]))  # ids 1..K; 0 background

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nucleiflow.catalog import UNTYPED
 from nucleiflow.geojson import class_color, feature, polygon_geometry, write_feature_collection
 from nucleiflow.io import atomic_path, write_table
 from nucleiflow.slides.chunks import NUCLEUS_COLUMNS, chunk_path, read_chunk
 from nucleiflow.slides.pyramid import write_pyramid
 
 TABLE_COLUMNS = ("nucleus_id", *NUCLEUS_COLUMNS, "type_name")
-UNTYPED = "nucleus"
 
 
 # ---------------------------------------------------------------- reading the chunks back

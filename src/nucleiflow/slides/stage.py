@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def slide_options(options: dict) -> SlideOptions:
-    """SlideOptions from a `slides.<name>` entry's plan settings (run_mpp, tiles, chunk, region, level, tissue)."""
+    """SlideOptions from a `slides.<name>` entry's plan settings (run_mpp, tiles, chunk, region, level, tissue,
+    stain normalisation)."""
     region = options.get("region")
     return SlideOptions(
         run_mpp=float(options["run_mpp"]),
@@ -32,6 +33,7 @@ def slide_options(options: dict) -> SlideOptions:
         region=Region(**region) if region else None,
         level=options.get("level"),
         tissue=TissueSettings.from_dict(options.get("tissue")),
+        stain_normalisation=options.get("stain_normalisation"),
     )
 
 
@@ -59,16 +61,27 @@ def read_mask(path) -> np.ndarray:
 
 
 def model_fingerprint(*paths) -> str:
-    """A digest of the model's files (checkpoint, tuned settings): finished chunks of another model are redone."""
+    """A digest of the model's files (checkpoint, tuned settings; every file of a package folder).
+
+    Part of each chunk's key: finished chunks of another model, or of other settings, are redone.
+    """
     from nucleiflow.download import sha256sum
 
-    return "".join(sha256sum(p)[:12] for p in paths if p)
+    files = []
+    for path in (Path(p) for p in paths if p):
+        files += sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    return "".join(sha256sum(f)[:12] for f in files)
 
 
-def segment_slide_part(plan_path, mask_path, model, model_path, chunk_dir, part: int, parts: int, out_path) -> dict:
-    """Segment chunks `part` of `parts` of a planned slide into `chunk_dir`; write the part summary (JSON)."""
+def segment_slide_part(plan_path, mask_path, model, model_files, chunk_dir, part: int, parts: int, out_path) -> dict:
+    """Segment chunks `part` of `parts` of a planned slide into `chunk_dir`; write the part summary (JSON).
+
+    `model_files`: the model's weights (model.pt, or a package's zip or folder), or a list of them with its
+    tuned settings; their digest keys the finished chunks (`model_fingerprint`).
+    """
     plan = read_json(plan_path)
-    key = model_fingerprint(model_path) + "/" + getattr(model, "settings", f"tile{model.tile_size}")
+    files = [model_files] if isinstance(model_files, (str, Path)) else list(model_files)
+    key = model_fingerprint(*files) + "/" + getattr(model, "settings", f"tile{model.tile_size}")
     summary = segment_part(
         plan,
         read_mask(mask_path),

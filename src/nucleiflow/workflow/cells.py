@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nucleiflow.catalog import NO_ENCODER
+from nucleiflow.catalog import FORMAT_CLASS_NAMES, FORMAT_MICRONS_PER_PIXEL, NO_ENCODER
 from nucleiflow.config import (
     ALL_IMAGES,
     NO_REGULARIZATION,
@@ -154,13 +154,41 @@ def inference_cell(config: dict, name: str) -> ModelCell:
     return named_cell(config, f"inference.{name}.model", config["inference"][name]["model"])
 
 
-def inference_package(config: dict, name: str) -> str | None:
-    """The exported model package (a .zip or a package folder) `inference.<name>.model` names, else None.
+def model_package(text: str) -> str | None:
+    """The exported model package (a .zip or a package folder) a `model:` entry names, else None (a model cell).
 
     A zip named here may be a workflow output (rule export_model's bioimageio.zip): Snakemake then makes it.
     """
-    text = config["inference"][name]["model"]
     return text if text.endswith(".zip") or Path(text).is_dir() else None
+
+
+def inference_package(config: dict, name: str) -> str | None:
+    """The exported model package `inference.<name>.model` names, else None."""
+    return model_package(config["inference"][name]["model"])
+
+
+def dataset_type_names(config: dict, dataset: str) -> list[str]:
+    """A dataset's nucleus-type names, background (id 0) first: its `classes`, else its format's; [] if untyped.
+
+    A type head trained on the dataset predicts ids into these names; the prediction tables, the slides'
+    GeoJSON classifications and exported packages name types with them.
+    """
+    entry = config["datasets"][dataset]
+    if entry.get("classes"):
+        return ["background", *entry["classes"]]
+    return list(FORMAT_CLASS_NAMES.get(entry["format"], ()))
+
+
+def dataset_microns_per_pixel(config: dict, dataset: str) -> float | None:
+    """A dataset's resolution (um per pixel): its `microns_per_pixel`, else its format's; None if unknown."""
+    entry = config["datasets"][dataset]
+    found = entry.get("microns_per_pixel") or FORMAT_MICRONS_PER_PIXEL.get(entry["format"])
+    return float(found) if found else None
+
+
+def cell_type_names(config: dict, cell: ModelCell) -> list[str]:
+    """The type names of a model cell's training dataset (`dataset_type_names`)."""
+    return dataset_type_names(config, config["segmentation"][cell.experiment]["dataset"])
 
 
 def named_cell(config: dict, key: str, text: str) -> ModelCell:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from nucleiflow.config import ALL_IMAGES, ModelCell
 from nucleiflow.errors import choices_error
 from nucleiflow.paths import CROSS_EVAL, EVAL_DIR, EXPORT_ZIP
-from nucleiflow.workflow.cells import evaluate_on_targets, segmentation_cells
+from nucleiflow.workflow.cells import dataset_microns_per_pixel, evaluate_on_targets, segmentation_cells
 
 TEST_PER_IMAGE = f"{EVAL_DIR}/test_per_image.csv"
 
@@ -61,6 +61,8 @@ def export_settings(config: dict, experiment: str) -> dict:
     data_format = config["datasets"][exp["dataset"]]["format"]
     section.setdefault("license", DATASET_LICENSES.get(data_format, DEFAULT_LICENSE))
     section["dataset_format"] = data_format
+    # The training data's resolution travels with the package: the slide stage reads slides at it.
+    section["microns_per_pixel"] = dataset_microns_per_pixel(config, exp["dataset"])
     section.pop("models", None)
     section.pop("enabled", None)
     return section

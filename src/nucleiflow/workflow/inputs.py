@@ -30,6 +30,7 @@ from nucleiflow.paths import (
 from nucleiflow.reporting.paper_index import paper_key
 from nucleiflow.workflow.cells import (
     cell_augmentation,
+    cell_type_names,
     evaluate_on_targets,
     experiment_tunes,
     inference_cell,
@@ -192,6 +193,12 @@ class Inputs:
         if inference_package(self.config, wildcards.name) is not None:
             return []
         return self.tuned_params_of(inference_cell(self.config, wildcards.name).wildcards)
+
+    def inference_type_names(self, wildcards) -> list[str] | None:
+        """The type names of the named model's training data, background first (a package carries its own)."""
+        if inference_package(self.config, wildcards.name) is not None:
+            return None
+        return cell_type_names(self.config, inference_cell(self.config, wildcards.name))
 
     def inference_postprocess(self, wildcards) -> dict | None:
         if inference_package(self.config, wildcards.name) is not None:

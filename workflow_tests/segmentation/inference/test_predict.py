@@ -64,6 +64,25 @@ def test_nucleus_table_columns_and_empty_image():
     assert nucleus_table("y", np.zeros((5, 5), np.int32), image[:5, :5]).empty
 
 
+def test_a_type_heads_nuclei_are_named_with_the_training_datasets_types():
+    from nucleiflow.catalog import CONSEP_CLASSES, PANNUKE_CLASS_NAMES
+    from nucleiflow.segmentation.inference.predictor import resolve_type_names
+    from nucleiflow.segmentation.training.heads import OutputLayout
+
+    image, truth = disc_image((40, 80), [(20, 20), (20, 60)], radius=5)
+    consep = resolve_type_names(OutputLayout("hv", 6), ["background", *CONSEP_CLASSES])
+    assert consep == ("background", *CONSEP_CLASSES, "type_5")  # the head has six channels, CoNSeP four types
+    assert resolve_type_names(OutputLayout("hv", 6), None) == PANNUKE_CLASS_NAMES
+    assert resolve_type_names(OutputLayout("binary", 0), ["background", "x"]) == ()
+    table = nucleus_table("x", truth, image, {1: 3, 2: 0}, consep)
+    assert table["type"].tolist() == [3, 0] and table["type_name"].tolist() == ["epithelial", "nucleus"]
+    images = pd.DataFrame({"image_id": ["x"], "height": [40], "width": [80], "n_nuclei": [2]}).assign(
+        foreground_fraction=0.1, seconds=0.0
+    )
+    summary = summary_table(images, table).set_index("image")
+    assert summary.loc["all images", "fraction_epithelial"] == 0.5 and summary.loc["x", "fraction_nucleus"] == 0.5
+
+
 def test_summary_table_counts_and_density():
     images = pd.DataFrame(
         {"image_id": ["a", "b"], "height": [100, 100], "width": [100, 100], "n_nuclei": [2, 1]}

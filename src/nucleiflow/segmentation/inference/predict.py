@@ -8,7 +8,8 @@ and writes, per image, under `out_dir`:
 * ``probabilities/<id>.tif``: the foreground probability (float32, 0-1; contour: interior + boundary)
 * ``overlays/<id>.png``: the image with each nucleus outlined in yellow
 * ``nuclei/<id>.csv``: one row per nucleus (`NUCLEUS_COLUMNS`, skimage `regionprops_table`), plus
-  `type` (PanNuke class id 1-5, 0 untyped) for a model with a type head
+  `type` (the type id, 0 untyped) and `type_name` (its name in the training dataset's classes, e.g.
+  PanNuke's or CoNSeP's) for a model with a type head
 
 It uses the model's own input policy (`resize`: whole image at the training size,
 maps resized back; `tile`: overlapping native-scale tiles streamed through
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,7 @@ from skimage.measure import regionprops_table
 from skimage.segmentation import find_boundaries
 from tqdm import tqdm
 
+from nucleiflow.catalog import UNTYPED
 from nucleiflow.config import ALL_IMAGES
 from nucleiflow.datasets.image_folders import IMAGE_SUFFIXES, find_samples, images_by_stem, read_image
 from nucleiflow.errors import DataFormatError
@@ -63,7 +66,9 @@ NUCLEUS_COLUMNS = (
     "mean_green",
     "mean_blue",
 )
-TYPE_COLUMN = "type"  # added to the nucleus rows of a model with a type head
+TYPE_COLUMN = "type"  # added to the nucleus rows of a model with a type head, with its name after it
+TYPE_NAME_COLUMN = "type_name"
+TYPE_COLUMNS = (TYPE_COLUMN, TYPE_NAME_COLUMN)
 IMAGE_COLUMNS = ("image_id", "height", "width", "n_nuclei", "foreground_fraction", "seconds")
 
 
@@ -88,12 +93,19 @@ def image_reader(source: str | Path) -> tuple[list[str], callable]:
 # ---------------------------------------------------------------- per-image outputs
 
 
-def nucleus_table(image_id: str, labels: np.ndarray, image: np.ndarray, types: dict | None = None) -> pd.DataFrame:
+def nucleus_table(
+    image_id: str,
+    labels: np.ndarray,
+    image: np.ndarray,
+    types: dict | None = None,
+    type_names: Sequence[str] = (),
+) -> pd.DataFrame:
     """One row per nucleus: label, centroid, area, perimeter, eccentricity, solidity, mean intensity per channel.
 
-    With `types` ({label: type}, a type head's vote) a `type` column follows.
+    With `types` ({label: type id}, a type head's vote) `type` and `type_name` columns follow; `type_names`
+    names each id (index = id; `Predictor.type_names`), id 0 reads `catalog.UNTYPED`.
     """
-    columns = list(NUCLEUS_COLUMNS) + ([TYPE_COLUMN] if types is not None else [])
+    columns = list(NUCLEUS_COLUMNS) + (list(TYPE_COLUMNS) if types is not None else [])
     if not labels.any():
         return pd.DataFrame(columns=columns)
     props = regionprops_table(
@@ -114,6 +126,8 @@ def nucleus_table(image_id: str, labels: np.ndarray, image: np.ndarray, types: d
     table["area"] = table["area"].astype(int)
     if types is not None:
         table[TYPE_COLUMN] = [int(types.get(int(label), 0)) for label in table["label"]]
+        names = [UNTYPED, *type_names[1:]]
+        table[TYPE_NAME_COLUMN] = [names[k] if k < len(names) else f"type_{k}" for k in table[TYPE_COLUMN]]
     return table[columns]
 
 
@@ -152,12 +166,12 @@ def predict_images(
 
     Returns:
         (one row per image: IMAGE_COLUMNS, one row per nucleus: NUCLEUS_COLUMNS and, with a type head,
-        `type`).
+        `type` and `type_name`).
     """
     ids, read = image_reader(source)
     if not ids:
         raise DataFormatError(f"{source}: no images to segment")
-    columns = list(NUCLEUS_COLUMNS) + ([TYPE_COLUMN] if predictor.config.layout.type_classes else [])
+    columns = list(NUCLEUS_COLUMNS) + (list(TYPE_COLUMNS) if predictor.config.layout.type_classes else [])
     rows, tables = [], []
     with atomic_dir(out_dir) as tmp:
         for sub in ("labels", "probabilities", "overlays", "nuclei"):
@@ -169,7 +183,7 @@ def predict_images(
             prob = predictor.foreground_probability(maps)
             labels, types = predictor.nuclei_from_maps(maps)
             seconds = time.perf_counter() - started
-            nuclei = nucleus_table(image_id, labels, image, types)
+            nuclei = nucleus_table(image_id, labels, image, types, predictor.type_names)
             write_image_outputs(tmp, image_id, image, prob, labels, nuclei)
             h, w = labels.shape
             rows.append(

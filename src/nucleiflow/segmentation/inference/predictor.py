@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 import torch
 
-from nucleiflow.catalog import INPUT_SCALINGS, TTA_MODES
+from nucleiflow.catalog import INPUT_SCALINGS, PANNUKE_CLASS_NAMES, TTA_MODES
 from nucleiflow.config import ModelSpec, tunes_postprocess
 from nucleiflow.device import DeviceSetup, setup_device
 from nucleiflow.engine import load_checkpoint
@@ -311,6 +311,17 @@ def _resize_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
 # ---------------------------------------------------------------- the predictor
 
 
+def resolve_type_names(layout: OutputLayout, names: Sequence[str] | None) -> tuple[str, ...]:
+    """The name of each type id of a layout's type head: `names` (background first), PanNuke's when None.
+
+    Ids the names do not cover (a dataset with fewer types than the head's channels) read `type_<id>`.
+    """
+    if not layout.type_classes:
+        return ()
+    given = tuple(PANNUKE_CLASS_NAMES if names is None or not len(names) else names)
+    return tuple(given[k] if k < len(given) else f"type_{k}" for k in range(max(layout.type_classes, len(given))))
+
+
 class Predictor:
     """A trained model with its `InferenceConfig`: images in, maps and nuclei out.
 
@@ -320,6 +331,8 @@ class Predictor:
         spec: the `ModelSpec` the model was trained from (None for a model built by hand).
         setup: the device setup (device, mixed precision, memory format).
         state: the checkpoint's payload (e.g. `state["best"]["epoch"]`); empty for a model built by hand.
+        type_names: the name of each type id the type head predicts (index = id, 0 background): the training
+            dataset's (`workflow.cells.dataset_type_names`); empty without a type head.
 
     Build it with `from_model_dir` for a trained model, or `Predictor(model, config, setup)` for any
     module returning (N, C, H, W) logits in the config's layout.
@@ -333,10 +346,12 @@ class Predictor:
         *,
         spec: ModelSpec | None = None,
         state: dict | None = None,
+        type_names: Sequence[str] | None = None,
     ):
         self.model = model.eval().to(setup.device)
         self.config, self.setup, self.spec = config, setup, spec
         self.state = state or {}
+        self.type_names = resolve_type_names(config.layout, type_names)
 
     @property
     def device(self) -> torch.device:
@@ -355,6 +370,7 @@ class Predictor:
         batch_size: int | None = None,
         threads: int = 1,
         maps_only: bool = False,
+        type_names: Sequence[str] | None = None,
     ) -> Predictor:
         """The predictor of a trained model.
 
@@ -368,6 +384,8 @@ class Predictor:
             batch_size: images (resize) or tiles (tile) per forward pass instead of the training batch size.
             threads: CPU threads (intra-op on CPU; loader workers on CUDA).
             maps_only: no post-processing settings are resolved (tuning, explanations).
+            type_names: the training dataset's type names, background first (a type head's ids name into
+                them); None: PanNuke's.
 
         Returns:
             The predictor, its model in evaluation mode on the device.
@@ -384,7 +402,7 @@ class Predictor:
         if batch_size is not None:
             config = replace(config, batch_size=batch_size)
         model, setup, state = load_trained(spec, model_path, threads, device)
-        return cls(model, config, setup, spec=spec, state=state)
+        return cls(model, config, setup, spec=spec, state=state, type_names=type_names)
 
     # -- maps -----------------------------------------------------------------
 
@@ -521,7 +539,8 @@ class Predictor:
 
         Returns:
             (labels, types): an int32 (H, W) instance map (0 background, ids 1..n) and, for a model with a
-            type head, {nucleus id: PanNuke class} by majority vote of the type argmax; else None.
+            type head, {nucleus id: type id} by majority vote of the type argmax (`type_names` names them);
+            else None.
         """
         layout = self.config.layout
         labels = watershed_postprocess(layout.target, maps[: layout.target_channels], self.config.watershed)

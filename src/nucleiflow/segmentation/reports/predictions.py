@@ -14,10 +14,24 @@ PER_MEGAPIXEL = 1e6
 
 
 def summary_table(images: pd.DataFrame, nuclei: pd.DataFrame) -> pd.DataFrame:
-    """Per image and for all images: nucleus count, density (per megapixel) and area distribution (pixels)."""
+    """Per image and for all images: nucleus count, density (per megapixel) and area distribution (pixels).
+
+    With a type head's `type_name` column, the fraction of nuclei of each type follows (`fraction_<type>`).
+    """
     rows = [_summary_row(str(row.image_id), images.loc[[i]], nuclei) for i, row in images.iterrows()]
     rows.append(_summary_row("all images", images, nuclei))
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if "type_name" in nuclei.columns:
+        for name in sorted(nuclei["type_name"].dropna().astype(str).unique()):
+            table[f"fraction_{name}"] = [
+                _type_fraction(nuclei, images.loc[[i], "image_id"], name) for i in images.index
+            ] + [_type_fraction(nuclei, images["image_id"], name)]
+    return table
+
+
+def _type_fraction(nuclei: pd.DataFrame, image_ids: pd.Series, name: str) -> float:
+    rows = nuclei.loc[nuclei["image_id"].isin(image_ids), "type_name"].astype(str)
+    return float((rows == name).mean()) if len(rows) else float("nan")
 
 
 def _summary_row(name: str, images: pd.DataFrame, nuclei: pd.DataFrame) -> dict:
