@@ -101,7 +101,7 @@ rule slide_gather:
             subcategory="{name}",
             labels={"slide": "{slide}", "output": "overview"},
         ),
-        extra=[SLIDE_SUMMARY.replace(".csv", ext) for ext in (".md", ".tex")] + [SLIDE_FIGURE.replace(".png", ".pdf")],
+        extra=[*table_copies(SLIDE_SUMMARY), figure_pdf(SLIDE_FIGURE)],
     log:
         log_path("slide_gather_{slide}", SLIDE_DIR),
     benchmark:
