@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import scipy.io
 import tifffile
+import yaml
 from conftest import REPO, assert_store_fails_cleanly, touching_discs
 from PIL import Image
 
@@ -282,3 +283,30 @@ def test_hne_config_dry_runs_beside_the_shared_data(checkout):
     for rule in ("convert", "train_segmentation", "tune_postprocess", "evaluate_cross", "typed_pq_table"):
         assert f"rule {rule}:" in output, rule
     assert "results/monuseg/store.h5" in output and "results/consep/splits/by_image.csv" in output
+
+
+@pytest.mark.shared_data
+def test_dsb2018_models_on_monuseg_dry_run_beside_the_shared_data(checkout, tmp_path):
+    """config/dsb2018_on_monuseg.yaml over the CPU config: the recipe candidates scored on MoNuSeg."""
+    if not MONUSEG.is_dir():
+        pytest.skip(f"{SHARED_DATA} lacks the MoNuSeg folder")
+    shared = checkout.parent / "shared"
+    if not shared.exists():
+        shared.symlink_to(SHARED_DATA.parent)
+    release = tmp_path / "bbbc038"
+    release.mkdir()
+    names = ("stage1_train.zip", "stage1_test.zip", "stage1_solution.csv")
+    for name in names:
+        (release / name).touch()
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(
+        yaml.safe_dump({"datasets": {"dsb2018": {"files": {n: {"source": str(release / n)} for n in names}}}})
+    )
+    command = [".venv/bin/snakemake", "-n", "--cores", "1", "--configfile", "config/dsb2018_cpu.yaml"]
+    command += [str(sources), "config/dsb2018_on_monuseg.yaml"]
+    result = subprocess.run(command, cwd=checkout, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for experiment in ("dsb_recipe_contour", "dsb_recipe_hv"):
+        assert f"results/dsb2018/{experiment}/tables/cross_dataset.csv" in output
+    assert "results/monuseg/store.h5" in output
