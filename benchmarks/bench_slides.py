@@ -6,7 +6,8 @@ Three parts, each printed as it finishes:
   the tiles the stage runs (its plan: tissue tiles of every chunk window) are read once into memory and
   timed through the network alone (`SlideModel.predict_maps_batch`: images/s, megapixels/s); then the
   stage end to end on the same slide (plan, segment, gather: reading, network, post-processing, every
-  output): tiles/s, megapixels/s, nuclei/s, and its share of the network-alone throughput.
+  output), with post-processing in process and in `--workers` worker processes: tiles/s, megapixels/s,
+  nuclei/s, and each one's share of the network-alone throughput.
 * ``memory``: synthetic slides of 10k x 10k and 50k x 50k pixels (tiled pyramidal OME-TIFF written tile
   by tile) with the same tissue piece, each segmented end to end in a fresh child process: peak RSS
   (`ru_maxrss`) of that process. Bounded memory: the two are the same.
@@ -46,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tta", default="none", help="test-time augmentation (none, flips, d4)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="post-processing worker processes of the stage (0: in process)"
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--size", type=int, default=4096, help="side of the throughput slide (pixels)")
@@ -78,7 +82,7 @@ def load_model(args):
     return SlideModel(predictor, args.tile, args.batch, tuple(names))
 
 
-def run_stage(slide: Path, out: Path, model, run_mpp: float = 0.25, slide_mpp=None) -> dict:
+def run_stage(slide: Path, out: Path, model, run_mpp: float = 0.25, slide_mpp=None, workers: int = 0) -> dict:
     from nucleiflow.slides.stage import gather_slide, plan_slide, segment_slide_part
 
     files = SimpleNamespace(
@@ -95,7 +99,7 @@ def run_stage(slide: Path, out: Path, model, run_mpp: float = 0.25, slide_mpp=No
     started = time.perf_counter()
     plan = plan_slide(slide, options, slide_mpp, files)
     part = out / "parts" / "part_0.json"
-    summary = segment_slide_part(files.plan, files.tissue, model, slide, out / "chunks", 0, 1, part)
+    summary = segment_slide_part(files.plan, files.tissue, model, slide, out / "chunks", 0, 1, part, workers=workers)
     row = gather_slide(files.plan, files.tissue, files.thumbnail, [part], out / "chunks", files)
     return {"seconds": time.perf_counter() - started, "plan": plan, "summary": summary, "row": row}
 
@@ -122,7 +126,8 @@ def throughput(args, model, tmp: Path) -> None:
         tmp / "throughput.ome.tif", SyntheticSlide(width=args.size, height=args.size, mpp=0.25, seed=5)
     )
     warm = model.predict_maps_batch([np.full((args.tile, args.tile, 3), 200, np.uint8)] * args.batch)  # noqa: F841
-    end_to_end = run_stage(slide, tmp / "throughput", model)
+    in_process = run_stage(slide, tmp / "in_process", model)
+    end_to_end = run_stage(slide, tmp / "throughput", model, workers=args.workers)
     plan = end_to_end["plan"]
     tiles = stage_tiles(slide, plan, read_mask(tmp / "throughput" / "tissue_mask.png"))
     started = time.perf_counter()
@@ -134,12 +139,13 @@ def throughput(args, model, tmp: Path) -> None:
     chunks = len(plan["chunks"])
     print(f"throughput slide: {args.size} x {args.size} px at 0.25 um/px, {chunks} chunks, {len(tiles)} tiles")
     print(f"  network alone : {len(tiles) / network:8.2f} images/s {megapixels / network:8.2f} MP/s ({network:.1f} s)")
-    e2e = end_to_end["seconds"]
-    print(
-        f"  slide stage   : {len(tiles) / e2e:8.2f} images/s {megapixels / e2e:8.2f} MP/s ({e2e:.1f} s end to end, "
-        f"{nuclei} nuclei, {nuclei / e2e:.1f} nuclei/s)"
-    )
-    print(f"  end to end / network alone: {network / e2e:.0%}")
+    for label, run in (("in process", in_process), (f"{args.workers} worker(s)", end_to_end)):
+        e2e = run["seconds"]
+        print(
+            f"  stage, post-processing {label:>11}: {len(tiles) / e2e:8.2f} images/s {megapixels / e2e:8.2f} MP/s "
+            f"({e2e:.1f} s end to end, {nuclei} nuclei, {nuclei / e2e:.1f} nuclei/s); "
+            f"end to end / network alone: {network / e2e:.0%}"
+        )
 
 
 def memory(args, tmp: Path) -> None:
@@ -155,12 +161,14 @@ def memory(args, tmp: Path) -> None:
         command = [sys.executable, __file__, "--child", str(slide), str(tmp / f"memory_{side}")]
         command += ["--model-dir", str(args.model_dir), "--tta", args.tta, "--device", args.device]
         command += ["--threads", str(args.threads), "--batch", str(args.batch), "--tile", str(args.tile)]
+        command += ["--workers", str(args.workers)]
         child_run = subprocess.run(command, check=True, capture_output=True, text=True)
         result = json.loads(child_run.stdout.splitlines()[-1])
         rows.append((side, written, result))
         print(
             f"memory slide {side} x {side} px ({slide.stat().st_size / 2**20:.0f} MiB, written in {written:.0f} s): "
-            f"peak RSS {result['peak_rss_mib']:.0f} MiB, {result['nuclei']} nuclei, "
+            f"peak RSS {result['peak_rss_mib']:.0f} MiB (largest worker {result['worker_rss_mib']:.0f} MiB), "
+            f"{result['nuclei']} nuclei, "
             f"{result['seconds']:.1f} s end to end"
         )
     small, large = rows[0][2]["peak_rss_mib"], rows[1][2]["peak_rss_mib"]
@@ -169,16 +177,18 @@ def memory(args, tmp: Path) -> None:
 
 def child(args) -> None:
     model = load_model(args)
-    result = run_stage(Path(args.child[0]), Path(args.child[1]), model)
+    result = run_stage(Path(args.child[0]), Path(args.child[1]), model, workers=args.workers)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_rss_mib": peak, "nuclei": result["row"]["nuclei"], "seconds": result["seconds"]}))
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest worker process
+    record = {"peak_rss_mib": peak, "worker_rss_mib": worker, "nuclei": result["row"]["nuclei"]}
+    print(json.dumps({**record, "seconds": result["seconds"]}))
 
 
 def cmu(args, model, tmp: Path) -> None:
     if not args.cmu.is_file():
         print(f"cmu: {args.cmu} is absent; skipped")
         return
-    result = run_stage(args.cmu, tmp / "cmu", model)
+    result = run_stage(args.cmu, tmp / "cmu", model, workers=args.workers)
     row, plan = result["row"], result["plan"]
     print(
         f"CMU-1-Small-Region.svs: {row['width_px']} x {row['height_px']} px at {row['slide_mpp']} um/px, run at "

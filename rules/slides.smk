@@ -60,7 +60,9 @@ rule slide_segment:
         bench_path("slide_segment_{slide}_{part}", SLIDE_DIR)
     conda:
         "../envs/slides.yaml"
-    threads: device_threads(gpu=2, cpu=1)
+    # CPU: one thread for the network, one post-processing worker process (the next chunk's network
+    # overlaps this chunk's watershed); GPU: one drives it, one loads.
+    threads: device_threads(gpu=2, cpu=2)
     resources:
         mem_mb=4000,
         runtime=240,

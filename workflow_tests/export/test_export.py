@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import pickle
 import subprocess
 import zipfile
 from pathlib import Path
@@ -308,6 +309,9 @@ def test_the_slide_stage_reads_a_package_as_its_model_folder(trained, exported, 
     for a, b in zip(from_package.predict_maps_batch(tiles), from_folder.predict_maps_batch(tiles), strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(from_package.nuclei(a)[0], from_folder.nuclei(b)[0])
+        # What a post-processing worker process receives: the settings alone, pickled, the same nuclei.
+        finder = pickle.loads(pickle.dumps(from_package.postprocessor()))
+        np.testing.assert_array_equal(finder.nuclei(a)[0], from_folder.nuclei(b)[0])
 
 
 def test_a_slides_dry_run_takes_the_package_instead_of_the_training_outputs(checkout, exported, tmp_path):

@@ -59,7 +59,7 @@ def small_slide(tmp_path_factory) -> Path:
 
 
 def run_stage(
-    slide: Path, out: Path, *, run_mpp=0.5, chunk_size=256, parts=1, model=None, region=None, stain=None
+    slide: Path, out: Path, *, run_mpp=0.5, chunk_size=256, parts=1, model=None, region=None, stain=None, workers=0
 ) -> dict:
     """plan -> every part -> gather, as the rules run them; returns the output paths and summary row."""
     files = SimpleNamespace(
@@ -78,7 +78,7 @@ def run_stage(
     model = model or StainModel()
     part_paths = [out / "parts" / f"part_{k}.json" for k in range(parts)]
     for k, path in enumerate(part_paths):
-        segment_slide_part(files.plan, files.tissue, model, slide, out / "chunks", k, parts, path)
+        segment_slide_part(files.plan, files.tissue, model, slide, out / "chunks", k, parts, path, workers=workers)
     row = gather_slide(files.plan, files.tissue, files.thumbnail, part_paths, out / "chunks", files, name="t")
     return {"files": files, "row": row}
 
@@ -217,6 +217,13 @@ from test_slides import StainModel
 from nucleiflow.slides.stage import segment_slide_part
 segment_slide_part({plan!r}, {mask!r}, StainModel(delay=0.3), {slide!r}, {chunks!r}, 0, 1, {part!r})
 """
+
+
+def test_post_processing_in_worker_processes_writes_the_same_outputs(small_slide, tmp_path):
+    in_process = run_stage(small_slide, tmp_path / "in_process", chunk_size=256)
+    workers = run_stage(small_slide, tmp_path / "workers", chunk_size=256, workers=2)
+    assert len(json.loads(in_process["files"].plan.read_text())["chunks"]) > 2  # several chunks in flight
+    assert_same_outputs(outputs_of(workers["files"]), outputs_of(in_process["files"]))
 
 
 def test_a_killed_job_resumes_from_its_finished_chunks(small_slide, tmp_path):

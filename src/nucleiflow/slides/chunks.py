@@ -460,11 +460,15 @@ def segment_part(
     model_fingerprint: str = "",
     slide_mpp: float | None = None,
     progress=None,
+    workers: int = 0,
 ) -> dict:
     """Segment the chunks of job `part` of `parts` into `chunk_dir` (one atomic file each); skip finished ones.
 
-    Reading the next window overlaps with the current chunk's inference (a reader thread). Returns a summary:
-    chunks, done before (resumed), nuclei, tiles, seconds.
+    Reading the next window overlaps with the current chunk's inference (a reader thread). With `workers`
+    > 0, each chunk's post-processing (nuclei from its maps, measurements, outlines, the chunk file) runs in
+    that many worker processes while the model works on the next chunks: `model.postprocessor()` (or the
+    model itself when it has none) finds the nuclei there; the chunk files are the same either way. Returns a
+    summary: chunks, done before (resumed), nuclei, tiles, seconds.
     """
     key = plan["fingerprint"] + model_fingerprint
     mine = part_chunks(plan, part, parts)
@@ -477,21 +481,70 @@ def segment_part(
     started = time.perf_counter()
     nuclei = tiles = 0
     if todo:
-        with open_slide(plan["slide"], slide_mpp) as slide:
+        finder = model.postprocessor() if workers and hasattr(model, "postprocessor") else model
+        with open_slide(plan["slide"], slide_mpp) as slide, _chunk_pool(workers) as pool:
+            pending: list = []
+
+            def collect(done) -> None:
+                nonlocal nuclei
+                chunk, found = done[0], done[1].result()
+                nuclei += found
+                if progress:
+                    progress(chunk, found)
+
             for chunk, image, model_image in _prefetch(slide, plan, todo):
                 window = chunk_window(plan, chunk)
                 origins = window_tiles(plan, mask, *window)
                 maps, (top, left) = window_maps(model, model_image, origins, plan["tile_size"])
                 if maps is not None:
                     image = image[top : top + maps.shape[1], left : left + maps.shape[2]]
-                result = chunk_nuclei(model, plan, chunk, image, maps, mask, (top, left))
-                write_chunk(chunk_path(chunk_dir, chunk["index"]), result, key)
-                nuclei += len(result["area_um2"])
+                args = (finder, plan, chunk, image, maps, mask, (top, left), chunk_path(chunk_dir, chunk["index"]), key)
+                pending.append((chunk, pool.submit(finish_chunk, *args)))
                 tiles += len(origins)
-                if progress:
-                    progress(chunk, len(result["area_um2"]))
+                while len(pending) > max(1, workers):  # bounded: at most `workers` chunks' maps in flight
+                    collect(pending.pop(0))
+            for done in pending:
+                collect(done)
     summary.update(nuclei=nuclei, tiles=tiles, seconds=time.perf_counter() - started, fingerprint=key)
     return summary
+
+
+def finish_chunk(finder, plan, chunk, image, maps, mask, offset, path, key) -> int:
+    """A chunk's nuclei from its window's maps (`chunk_nuclei`), written atomically; returns how many."""
+    result = chunk_nuclei(finder, plan, chunk, image, maps, mask, offset)
+    write_chunk(path, result, key)
+    return len(result["area_um2"])
+
+
+class _InProcess:
+    """`concurrent.futures`' submit/result, run at once in this process (no workers)."""
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _chunk_pool(workers: int):
+    """A process pool of `workers` post-processing workers (forked: the plan and finder need no re-import)."""
+    if workers <= 0:
+        return _InProcess()
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    # The workers are forked now, before the window reader thread starts: a fork never copies a lock that
+    # thread holds.
+    pool.submit(int).result()
+    return pool
 
 
 def _prefetch(slide: Slide, plan: dict, chunks: list[dict], depth: int = 2):

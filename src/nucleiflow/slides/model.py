@@ -6,8 +6,9 @@ nuclei come from its tuned post-processing (postprocess.json) or its experiment'
 the `inference:` stage. The slide stage cuts its own tiles (on the slide's tile grid, `chunks`), so tiles
 are batched straight through the network at their native scale, never resized or tiled again.
 
-`chunks.segment_chunk` calls only `tile_size`, `batch_size`, `type_names`, `predict_maps_batch` and
-`nuclei`; the tests pass a stain-threshold stand-in with the same members.
+`chunks.segment_part` calls only `tile_size`, `batch_size`, `type_names`, `predict_maps_batch`, `nuclei`
+and (with post-processing workers) `postprocessor`; the tests pass a stain-threshold stand-in with the
+same members.
 """
 
 from __future__ import annotations
@@ -45,8 +46,24 @@ class SlideModel:
 
     def nuclei(self, maps: np.ndarray) -> tuple[np.ndarray, dict | None, np.ndarray | None]:
         """(int instance map, {id: type} or None, type probabilities (K, H, W) or None) of a window's maps."""
-        labels, types = self.predictor.nuclei_from_maps(maps)
-        layout = self.predictor.config.layout
+        return self.postprocessor().nuclei(maps)
+
+    def postprocessor(self) -> NucleiFinder:
+        """The post-processing alone (no network): picklable, for the slide stage's worker processes."""
+        return NucleiFinder(self.predictor.config)
+
+
+@dataclass(frozen=True)
+class NucleiFinder:
+    """Nuclei of a window's maps with a model's post-processing settings (`predictor.find_nuclei`)."""
+
+    config: object  # the model's InferenceConfig
+
+    def nuclei(self, maps: np.ndarray) -> tuple[np.ndarray, dict | None, np.ndarray | None]:
+        from nucleiflow.segmentation.inference.predictor import find_nuclei
+
+        labels, types = find_nuclei(maps, self.config)
+        layout = self.config.layout
         return labels, types, (maps[layout.types] if layout.type_classes else None)
 
 

@@ -73,8 +73,12 @@ def model_fingerprint(*paths) -> str:
     return "".join(sha256sum(f)[:12] for f in files)
 
 
-def segment_slide_part(plan_path, mask_path, model, model_files, chunk_dir, part: int, parts: int, out_path) -> dict:
+def segment_slide_part(
+    plan_path, mask_path, model, model_files, chunk_dir, part: int, parts: int, out_path, workers: int = 0
+) -> dict:
     """Segment chunks `part` of `parts` of a planned slide into `chunk_dir`; write the part summary (JSON).
+
+    `workers`: post-processing worker processes beside the model (`chunks.segment_part`).
 
     `model_files`: the model's weights (model.pt, or a package's zip or folder), or a list of them with its
     tuned settings; their digest keys the finished chunks (`model_fingerprint`).
@@ -92,6 +96,7 @@ def segment_slide_part(plan_path, mask_path, model, model_files, chunk_dir, part
         model_fingerprint=key,
         slide_mpp=plan.get("slide_mpp_given"),
         progress=lambda chunk, n: log.info("chunk %d: %d nuclei", chunk["index"], n),
+        workers=workers,
     )
     summary["type_names"] = list(model.type_names)
     write_json(out_path, summary)

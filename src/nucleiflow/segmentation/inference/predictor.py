@@ -311,6 +311,14 @@ def _resize_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
 # ---------------------------------------------------------------- the predictor
 
 
+def find_nuclei(maps: np.ndarray, config: InferenceConfig) -> tuple[np.ndarray, dict[int, int] | None]:
+    """`Predictor.nuclei_from_maps` without the model: what a post-processing worker process runs."""
+    layout = config.layout
+    labels = watershed_postprocess(layout.target, maps[: layout.target_channels], config.watershed)
+    types = nucleus_types(labels, maps[layout.types]) if layout.type_classes else None
+    return labels, types
+
+
 def resolve_type_names(layout: OutputLayout, names: Sequence[str] | None) -> tuple[str, ...]:
     """The name of each type id of a layout's type head: `names` (background first), PanNuke's when None.
 
@@ -542,10 +550,7 @@ class Predictor:
             type head, {nucleus id: type id} by majority vote of the type argmax (`type_names` names them);
             else None.
         """
-        layout = self.config.layout
-        labels = watershed_postprocess(layout.target, maps[: layout.target_channels], self.config.watershed)
-        types = nucleus_types(labels, maps[layout.types]) if layout.type_classes else None
-        return labels, types
+        return find_nuclei(maps, self.config)
 
     def predict_nuclei(self, image: np.ndarray) -> tuple[np.ndarray, dict[int, int] | None]:
         """`nuclei_from_maps(predict_maps(image))`: the nuclei of one (H, W, 3) RGB uint8 image."""
