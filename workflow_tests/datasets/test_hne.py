@@ -310,3 +310,23 @@ def test_dsb2018_models_on_monuseg_dry_run_beside_the_shared_data(checkout, tmp_
     for experiment in ("dsb_recipe_contour", "dsb_recipe_hv"):
         assert f"results/dsb2018/{experiment}/tables/cross_dataset.csv" in output
     assert "results/monuseg/store.h5" in output
+
+
+@pytest.mark.shared_data
+def test_the_hne_model_on_the_cmu_slide_dry_runs_beside_the_shared_data(checkout):
+    """config/hne_slides.yaml: the CoNSeP model segments CMU-1-Small-Region.svs, its training planned first."""
+    cmu = SHARED_DATA / "wsi" / "CMU-1-Small-Region.svs"
+    if not (CONSEP.is_dir() and cmu.is_file()):
+        pytest.skip(f"{SHARED_DATA} lacks the CoNSeP folder or the CMU slide")
+    shared = checkout.parent / "shared"
+    if not shared.exists():
+        shared.symlink_to(SHARED_DATA.parent)
+    target = "results/slides/hne/CMU-1-Small-Region/nuclei.geojson"
+    command = [".venv/bin/snakemake", "-n", "--cores", "1", target]
+    command += ["--configfile", "config/hne.yaml", "config/hne_slides.yaml"]
+    result = subprocess.run(command, cwd=checkout, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "results/consep/consep_hv/models/unet/resnet18/none/model.pt" in output
+    for rule in ("train_segmentation", "tune_postprocess", "slide_plan", "slide_segment", "slide_gather"):
+        assert f"rule {rule}:" in output, rule
