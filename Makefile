@@ -25,7 +25,7 @@ demo: $(STAMP)
 
 # One pytest-xdist worker per core, one test module at a time each; the long runs first (workflow_tests/conftest.py).
 test: $(STAMP) $(BIOIMAGEIO_STAMP)
-	$(BIN)/python -m pytest -n $(CORES) --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -n $(CORES) --dist loadfile --no-loadscope-reorder --durations=15
 
 # bioimageio.core's model test of exported packages runs in its own environment (requirements-bioimageio.txt):
 # the project's packages through a .pth file, bioimageio.core and the pydantic it needs on top.
