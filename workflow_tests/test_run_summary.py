@@ -54,6 +54,35 @@ def test_the_last_run_with_jobs_and_its_benchmarks(workflow):
     assert line == "3 jobs: 200 s of CPU time in 100 s of wall time, 2.00 cores busy on average (CPU / wall)"
 
 
+def test_a_jobs_own_cpu_account_replaces_the_sampled_benchmark(workflow):
+    """Snakemake samples a job's CPU every 30 s; the resources line its log ends with is the whole of it."""
+    log = workflow / "results/a/logs/train_y.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("2026-03-01 12:01:03 INFO    nucleiflow: job resources: CPU 121.50 s (user + system, ...)\n")
+    run = last_run(workflow / "log")
+    jobs = run_jobs([workflow / "results", workflow / "resources"], run)
+    assert {job.path.name: job.best_cpu_s for job in jobs}["train_y.tsv"] == 121.5
+    line = summary_line(jobs, run.wall_s)
+    assert line.startswith("3 jobs: 262 s of CPU time in 100 s of wall time, 2.61 cores busy")
+    assert "as 1 jobs' logs account it" in line and "give 200 s, 2.00" in line
+
+
+def test_a_job_log_ends_with_its_process_accounting(tmp_path):
+    code = (
+        "import time\n"
+        "from nucleiflow.log import setup_logging\n"
+        f"setup_logging({str(tmp_path / 'job.log')!r})\n"
+        "t = time.process_time()\n"
+        "while time.process_time() - t < 0.3: pass\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+    from nucleiflow.log import logged_cpu
+
+    assert logged_cpu(tmp_path / "job.log") >= 0.3
+    assert logged_cpu(tmp_path / "absent.log") is None
+
+
 def test_a_stopped_run_ends_at_its_last_log_line(tmp_path):
     log = _log(tmp_path, STARTED, ["Finished jobid: 3 (Rule: train)"])  # killed: no "Elapsed time"
     os.utime(log, (STARTED.timestamp() + 42, STARTED.timestamp() + 42))

@@ -5,9 +5,11 @@ finished jobs: its start is the log's name, its wall time the "Elapsed time"
 Snakemake writes at the end (the log's last write, if the run was stopped).
 The jobs are the Snakemake benchmark files (`results/**/benchmarks/*.tsv` and
 `resources/**/benchmarks/*.tsv`, one per job: `s` wall seconds, `cpu_time` user + system seconds of the job's
-processes) written during that run. CPU time over wall time is the number of
-cores the run kept busy on average: on 2 cores, 2.0 is every core busy all the
-time.
+processes) written during that run. A job's CPU time is the operating system's account of it that its log
+ends with (`log.RESOURCES`, beside the benchmark: `.../logs/<job>.log`), else the benchmark's `cpu_time`,
+which Snakemake samples every 30 s and so undercounts any job longer than that; the line gives both sums.
+CPU time over wall time is the number of cores the run kept busy on average: on 2 cores, 2.0 is every core
+busy all the time.
 
     .venv/bin/python -m nucleiflow.run_summary            # from the workflow's folder (make demo runs it)
 """
@@ -17,9 +19,11 @@ from __future__ import annotations
 import argparse
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+
+from nucleiflow.log import logged_cpu
 
 LOG_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{6}\.\d+)\.snakemake\.log$")
 ELAPSED = re.compile(r"^Elapsed time: (?:(\d+) days?, )?(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$", re.M)
@@ -39,7 +43,17 @@ class Run:
 class JobTimes:
     path: Path
     wall_s: float
-    cpu_s: float
+    cpu_s: float  # the benchmark's sampled cpu_time
+    logged_cpu_s: float | None = None  # the job's own account (its log's resources line)
+
+    @property
+    def best_cpu_s(self) -> float:
+        return self.cpu_s if self.logged_cpu_s is None else self.logged_cpu_s
+
+
+def job_log(benchmark: Path) -> Path:
+    """The log beside a benchmark file (`paths.log_path` and `paths.bench_path` share the job's name)."""
+    return benchmark.parent.parent / "logs" / (benchmark.stem + ".log")
 
 
 def read_benchmark(path: Path) -> JobTimes:
@@ -76,7 +90,7 @@ def run_jobs(folders: list[Path], run: Run) -> list[JobTimes]:
     """The benchmark files under `folders` written during `run`."""
     ended = run.started + run.wall_s + SLACK_S
     return [
-        read_benchmark(path)
+        replace(read_benchmark(path), logged_cpu_s=logged_cpu(job_log(path)))
         for folder in folders
         for path in sorted(Path(folder).rglob("benchmarks/*.tsv"))
         if run.started <= path.stat().st_mtime <= ended
@@ -84,13 +98,22 @@ def run_jobs(folders: list[Path], run: Run) -> list[JobTimes]:
 
 
 def summary_line(jobs: list[JobTimes], wall_s: float) -> str:
-    """E.g. `133 jobs: 1503 s of CPU time in 812 s of wall time, 1.85 cores busy on average (CPU / wall)`."""
-    cpu = sum(job.cpu_s for job in jobs)
+    """E.g. `133 jobs: 1503 s of CPU time in 812 s of wall time, 1.85 cores busy on average (CPU / wall)`,
+    then the benchmark files' sampled sum when the jobs' own accounts changed it."""
+    cpu = sum(job.best_cpu_s for job in jobs)
+    sampled = sum(job.cpu_s for job in jobs)
     busy = cpu / wall_s if wall_s > 0 else 0.0
-    return (
+    line = (
         f"{len(jobs)} jobs: {cpu:.0f} s of CPU time in {wall_s:.0f} s of wall time, "
         f"{busy:.2f} cores busy on average (CPU / wall)"
     )
+    accounted = sum(job.logged_cpu_s is not None for job in jobs)
+    if accounted:
+        line += (
+            f"; CPU time as {accounted} jobs' logs account it, the others' from their benchmark files "
+            f"(which sample every 30 s and give {sampled:.0f} s, {sampled / wall_s if wall_s > 0 else 0:.2f})"
+        )
+    return line
 
 
 def main(argv=None) -> None:
