@@ -58,6 +58,9 @@ def test_cuda_visible_devices_can_hide_the_gpus(dev_dir, hidden):
     assert not nvidia_gpu_present({"CUDA_VISIBLE_DEVICES": hidden}, dev_dir)
 
 
+CPU_THREADS = {**dict.fromkeys(GPU_RULES, 1), "slide_segment": 2}
+
+
 def test_device_threads_follows_the_machine():
     assert device_threads(gpu=8, cpu=1, gpu_present=True) == 8
     assert device_threads(gpu=8, cpu=1, gpu_present=False) == 1
@@ -73,8 +76,9 @@ def test_every_gpu_rule_chooses_its_threads_by_the_device():
         assert re.fullmatch(r"device_threads\(gpu=\d+, cpu=\d+\)", expressions[rule]), (rule, expressions[rule])
     # On a GPU node: the policy the GPU rules had before the CPU one (training 8 threads = 7 loader workers).
     assert threads_on(gpu_present=True) == GPU_THREADS
-    # CPU only: one thread each (benchmarks/bench_threads.py: a second thread hardly speeds these jobs up).
-    assert threads_on(gpu_present=False) == dict.fromkeys(GPU_RULES, 1)
+    # CPU only: one thread each (benchmarks/bench_threads.py: a second thread hardly speeds these jobs up), but
+    # the slide stage's second runs its post-processing worker process beside the network.
+    assert threads_on(gpu_present=False) == CPU_THREADS
     # Rules that do not run a network on the GPU keep one fixed value, e.g. the classifiers' thread pool.
     assert expressions["classic_ml"] == "8"
 
@@ -113,7 +117,7 @@ def test_a_cpu_only_demo_plans_one_thread_per_gpu_job_and_slurm_plans_the_gpu_po
     planned = _planned_threads(_dry_run(checkout, ".venv/bin/snakemake --workflow-profile profiles/local --cores 2"))
     assert {"train_segmentation", "evaluate_segmentation", "train_cnn"} <= set(planned)
     for rule in set(GPU_RULES) & set(planned):
-        assert planned[rule] == {1}, (rule, planned[rule])
+        assert planned[rule] == {CPU_THREADS[rule]}, (rule, planned[rule])
     assert planned["classic_ml"] == {2}  # its 8 threads, capped at --cores 2
 
     profile = tmp_path / "slurm"

@@ -86,6 +86,17 @@ HOW_PROVEN = {
     "--size 256 --batch 8 --loss bce_dice": BENCHMARK_ARGS,
     ".venv/bin/python benchmarks/dsb2018_per_modality.py results/dsb2018/store.h5 "
     "results/dsb2018/dsb_recipe_hv/evaluation/resunet/none/none/test_per_image.csv": BENCHMARK_ARGS,
+    ".venv/bin/python benchmarks/dsb2018_per_modality.py results/dsb2018/store.h5 "
+    "results/dsb2018/dsb_recipe_contour/evaluation/resunet/none/none/test_per_image.csv": BENCHMARK_ARGS,
+    ".venv/bin/snakemake --workflow-profile profiles/local --cores 2 --configfile config/dsb2018_cpu.yaml "
+    "sources.yaml -- results/comparisons/dsb_recipe_val/table.csv results/comparisons/dsb_recipe_test/table.csv": (
+        "test_config.py::test_cpu_config_runs_from_local_sources dry-runs the config with stand-in sources and "
+        "finds the recipe comparisons planned"
+    ),
+    ".venv/bin/snakemake -c2 results/slides/hne/CMU-1-Small-Region/nuclei.geojson --configfile config/hne.yaml "
+    "config/hne_slides.yaml": "test_hne.py::test_the_hne_model_on_the_cmu_slide_dry_runs_beside_the_shared_data",
+    # The restructuring check's demo runs: the demo at one core.
+    ".venv/bin/snakemake --workflow-profile profiles/local --cores 1": DRY_RUN,
 }
 
 

@@ -395,7 +395,9 @@ def test_robustness_and_cross_dataset_use_the_tuned_params(plain_store, split_cs
 def test_predict_images_with_an_hv_type_head_model(pannuke_like, tmp_path):
     oracle = predictor_of(Oracle(HV_TYPES), HV_TYPES, watershed=CLEAN["hv"], batch_size=2)
     images, nuclei = predict_images(oracle, pannuke_like, tmp_path / "out", progress=False)
-    assert list(nuclei.columns)[-1] == "type" and list(images["image_id"]) == IDS
+    assert list(nuclei.columns)[-2:] == ["type", "type_name"] and list(images["image_id"]) == IDS
+    # No type names given: the type head's PanNuke classes name the ids (0: no type channel won).
+    assert set(nuclei["type_name"]) <= {"nucleus", "neoplastic", "inflammatory", "connective", "dead", "epithelial"}
     for image_id, labels in zip(IDS, SCENES):
         predicted = tifffile.imread(tmp_path / "out" / "labels" / f"{image_id}.tif")
         pairs = set(zip(labels.ravel().tolist(), predicted.ravel().tolist()))
