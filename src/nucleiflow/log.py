@@ -17,6 +17,7 @@ from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 RESOURCES = "job resources:"
+_resources_registered = False
 RESOURCES_LINE = re.compile(re.escape(RESOURCES) + r" CPU (\d+(?:\.\d+)?) s")
 
 
@@ -29,9 +30,11 @@ def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO)
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
     logging.captureWarnings(True)
     log = logging.getLogger("nucleiflow")
-    if log_file:
+    global _resources_registered
+    if log_file and not _resources_registered:  # one line per process, however often logging is set up
         # Registered after logging's own shutdown hook, so it runs first, while the handlers are open.
         atexit.register(log_resources, log, time.perf_counter())
+        _resources_registered = True
     return log
 
 

@@ -16,7 +16,7 @@ import json
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -176,19 +176,21 @@ def predictor_from_package(
 def load_predictor(
     path: str | Path,
     *,
+    spec: Mapping | None = None,
     postprocess: Mapping | None = None,
     tuned_path: str | Path | None = None,
     device: str | None = None,
     batch_size: int | None = None,
     threads: int = 1,
     maps_only: bool = False,
+    type_names: Sequence[str] | None = None,
 ) -> Predictor:
     """The predictor of a trained model folder (or its model.pt), or of an exported model package.
 
     Args:
-        path: a model folder / model.pt (`Predictor.from_model_dir`, with `postprocess` and `tuned_path`), or
-            a package written by the export stage: its bioimageio.zip or its folder (rdf.yaml inside), which
-            carries its spec, weights and post-processing settings.
+        path: a model folder / model.pt (`Predictor.from_model_dir`, with `spec`, `postprocess`, `tuned_path`
+            and `type_names`), or a package written by the export stage: its bioimageio.zip or its folder
+            (rdf.yaml inside), which carries its spec, weights, post-processing settings and type names.
         device, batch_size, threads, maps_only: as in `Predictor.from_model_dir`.
 
     Returns:
@@ -203,6 +205,8 @@ def load_predictor(
         return predictor_from_package(path, device=device, batch_size=batch_size, threads=threads, maps_only=maps_only)
     return Predictor.from_model_dir(
         path,
+        spec=spec,
+        type_names=type_names,
         postprocess=postprocess,
         tuned_path=tuned_path,
         device=device,

@@ -89,23 +89,20 @@ def load_slide_model(
     from dataclasses import replace
 
     from nucleiflow.export.load import load_predictor
-    from nucleiflow.segmentation.inference.predictor import Predictor, check_tta
+    from nucleiflow.segmentation.inference.predictor import check_tta
 
-    if spec is None:
-        predictor = load_predictor(model_path, threads=threads, batch_size=batch_size, device=device)
-        if (postprocess or {}).get("tta"):
-            predictor.config = replace(predictor.config, tta=check_tta(postprocess["tta"]))
-    else:
-        predictor = Predictor.from_model_dir(
-            model_path,
-            spec=spec,
-            postprocess=postprocess,
-            tuned_path=params_path,
-            threads=threads,
-            batch_size=batch_size,
-            device=device,
-            type_names=type_names,
-        )
+    predictor = load_predictor(
+        model_path,
+        spec=spec,
+        postprocess=postprocess if spec is not None else None,
+        tuned_path=params_path,
+        threads=threads,
+        batch_size=batch_size,
+        device=device,
+        type_names=type_names,
+    )
+    if spec is None and (postprocess or {}).get("tta"):  # a package: only its test-time augmentation changes
+        predictor.config = replace(predictor.config, tta=check_tta(postprocess["tta"]))
     config = predictor.config
     size = tile_size or max(DEFAULT_TILE, config.input_size)
     return SlideModel(predictor, size, config.batch_size, tuple(predictor.type_names[1:]))  # ids 1..K; 0 background

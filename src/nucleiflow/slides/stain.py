@@ -50,12 +50,13 @@ class StainMatrix:
         return {"vectors": [list(row) for row in self.vectors], "max_concentrations": list(self.max_concentrations)}
 
 
-def _fit(pixels: np.ndarray) -> StainMatrix:
-    """torchstain's Macenko fit of RGB uint8 pixels (N, 3)."""
+def _macenko(pixels: np.ndarray | None = None) -> StainMatrix:
+    """torchstain's Macenko stains: its default reference, or its fit of RGB uint8 pixels (N, 3)."""
     import torchstain
 
     normaliser = torchstain.normalizers.MacenkoNormalizer(backend="numpy")
-    normaliser.fit(np.ascontiguousarray(pixels.reshape(-1, 1, 3)), Io=LIGHT, alpha=ALPHA, beta=BETA)
+    if pixels is not None:
+        normaliser.fit(np.ascontiguousarray(pixels.reshape(-1, 1, 3)), Io=LIGHT, alpha=ALPHA, beta=BETA)
     vectors = np.asarray(normaliser.HERef, np.float64)
     maxima = np.asarray(normaliser.maxCRef, np.float64)
     return StainMatrix(tuple(map(tuple, vectors.tolist())), tuple(maxima.tolist()))  # type: ignore[arg-type]
@@ -64,13 +65,7 @@ def _fit(pixels: np.ndarray) -> StainMatrix:
 def reference_stains(reference: str | Path | None = None) -> StainMatrix:
     """The target stains: torchstain's default reference, or torchstain's Macenko fit of an RGB image file."""
     if reference is None:
-        import torchstain
-
-        default = torchstain.normalizers.MacenkoNormalizer(backend="numpy")
-        return StainMatrix(
-            tuple(map(tuple, np.asarray(default.HERef, float).tolist())),  # type: ignore[arg-type]
-            tuple(np.asarray(default.maxCRef, float).tolist()),  # type: ignore[arg-type]
-        )
+        return _macenko()
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -85,7 +80,7 @@ def reference_stains(reference: str | Path | None = None) -> StainMatrix:
         raise DataFormatError(
             f"{reference}: {len(stained)} stained pixels; a stain reference needs H&E tissue ({MIN_TISSUE_PIXELS}+ px)"
         )
-    return _fit(stained)
+    return _macenko(stained)
 
 
 def _stained(pixels: np.ndarray) -> np.ndarray:
@@ -108,7 +103,7 @@ def estimate_slide_stains(thumbnail: np.ndarray, tissue: np.ndarray) -> StainMat
         log.warning("stain normalisation: %d stained tissue pixels; the slide is left as it is", len(stained))
         return None
     try:
-        return _fit(stained)
+        return _macenko(stained)
     except (ValueError, np.linalg.LinAlgError) as err:
         log.warning("stain normalisation: no stain estimate (%s); the slide is left as it is", err)
         return None
