@@ -21,6 +21,21 @@ SHARED_DSB = SHARED_DATA / "dsb2018_stage1_test_sample"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
+def threads_per_worker() -> int:
+    """The cores each pytest-xdist worker may keep busy: the machine's, shared evenly by the workers."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+# On 2 cores with 2 workers, two OpenMP pools of 2 threads each (torch's default is one per core) contend for
+# the cores, and every parallel region waits for a descheduled thread: a tiny training epoch measured 0.5 s
+# alone and up to 13 s beside the other worker. So each worker, and every process it starts (the workflow's
+# jobs' NumPy reads OMP_NUM_THREADS; their torch thread count comes from their `threads`), runs its
+# share of the cores.
+torch.set_num_threads(threads_per_worker())
+os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_worker()))
+
+
 # Run order. `make test` runs the suite on pytest-xdist workers with `--dist loadfile --no-loadscope-reorder`:
 # each test module is one unit of work (its module fixtures are built once; the SLURM tests share one cluster
 # and one run of the tiny config), handed out in the order below. The SLURM run starts first, the end-to-end

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, SNAKEMAKE, resunet_spec
+from conftest import REPO, SNAKEMAKE, resunet_spec, threads_per_worker
 from scipy.ndimage import gaussian_filter
 from snakemake.utils import validate
 
@@ -33,6 +33,9 @@ SIZE = 32
 # bioimageio.core 0.11 needs bioimageio.spec 0.5.12, which needs pydantic < 2.14: its own environment
 # (make bioimageio-venv) on top of the project's.
 BIOIMAGEIO_PYTHON = Path(os.environ.get("NUCLEIFLOW_BIOIMAGEIO_PYTHON", REPO / ".venv-bioimageio" / "bin" / "python"))
+
+
+THREADS = threads_per_worker()
 
 
 def spec_of(target="contour", prefilter_sigma=0.0, scaling="imagenet"):
@@ -59,13 +62,12 @@ def trained(tmp_path_factory, dsb_store):
     """A contour residual U-Net trained one epoch on the synthetic DSB2018 store, with its split."""
     from nucleiflow.segmentation.run import train_from_spec
 
-    torch.set_num_threads(2)
     base = tmp_path_factory.mktemp("trained")
     ids = Store(dsb_store).ids
     split = pd.DataFrame({"image_id": ids, "split": ["train"] * 6 + ["val"] * 2 + ["test"] * (len(ids) - 8)})
     split.to_csv(base / "split.csv", index=False)
     spec = spec_of()
-    train_from_spec(spec, dsb_store, base / "split.csv", None, base / "model", threads=2, progress=False)
+    train_from_spec(spec, dsb_store, base / "split.csv", None, base / "model", threads=THREADS, progress=False)
     return {"spec": spec, "model_dir": base / "model", "store": dsb_store, "split": base / "split.csv", "base": base}
 
 
@@ -86,7 +88,7 @@ def exported(trained):
         postprocess=postprocess,
         evaluation=evaluation,
         settings={"dataset_format": "dsb2018", "license": "CC-BY-4.0", "microns_per_pixel": 0.5},
-        threads=2,
+        threads=THREADS,
     )
     return {**out, "meta": meta, "postprocess": postprocess}
 
@@ -148,8 +150,10 @@ def test_package_layout_description_and_card(exported):
 def test_predicting_from_the_package_equals_the_model_folder(trained, exported, form):
     source = exported[form]
     assert is_package(source) and not is_package(trained["model_dir"])
-    from_package = load_predictor(source, device="cpu", threads=2)
-    from_folder = load_predictor(trained["model_dir"], postprocess=exported["postprocess"], device="cpu", threads=2)
+    from_package = load_predictor(source, device="cpu", threads=THREADS)
+    from_folder = load_predictor(
+        trained["model_dir"], postprocess=exported["postprocess"], device="cpu", threads=THREADS
+    )
     assert from_package.config == from_folder.config and from_package.config.tta == "flips"
     assert from_package.spec == from_folder.spec
     store = Store(trained["store"])
@@ -171,12 +175,12 @@ def test_a_tuned_model_keeps_its_tuned_settings_through_the_package(trained, tmp
     out = {"package": tmp_path / "package", "zip": tmp_path / "bioimageio.zip", "card": tmp_path / "card.html"}
     export_model(
         trained["spec"], trained["model_dir"], trained["store"], trained["split"], out,
-        postprocess={}, tuned_path=tuned_path, settings={"dataset_format": "dsb2018"}, threads=2,
+        postprocess={}, tuned_path=tuned_path, settings={"dataset_format": "dsb2018"}, threads=THREADS,
     )  # fmt: skip
     attachment = json.loads((out["package"] / "postprocess.json").read_text())
     assert attachment["tuned"] is True and attachment["mean_pq"] == 0.42 and attachment["params"] == tuned
     assert "mean validation PQ 0.420" in (out["package"] / "README.md").read_text()
-    from_package = load_predictor(out["zip"], device="cpu", threads=2)
+    from_package = load_predictor(out["zip"], device="cpu", threads=THREADS)
     from_folder = load_predictor(trained["model_dir"], postprocess={}, tuned_path=tuned_path, device="cpu")
     assert from_package.config.watershed == from_folder.config.watershed == WatershedParams(**tuned)
 
@@ -209,7 +213,7 @@ def test_prefiltered_network_matches_the_workflow_within_8_bit_rounding(trained)
 
     spec = copy.deepcopy(trained["spec"])
     spec["training"]["prefilter_sigma"] = 1.5
-    predictor = load_predictor(trained["model_dir"], postprocess={"tune": False}, device="cpu", threads=2)
+    predictor = load_predictor(trained["model_dir"], postprocess={"tune": False}, device="cpu", threads=THREADS)
     workflow = Predictor(predictor.model, replace(predictor.config, prefilter_sigma=1.5, tta=NO_TTA), predictor.setup)
     store = Store(trained["store"])
     image = np.ascontiguousarray(store.image(store.ids[0])[:SIZE, :SIZE])

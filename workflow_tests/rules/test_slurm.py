@@ -1,7 +1,7 @@
 """The SLURM path on a real one-node SLURM cluster (tools/slurm-local/start.sh).
 
 The tiny config runs end to end through profiles/slurm, changed only where a user fits it to
-a cluster: the account, `max-threads` (the node's CPUs) and the memory of the GPU rules (the
+a cluster: the account, `max-threads` (the threads a job may take) and the memory of the GPU rules (the
 profile's 16-32 GB exceed a small machine; sbatch would refuse them). The cluster's `gpu`
 partition has stand-in GPUs, so the GPU rules are submitted exactly as on a real cluster
 (`--gpus=1`) and compute on CPU. Skipped when SLURM cannot be installed or started.
@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, copy_checkout
+from conftest import REPO, copy_checkout, threads_per_worker
 
 pytestmark = pytest.mark.slurm
 
@@ -64,11 +64,11 @@ def _node(env: dict) -> dict:
     return dict(re.findall(r"(\w+)=(\S+)", line.stdout))
 
 
-def _test_profile(dest: Path, cpus: int) -> Path:
+def _test_profile(dest: Path, threads: int) -> Path:
     """profiles/slurm with the edits a user makes for their cluster, and quick status checks."""
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     profile["default-resources"]["slurm_account"] = ACCOUNT
-    profile["max-threads"] = cpus
+    profile["max-threads"] = threads
     for rule in GPU_RULES:
         profile["set-resources"][rule]["mem_mb"] = GPU_RULE_MEM_MB
     profile["slurm-init-seconds-before-status-checks"] = STATUS_SECONDS
@@ -123,8 +123,10 @@ def _now() -> str:
 def slurm_run(cluster, tmp_path_factory):
     """The tiny config through the SLURM profile, from a fresh checkout."""
     root = copy_checkout(tmp_path_factory.mktemp("slurm_checkout"))
-    # max-threads: the machine's CPUs, so that every job gets the threads it gets in the local run.
-    profile = _test_profile(tmp_path_factory.mktemp("slurm_profile"), os.cpu_count())
+    # max-threads: the cores this test worker may keep busy (the other worker shares the machine). The node
+    # declares three times the machine's CPUs, so several jobs share each core: a job that asked for more
+    # threads than its share would spend its time waiting on its own descheduled OpenMP threads.
+    profile = _test_profile(tmp_path_factory.mktemp("slurm_profile"), threads_per_worker())
     since = _now()
     started = time.monotonic()
     result = _snakemake(root, profile, cluster, "--configfile", TINY)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import tifffile
 import yaml
-from conftest import REPO, Brightness
+from conftest import REPO, Brightness, threads_per_worker
 from snakemake.utils import validate
 
 from nucleiflow.config import ModelSpec
@@ -177,11 +177,13 @@ def test_real_images_train_predict(real_folder, tmp_path):
     spec = model_spec(config, **cell.wildcards).to_dict()
     spec["training"] |= {"device": "cpu", "amp": False}
     spec = ModelSpec.from_dict(spec)
-    train_from_spec(spec, store.path, tmp_path / "split.csv", None, tmp_path / "model", threads=2, progress=False)
+    train_from_spec(
+        spec, store.path, tmp_path / "split.csv", None, tmp_path / "model", threads=threads_per_worker(), progress=False
+    )
 
     postprocess = config["segmentation"]["mine_resunet"]["postprocess"]
     # The folder alone: the spec it was trained from is read from its train_info.json.
-    predictor = Predictor.from_model_dir(tmp_path / "model", threads=2, postprocess=postprocess)
+    predictor = Predictor.from_model_dir(tmp_path / "model", threads=threads_per_worker(), postprocess=postprocess)
     assert predictor.spec == spec
     images, nuclei = predict_images(predictor, store.path, tmp_path / "pred", progress=False)
     assert list(images["image_id"]) == store.ids
@@ -195,7 +197,13 @@ def test_real_images_train_predict(real_folder, tmp_path):
     assert summary_table(images, nuclei).iloc[-1]["nuclei"] == len(nuclei) > 0
 
     per_image = evaluate_on(
-        spec, tmp_path / "model" / "model.pt", store.path, None, "all", threads=2, postprocess=postprocess
+        spec,
+        tmp_path / "model" / "model.pt",
+        store.path,
+        None,
+        "all",
+        threads=threads_per_worker(),
+        postprocess=postprocess,
     )
     assert sorted(per_image["image_id"]) == sorted(truth)
     assert list(per_image["n_true"]) == [len(np.unique(truth[i])) - 1 for i in per_image["image_id"]]
