@@ -132,6 +132,7 @@ rule train_cnn:
         log_path("cnn_{model}_{variant}", CLS_DIR),
     benchmark:
         bench_path("cnn_{model}_{variant}", CLS_DIR)
+    priority: 2
     conda:
         "../envs/classify.yaml"
     threads: device_threads(gpu=8, cpu=1)

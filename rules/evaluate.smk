@@ -17,6 +17,7 @@ rule tune_postprocess:
         log_path("tune_postprocess_{arch}_{encoder}_{reg}", SEG_DIR),
     benchmark:
         bench_path("tune_postprocess_{arch}_{encoder}_{reg}", SEG_DIR)
+    priority: 1
     conda:
         "../envs/train.yaml"
     threads: device_threads(gpu=2, cpu=1)
@@ -45,6 +46,7 @@ rule evaluate_segmentation:
         log_path("evaluate_{arch}_{encoder}_{reg}_{subset}", SEG_DIR),
     benchmark:
         bench_path("evaluate_{arch}_{encoder}_{reg}_{subset}", SEG_DIR)
+    priority: 1
     conda:
         "../envs/train.yaml"
     threads: device_threads(gpu=2, cpu=1)

@@ -33,6 +33,7 @@ rule slide_plan:
         log_path("slide_plan_{slide}", SLIDE_DIR),
     benchmark:
         bench_path("slide_plan_{slide}", SLIDE_DIR)
+    priority: 1
     conda:
         "../envs/slides.yaml"
     threads: 1
@@ -58,10 +59,11 @@ rule slide_segment:
         log_path("slide_segment_{slide}_{part}", SLIDE_DIR),
     benchmark:
         bench_path("slide_segment_{slide}_{part}", SLIDE_DIR)
-    conda:
-        "../envs/slides.yaml"
     # CPU: one thread for the network, one post-processing worker process (the next chunk's network
     # overlaps this chunk's watershed); GPU: one drives it, one loads.
+    priority: 1
+    conda:
+        "../envs/slides.yaml"
     threads: device_threads(gpu=2, cpu=2)
     resources:
         mem_mb=4000,

@@ -17,6 +17,9 @@ rule train_segmentation:
         log_path("train_{arch}_{encoder}_{reg}", SEG_DIR),
     benchmark:
         bench_path("train_{arch}_{encoder}_{reg}", SEG_DIR)
+    # Trainings head the longest chains (evaluation, tuning, explanations, slides): started first, their
+    # downstream jobs fill the other core beside the later trainings instead of queueing at the end.
+    priority: 2
     conda:
         "../envs/train.yaml"
     threads: device_threads(gpu=8, cpu=1)
