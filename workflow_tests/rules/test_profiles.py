@@ -48,8 +48,11 @@ def test_the_local_profile_holds_exactly_its_documented_keys():
         "rerun-incomplete",
         "rerun-triggers",
         "latency-wait",
+        "scheduler",
         "default-resources",
     }
+    assert LOCAL["scheduler"] == "greedy"  # the ILP selector's file sizing and CBC solves take the jobs' CPU
+    assert "`scheduler: greedy`" in README
     assert LOCAL["keep-going"] is True  # one failing grid cell must not stop the others
     assert "retries" not in LOCAL  # a failed local job fails visibly; re-running it resumes from last.pt
     assert LOCAL["rerun-triggers"] == ["mtime", "params", "input", "code"]
