@@ -59,11 +59,11 @@ rule slide_segment:
         log_path("slide_segment_{slide}_{part}", SLIDE_DIR),
     benchmark:
         bench_path("slide_segment_{slide}_{part}", SLIDE_DIR)
-    # CPU: one thread for the network, one post-processing worker process (the next chunk's network
-    # overlaps this chunk's watershed); GPU: one drives it, one loads.
     priority: 1
     conda:
         "../envs/slides.yaml"
+    # CPU: one thread for the network, one post-processing worker process (the next chunk's network
+    # overlaps this chunk's watershed); GPU: one drives it, one loads.
     threads: device_threads(gpu=2, cpu=2)
     resources:
         mem_mb=4000,
