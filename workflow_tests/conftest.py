@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -97,6 +98,28 @@ def copy_checkout(dest: Path) -> Path:
             shutil.copy2(source, dest / name, follow_symlinks=False)
     os.symlink(REPO / ".venv", dest / ".venv")
     return dest
+
+
+def run_in(checkout: Path, command: str | list[str], *extra: str, timeout: int = 300, env=None):
+    """`command` (a command line as the README writes it, or its arguments) plus `extra`, run from `checkout`."""
+    args = shlex.split(command) if isinstance(command, str) else list(command)
+    return subprocess.run([*args, *extra], cwd=checkout, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def dry_run(checkout: Path, command: str | list[str], *extra: str, env=None) -> str:
+    """The output of `command -n` run from `checkout`; the test fails with its tail where the dry run fails."""
+    result = run_in(checkout, command, *extra, "-n", env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    return output
+
+
+def link_shared_data(checkout: Path) -> None:
+    """The shared real data at `checkout`'s ../shared/data, where the configs of real data read it."""
+    shared = checkout.parent / "shared"
+    shared.mkdir(exist_ok=True)
+    if not (shared / "data").exists():
+        (shared / "data").symlink_to(SHARED_DATA)
 
 
 @pytest.fixture(scope="session")

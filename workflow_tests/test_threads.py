@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
-import subprocess
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, dry_run
 from test_profiles import GPU_RULES, SLURM
 
 from nucleiflow.threads import device_threads, nvidia_gpu_present
@@ -104,13 +102,7 @@ def _planned_threads(output: str) -> dict[str, set[int]]:
 
 
 def _dry_run(checkout, command: str) -> str:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # a CPU-only run, also where this machine has a GPU
-    result = subprocess.run(
-        [*shlex.split(command), "-n"], cwd=checkout, capture_output=True, text=True, timeout=300, env=env
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    return output
+    return dry_run(checkout, command, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})  # CPU-only, GPU here or not
 
 
 def test_a_cpu_only_demo_plans_one_thread_per_gpu_job_and_slurm_plans_the_gpu_policy(checkout, tmp_path):

@@ -8,9 +8,6 @@ real-data tests at another copy of the shared data folder.
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,7 @@ import pytest
 import scipy.io
 import tifffile
 import yaml
-from conftest import REPO, assert_store_fails_cleanly, touching_discs
+from conftest import SHARED_DATA, assert_store_fails_cleanly, dry_run, link_shared_data, touching_discs
 from PIL import Image
 
 from nucleiflow.datasets.geojson_folders import convert_geojson
@@ -29,7 +26,6 @@ from nucleiflow.geojson import label_features, write_feature_collection
 from nucleiflow.splits import make_split
 from nucleiflow.store import Store
 
-SHARED_DATA = Path(os.environ.get("NUCLEIFLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
 CONSEP = SHARED_DATA / "consep_train_patches" / "Train"
 MONUSEG = SHARED_DATA / "monuseg_2018_training_sample"
 
@@ -272,14 +268,8 @@ def test_hne_config_dry_runs_beside_the_shared_data(checkout):
     """The README's H&E command plans conversion, training, tuning, the CoNSeP test and the MoNuSeg table."""
     if not (CONSEP.is_dir() and MONUSEG.is_dir()):
         pytest.skip(f"{SHARED_DATA} lacks the CoNSeP or MoNuSeg folder")
-    shared = checkout.parent / "shared"  # the config reads ../shared/data, as beside the project
-    if not shared.exists():
-        shared.symlink_to(SHARED_DATA.parent)
-    result = subprocess.run(
-        [*shlex.split(HNE_COMMAND), "-n"], cwd=checkout, capture_output=True, text=True, timeout=300
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    link_shared_data(checkout)  # the config reads ../shared/data, as beside the project
+    output = dry_run(checkout, HNE_COMMAND)
     for rule in ("convert", "train_segmentation", "tune_postprocess", "evaluate_cross", "typed_pq_table"):
         assert f"rule {rule}:" in output, rule
     assert "results/monuseg/store.h5" in output and "results/consep/splits/by_image.csv" in output
@@ -290,9 +280,7 @@ def test_dsb2018_models_on_monuseg_dry_run_beside_the_shared_data(checkout, tmp_
     """config/dsb2018_on_monuseg.yaml over the CPU config: the recipe candidates scored on MoNuSeg."""
     if not MONUSEG.is_dir():
         pytest.skip(f"{SHARED_DATA} lacks the MoNuSeg folder")
-    shared = checkout.parent / "shared"
-    if not shared.exists():
-        shared.symlink_to(SHARED_DATA.parent)
+    link_shared_data(checkout)
     release = tmp_path / "bbbc038"
     release.mkdir()
     names = ("stage1_train.zip", "stage1_test.zip", "stage1_solution.csv")
@@ -302,11 +290,8 @@ def test_dsb2018_models_on_monuseg_dry_run_beside_the_shared_data(checkout, tmp_
     sources.write_text(
         yaml.safe_dump({"datasets": {"dsb2018": {"files": {n: {"source": str(release / n)} for n in names}}}})
     )
-    command = [".venv/bin/snakemake", "-n", "--cores", "1", "--configfile", "config/dsb2018_cpu.yaml"]
-    command += [str(sources), "config/dsb2018_on_monuseg.yaml"]
-    result = subprocess.run(command, cwd=checkout, capture_output=True, text=True, timeout=300)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    command = [".venv/bin/snakemake", "--cores", "1", "--configfile", "config/dsb2018_cpu.yaml"]
+    output = dry_run(checkout, command, str(sources), "config/dsb2018_on_monuseg.yaml")
     for experiment in ("dsb_recipe_contour", "dsb_recipe_hv"):
         assert f"results/dsb2018/{experiment}/tables/cross_dataset.csv" in output
     assert "results/monuseg/store.h5" in output
@@ -318,15 +303,10 @@ def test_the_hne_model_on_the_cmu_slide_dry_runs_beside_the_shared_data(checkout
     cmu = SHARED_DATA / "wsi" / "CMU-1-Small-Region.svs"
     if not (CONSEP.is_dir() and cmu.is_file()):
         pytest.skip(f"{SHARED_DATA} lacks the CoNSeP folder or the CMU slide")
-    shared = checkout.parent / "shared"
-    if not shared.exists():
-        shared.symlink_to(SHARED_DATA.parent)
+    link_shared_data(checkout)
     target = "results/slides/hne/CMU-1-Small-Region/nuclei.geojson"
-    command = [".venv/bin/snakemake", "-n", "--cores", "1", target]
-    command += ["--configfile", "config/hne.yaml", "config/hne_slides.yaml"]
-    result = subprocess.run(command, cwd=checkout, capture_output=True, text=True, timeout=300)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    command = [".venv/bin/snakemake", "--cores", "1", target, "--configfile", "config/hne.yaml"]
+    output = dry_run(checkout, command, "config/hne_slides.yaml")
     assert "results/consep/consep_hv/models/unet/resnet18/none/model.pt" in output
     for rule in ("train_segmentation", "tune_postprocess", "slide_plan", "slide_segment", "slide_gather"):
         assert f"rule {rule}:" in output, rule

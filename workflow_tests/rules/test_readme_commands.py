@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, copy_checkout
+from conftest import REPO, SHARED_DATA, copy_checkout, dry_run, link_shared_data, run_in
 
 from nucleiflow.workflow.cells import expand_folds
 
@@ -115,12 +115,6 @@ def readme_commands() -> list[str]:
     return commands
 
 
-def run_in(checkout: Path, command: str, *extra: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*shlex.split(command), *extra], cwd=checkout, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def config_files_read(output: str, root: Path) -> list[str]:
     """The config files Snakemake says it read, relative to the checkout's root."""
     (listing,) = re.findall(r"Config file\(s\): \[(.*)\]", output)
@@ -163,9 +157,7 @@ def test_ci_runs_the_readme_test_command():
 @pytest.mark.parametrize("command", [c for c, how in HOW_PROVEN.items() if how == DRY_RUN])
 def test_readme_command_dry_runs_from_a_fresh_checkout(checkout, command):
     stand_in_nucrec(checkout)
-    result = run_in(checkout, command, "-n")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    output = dry_run(checkout, command)
     named = command.split("--configfile ")[1].split()[0] if "--configfile" in command else "config.yaml"
     assert config_files_read(output, checkout) == [named]
 
@@ -183,18 +175,14 @@ def test_demo_commands_are_the_readme_commands(checkout):
     snakemake_lines = [line for line in result.stdout.splitlines() if ".venv/bin/snakemake" in line]
     assert len(snakemake_lines) == 2 and snakemake_lines[1] == REPORT_COMMAND, snakemake_lines
     assert "--configfile" not in snakemake_lines[0]
-    dry = run_in(checkout, snakemake_lines[0], "-n")
-    output = dry.stdout + dry.stderr
-    assert dry.returncode == 0, output[-3000:]
+    output = dry_run(checkout, snakemake_lines[0])
     assert config_files_read(output, checkout) == ["config.yaml"]
 
 
 def test_paper_command_plans_exactly_the_papers_experiments(checkout):
     """The paper run reads config/paper.yaml alone: none of the demo's datasets, files or experiments leak in."""
     stand_in_nucrec(checkout)
-    result = run_in(checkout, PAPER_COMMAND, "-n")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    output = dry_run(checkout, PAPER_COMMAND)
     assert config_files_read(output, checkout) == ["config/paper.yaml"]
 
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
@@ -247,14 +235,12 @@ def test_own_images_readme_steps_plan_the_prediction(tmp_path):
     for key, value in yaml.safe_load(textwrap.dedent(snippet)).items():
         config.setdefault(key, {}).update(value)
     (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    result = run_in(root, OWN_IMAGES_COMMAND, "-n")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    output = dry_run(root, OWN_IMAGES_COMMAND)
     assert re.search(r"^predict\s+1$", output, flags=re.M) and "results/inference/my_cells/" in output
 
 
 # The whole-slide stage's README command over the two real slides (../shared/data/wsi).
-WSI = REPO.parent / "shared" / "data" / "wsi"
+WSI = SHARED_DATA / "wsi"
 
 
 @pytest.mark.shared_data
@@ -262,12 +248,7 @@ def test_the_readme_command_plans_both_shared_slides(checkout):
     """The README's command for the two real slides plans plan, segment and gather of each (dry run)."""
     if not (WSI / "TCGA-CR-7395-01A-01-TS1.svs").is_file():
         pytest.skip("../shared/data/wsi is absent")
-    (checkout.parent / "shared").mkdir(exist_ok=True)
-    link = checkout.parent / "shared" / "data"
-    if not link.exists():
-        link.symlink_to(WSI.parent)  # the checkout's ../shared, as beside the project
-    result = run_in(checkout, SHARED_SLIDES_COMMAND, "-n")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
+    link_shared_data(checkout)  # the checkout's ../shared, as beside the project
+    output = dry_run(checkout, SHARED_SLIDES_COMMAND)
     for rule in ("slide_plan", "slide_segment", "slide_gather"):
         assert re.search(rf"^{rule}\s+2$", output, flags=re.M), output[-3000:]
