@@ -5,7 +5,9 @@ before it does any work it imports what the script imports at module level. For
 each script this runs those import statements (nothing else) in a fresh
 interpreter with `-X importtime`, `--repeats` times, and prints, for the run
 with the least CPU time, that process's CPU time (steady on a busy machine),
-the total import wall time, the share of it spent in the heavy packages (torch,
+the CPU time its interpreter's shutdown then takes (garbage collections and
+module teardown), the same with the objects frozen first (`gc.freeze()`, what
+`nucleiflow.log` does as a job exits), the total import wall time, the share of it spent in the heavy packages (torch,
 torchvision, segmentation_models_pytorch, timm, matplotlib, seaborn, scikit-image,
 scikit-learn, albumentations, cv2), and which of those it loaded. The line
 `(snakemake job preamble)` is what every script job pays before its own imports
@@ -21,6 +23,7 @@ import argparse
 import ast
 import os
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -49,11 +52,20 @@ def module_imports(script: Path) -> str:
     return "\n".join(ast.unparse(node) for node in statements)
 
 
-def import_profile(source: str) -> tuple[float, float, dict[str, float]]:
-    """(CPU seconds of the process, import seconds, cumulative import seconds per heavy package) of running
-    `source` in a fresh interpreter."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def import_profile(source: str, freeze: bool = False) -> tuple[float, float, float, dict[str, float]]:
+    """(CPU seconds of the process up to its exit, CPU seconds of its shutdown, import seconds, cumulative
+    import seconds per heavy package) of running `source` in a fresh interpreter (`freeze`: `gc.freeze()`
+    before it exits)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     report_cpu = "import os, sys; t = os.times(); print(f'CPU {t.user + t.system}', file=sys.stderr)"
+    if freeze:
+        report_cpu += "\nimport gc; gc.freeze()"
+    before = _children_cpu()
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", f"{source}\n{report_cpu}"],
         capture_output=True,
@@ -61,6 +73,7 @@ def import_profile(source: str) -> tuple[float, float, dict[str, float]]:
         env=env,
         cwd=REPO,
     )
+    whole = _children_cpu() - before
     if result.returncode != 0:
         raise SystemExit(f"importing failed:\n{source}\n{result.stderr[-2000:]}")
     total, cpu, heavy = 0, 0.0, {}
@@ -74,7 +87,7 @@ def import_profile(source: str) -> tuple[float, float, dict[str, float]]:
         total += own
         if name in HEAVY:  # the package itself: its cumulative time includes its submodules
             heavy[name] = cumulative / 1e6
-    return cpu, total / 1e6, heavy
+    return cpu, max(0.0, whole - cpu), total / 1e6, heavy
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -89,13 +102,15 @@ def main(argv=None) -> None:
     scripts = [REPO / "scripts" / name for name in args.scripts] or sorted((REPO / "scripts").glob("*.py"))
     sources = {PREAMBLE: "from snakemake.script import Snakemake"}
     sources.update({path.name: module_imports(path) for path in scripts})
-    print("| script | CPU s | import wall s | heavy packages loaded (cumulative import wall s) |")
-    print("|---|---|---|---|")
+    print("| script | CPU s | exit CPU s | exit CPU s, frozen | import wall s | heavy packages loaded (cumulative s) |")
+    print("|---|---|---|---|---|---|")
     for name, source in sources.items():
         runs = [import_profile(source) for _ in range(args.repeats)]
-        cpu, total, heavy = min(runs, key=lambda run: run[0])
+        frozen = min(import_profile(source, freeze=True)[1] for _ in range(args.repeats))
+        cpu, exit_cpu, total, heavy = min(runs, key=lambda run: run[0])
+        exit_cpu = min(run[1] for run in runs)
         loaded = ", ".join(f"{package} {seconds:.2f}" for package, seconds in sorted(heavy.items())) or "-"
-        print(f"| {name} | {cpu:.2f} | {total:.2f} | {loaded} |", flush=True)
+        print(f"| {name} | {cpu:.2f} | {exit_cpu:.2f} | {frozen:.2f} | {total:.2f} | {loaded} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -62,8 +62,8 @@ rule slide_segment:
     priority: 1
     conda:
         "../envs/slides.yaml"
-    # CPU: one thread for the network, one post-processing worker process (the next chunk's network
-    # overlaps this chunk's watershed); GPU: one drives it, one loads.
+    # CPU: two post-processing worker processes beside the network's one thread (the next chunk's network
+    # overlaps the watershed of the chunks before it; scripts/slide_segment.py); GPU: one drives it, one loads.
     threads: device_threads(gpu=2, cpu=2)
     resources:
         mem_mb=4000,

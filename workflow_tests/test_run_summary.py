@@ -83,6 +83,26 @@ def test_a_job_log_ends_with_its_process_accounting(tmp_path):
     assert logged_cpu(tmp_path / "absent.log") is None
 
 
+def test_a_job_process_exits_with_its_objects_frozen(tmp_path):
+    """After the resources line the shutdown's garbage collections are spared (`gc.freeze`); the exit hooks
+    registered before it (here, one that records the freeze) still run, and a failing job still fails."""
+    seen = tmp_path / "frozen.txt"
+    code = (
+        "import atexit, gc\n"
+        f"atexit.register(lambda: open({str(seen)!r}, 'w').write(str(gc.get_freeze_count())))\n"
+        "from nucleiflow.log import setup_logging\n"
+        f"setup_logging({str(tmp_path / 'job.log')!r})\n"
+        "objects = [[i] for i in range(1000)]\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+    assert int(seen.read_text()) >= 1000
+    failed = subprocess.run(
+        [sys.executable, "-c", f"{code}raise RuntimeError('bad tile')"], env=env, capture_output=True
+    )
+    assert failed.returncode == 1 and b"bad tile" in failed.stderr
+
+
 def test_a_stopped_run_ends_at_its_last_log_line(tmp_path):
     log = _log(tmp_path, STARTED, ["Finished jobid: 3 (Rule: train)"])  # killed: no "Elapsed time"
     os.utime(log, (STARTED.timestamp() + 42, STARTED.timestamp() + 42))

@@ -4,6 +4,12 @@ A job's log ends with one `RESOURCES` line written as its process exits: the CPU
 system accounted to it and to the child processes it waited for (loader and post-processing workers), and
 its peak memory. Snakemake's benchmark files sample a job every 30 s and miss what it used after the last
 sample (a 40 s job of 40 s CPU time reads about 15 s), so `run_summary` prefers this line.
+
+The same exit hook then freezes the garbage collector's objects. Without that, the interpreter's shutdown
+collections walk every object torch, timm and segmentation-models-pytorch created, about 1 s of CPU per job
+that builds a model, after its work is done (`benchmarks/bench_imports.py`, exit columns). Frozen objects
+are still released as their modules are cleared; only the cycle search over them is skipped, and a
+process's leftover cycles are not finalised at exit anyway.
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO)
 
 
 def log_resources(log: logging.Logger, started: float) -> None:
-    """Log this process's CPU time (user + system, waited-for children included) and peak RSS."""
+    """Log this process's CPU time (user + system, waited-for children included) and peak RSS; then spare the
+    interpreter's shutdown its garbage collections (module docstring)."""
+    import gc
     import resource
 
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -52,6 +60,7 @@ def log_resources(log: logging.Logger, started: float) -> None:
         time.perf_counter() - started,
         peak,
     )
+    gc.freeze()
 
 
 def logged_cpu(log_file: str | Path) -> float | None:
