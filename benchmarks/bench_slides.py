@@ -53,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=2,
         help="post-processing worker processes of the stage (0: in process; 2: the stage on a 2-core CPU)",
     )
+    parser.add_argument("--chunk", type=int, default=2048, help="side of the region chunks (the stage's default)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--size", type=int, default=4096, help="side of the throughput slide (pixels)")
@@ -85,7 +86,9 @@ def load_model(args):
     return SlideModel(predictor, args.tile, args.batch, tuple(names))
 
 
-def run_stage(slide: Path, out: Path, model, run_mpp: float = 0.25, slide_mpp=None, workers: int = 0) -> dict:
+def run_stage(
+    slide: Path, out: Path, model, run_mpp: float = 0.25, slide_mpp=None, workers: int = 0, chunk_size: int = 2048
+) -> dict:
     from nucleiflow.slides.stage import gather_slide, plan_slide, segment_slide_part
 
     files = SimpleNamespace(
@@ -98,7 +101,7 @@ def run_stage(slide: Path, out: Path, model, run_mpp: float = 0.25, slide_mpp=No
         table=out / "tables" / "summary.csv",
         figure=out / "figures" / "overview.png",
     )
-    options = {"run_mpp": run_mpp, "tile_size": model.tile_size, "tile_overlap": 32, "chunk_size": 2048}
+    options = {"run_mpp": run_mpp, "tile_size": model.tile_size, "tile_overlap": 32, "chunk_size": chunk_size}
     started = time.perf_counter()
     plan = plan_slide(slide, options, slide_mpp, files)
     part = out / "parts" / "part_0.json"
@@ -129,8 +132,8 @@ def throughput(args, model, tmp: Path) -> None:
         tmp / "throughput.ome.tif", SyntheticSlide(width=args.size, height=args.size, mpp=0.25, seed=5)
     )
     warm = model.predict_maps_batch([np.full((args.tile, args.tile, 3), 200, np.uint8)] * args.batch)  # noqa: F841
-    in_process = run_stage(slide, tmp / "in_process", model)
-    end_to_end = run_stage(slide, tmp / "throughput", model, workers=args.workers)
+    in_process = run_stage(slide, tmp / "in_process", model, chunk_size=args.chunk)
+    end_to_end = run_stage(slide, tmp / "throughput", model, workers=args.workers, chunk_size=args.chunk)
     plan = end_to_end["plan"]
     tiles = stage_tiles(slide, plan, read_mask(tmp / "throughput" / "tissue_mask.png"))
     started = time.perf_counter()
@@ -164,7 +167,7 @@ def memory(args, tmp: Path) -> None:
         command = [sys.executable, __file__, "--child", str(slide), str(tmp / f"memory_{side}")]
         command += ["--model-dir", str(args.model_dir), "--tta", args.tta, "--device", args.device]
         command += ["--threads", str(args.threads), "--batch", str(args.batch), "--tile", str(args.tile)]
-        command += ["--workers", str(args.workers)]
+        command += ["--workers", str(args.workers), "--chunk", str(args.chunk)]
         child_run = subprocess.run(command, check=True, capture_output=True, text=True)
         result = json.loads(child_run.stdout.splitlines()[-1])
         rows.append((side, written, result))
@@ -180,7 +183,7 @@ def memory(args, tmp: Path) -> None:
 
 def child(args) -> None:
     model = load_model(args)
-    result = run_stage(Path(args.child[0]), Path(args.child[1]), model, workers=args.workers)
+    result = run_stage(Path(args.child[0]), Path(args.child[1]), model, workers=args.workers, chunk_size=args.chunk)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest worker process
     record = {"peak_rss_mib": peak, "worker_rss_mib": worker, "nuclei": result["row"]["nuclei"]}
@@ -191,7 +194,7 @@ def cmu(args, model, tmp: Path) -> None:
     if not args.cmu.is_file():
         print(f"cmu: {args.cmu} is absent; skipped")
         return
-    result = run_stage(args.cmu, tmp / "cmu", model, workers=args.workers)
+    result = run_stage(args.cmu, tmp / "cmu", model, workers=args.workers, chunk_size=args.chunk)
     row, plan = result["row"], result["plan"]
     print(
         f"CMU-1-Small-Region.svs: {row['width_px']} x {row['height_px']} px at {row['slide_mpp']} um/px, run at "
