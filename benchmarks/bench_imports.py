@@ -7,9 +7,10 @@ interpreter with `-X importtime`, `--repeats` times, and prints, for the run
 with the least CPU time, that process's CPU time (steady on a busy machine),
 the CPU time its interpreter's shutdown then takes (garbage collections and
 module teardown), the same with the objects frozen first (`gc.freeze()`, what
-`nucleiflow.log` does as a job exits), the total import wall time, the share of it spent in the heavy packages (torch,
-torchvision, segmentation_models_pytorch, timm, matplotlib, seaborn, scikit-image,
-scikit-learn, albumentations, cv2), and which of those it loaded. The line
+`nucleiflow.log` does as a job exits), the total import wall time, the share of
+it spent in the heavy packages (torch, torchvision, segmentation_models_pytorch,
+timm, matplotlib, seaborn, scikit-image, scikit-learn, albumentations, cv2), and
+which of those it loaded. The line
 `(snakemake job preamble)` is what every script job pays before its own imports
 (Snakemake's script preamble unpickles the `snakemake` object).
 

@@ -9,7 +9,7 @@ log = setup_logging(snakemake.log[0])
 # On a CPU the network runs on one thread and each of the job's threads is a post-processing worker
 # process (the watershed of one chunk runs while the network works on the next). A chunk's post-processing
 # takes longer than its network pass, so the workers get every thread and the network shares a core with
-# them: on 2 cores, 2 workers kept the stage at 71 % of the network alone's throughput, 1 worker at 51 %
+# them: on 2 cores, 2 workers kept the stage at 67-71 % of the network alone's throughput, 1 worker at 51 %
 # (benchmarks/bench_slides.py, README). On a GPU one thread drives it, as everywhere.
 workers = 0 if nvidia_gpu_present() else snakemake.threads
 model = load_slide_model(

@@ -8,8 +8,9 @@ sample (a 40 s job of 40 s CPU time reads about 15 s), so `run_summary` prefers 
 The same exit hook then freezes the garbage collector's objects. Without that, the interpreter's shutdown
 collections walk every object torch, timm and segmentation-models-pytorch created, about 1 s of CPU per job
 that builds a model, after its work is done (`benchmarks/bench_imports.py`, exit columns). Frozen objects
-are still released as their modules are cleared; only the cycle search over them is skipped, and a
-process's leftover cycles are not finalised at exit anyway.
+are still released as their modules are cleared; only the cycle search over them is skipped, so an object
+caught in a reference cycle is not finalised at exit. Nothing a job leaves relies on that: its outputs are
+written and closed (and atomically renamed) before its script ends.
 """
 
 from __future__ import annotations
