@@ -108,7 +108,7 @@ def main(argv=None) -> None:
     for name, source in sources.items():
         runs = [import_profile(source) for _ in range(args.repeats)]
         frozen = min(import_profile(source, freeze=True)[1] for _ in range(args.repeats))
-        cpu, exit_cpu, total, heavy = min(runs, key=lambda run: run[0])
+        cpu, _, total, heavy = min(runs, key=lambda run: run[0])
         exit_cpu = min(run[1] for run in runs)
         loaded = ", ".join(f"{package} {seconds:.2f}" for package, seconds in sorted(heavy.items())) or "-"
         print(f"| {name} | {cpu:.2f} | {exit_cpu:.2f} | {frozen:.2f} | {total:.2f} | {loaded} |", flush=True)
