@@ -14,6 +14,7 @@ from nucleiflow.geojson import (
     features_to_instances,
     label_features,
     measurements,
+    polygon_geometry,
     read_features,
     write_feature_collection,
 )
@@ -60,6 +61,15 @@ def test_features_follow_qupaths_layout(tmp_path, labels):
     path = write_feature_collection(tmp_path / "a.geojson", features)
     assert json.loads(path.read_text())["type"] == "FeatureCollection"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".a.")]  # written atomically: no temporary left
+
+
+def test_vertices_are_written_as_integers_when_whole_and_rounded_otherwise():
+    whole = polygon_geometry(np.array([[3.0, 4.0], [5.0, 4.0], [5.0, 7.0]]))
+    assert json.dumps(whole["coordinates"]) == "[[[3, 4], [5, 4], [5, 7], [3, 4]]]"  # closed, ints
+    assert all(type(v) is int for point in whole["coordinates"][0] for v in point)
+    mixed = polygon_geometry(np.array([[3.0, 4.5], [5.123456, 4.0], [5.0, 7.0]]), [np.array([[1, 1], [2, 1], [2, 2]])])
+    assert mixed["coordinates"][0] == [[3, 4.5], [5.1235, 4], [5, 7], [3, 4.5]]
+    assert mixed["coordinates"][1] == [[1, 1], [2, 1], [2, 2], [1, 1]]
 
 
 def test_offset_places_outlines_in_slide_coordinates(labels):

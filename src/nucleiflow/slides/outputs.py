@@ -1,4 +1,4 @@
-"""The gather: every chunk of a slide into its outputs, in bounded memory, each written atomically.
+"""The gather: every chunk of a slide into its nuclei outputs, in bounded memory, each written atomically.
 
 Under `results/slides/<name>/<slide>/`:
 
@@ -8,7 +8,8 @@ Under `results/slides/<name>/<slide>/`:
 * `nuclei.parquet`: one row per nucleus (`TABLE_COLUMNS`), one row group per chunk;
 * `labels.ome.tif`: the nuclei as a tiled pyramidal OME-TIFF label image (uint32, 0 background, the
   table's `nucleus_id`), level 0 on the slide's level-0 pixel grid, composed tile by tile from the chunks;
-* `tables/summary.{csv,md,tex}`, `figures/overview.{png,pdf}` (thumbnail, tissue outline, nucleus density).
+* `tables/summary.{csv,md,tex}`, `figures/overview.{png,pdf}` (thumbnail, tissue outline, nucleus density):
+  `nucleiflow.slides.overview`, from the tallies `Chunks` takes as it checks the chunks.
 
 Nucleus ids are given in chunk order (chunk 0's nuclei first), so a scattered run gathers the same ids.
 """
@@ -25,7 +26,7 @@ import pandas as pd
 
 from nucleiflow.catalog import UNTYPED
 from nucleiflow.geojson import class_color, feature, polygon_geometry, write_feature_collection
-from nucleiflow.io import atomic_path, write_table
+from nucleiflow.io import atomic_path
 from nucleiflow.slides.chunks import NUCLEUS_COLUMNS, chunk_path, read_chunk
 from nucleiflow.slides.pyramid import write_pyramid
 
@@ -38,9 +39,12 @@ TABLE_COLUMNS = ("nucleus_id", *NUCLEUS_COLUMNS, "type_name")
 class Chunks:
     """The finished chunks of one slide, in chunk order, with each one's first nucleus id."""
 
-    def __init__(self, plan: dict, chunk_dir: str | Path, key: str):
+    def __init__(self, plan: dict, chunk_dir: str | Path, key: str, type_names=()):
         self.plan, self.dir, self.key = plan, Path(chunk_dir), key
+        self.type_names = [UNTYPED, *type_names]
         self.offsets, self.boxes = {}, {}
+        self.type_counts: dict[str, int] = {}
+        points = []
         next_id = 1
         missing = []
         for chunk in plan["chunks"]:
@@ -51,6 +55,10 @@ class Chunks:
             self.offsets[chunk["index"]] = next_id
             n = len(data["area_um2"])
             next_id += n
+            points.append(np.stack([data["centroid_x_px"], data["centroid_y_px"]], axis=1).astype(np.float32))
+            for value, count in zip(*np.unique(data["type"].astype(np.int64), return_counts=True)):
+                name = self.type_name(int(value))
+                self.type_counts[name] = self.type_counts.get(name, 0) + int(count)
             if n:
                 (oy, ox), (h, w) = data["origin"], data["labels"].shape
                 self.boxes[chunk["index"]] = (int(oy), int(ox), int(oy) + h, int(ox) + w)
@@ -62,20 +70,24 @@ class Chunks:
                 "run their segment jobs first"
             )
         self.n_nuclei = next_id - 1
+        # Every nucleus's level-0 centroid (x, y): the overview's density map.
+        self.points = np.concatenate(points) if points else np.zeros((0, 2), np.float32)
         self._cache: OrderedDict = OrderedDict()
+
+    def type_name(self, value: int) -> str:
+        return self.type_names[value] if 0 <= value < len(self.type_names) else UNTYPED
 
     def __iter__(self):
         """(chunk, its arrays, first nucleus id) in chunk order."""
         for chunk in self.plan["chunks"]:
             yield chunk, read_chunk(chunk_path(self.dir, chunk["index"])), self.offsets[chunk["index"]]
 
-    def table(self, data: dict, first_id: int, type_names) -> pd.DataFrame:
+    def table(self, data: dict, first_id: int) -> pd.DataFrame:
         n = len(data["area_um2"])
         frame = pd.DataFrame({column: data[column] for column in NUCLEUS_COLUMNS})
         frame.insert(0, "nucleus_id", np.arange(first_id, first_id + n, dtype=np.int64))
         frame["type"] = frame["type"].astype(np.int64)
-        names = [UNTYPED, *type_names]
-        frame["type_name"] = [names[t] if 0 <= t < len(names) else UNTYPED for t in frame["type"]]
+        frame["type_name"] = [self.type_name(t) for t in frame["type"]]
         return frame
 
     def _level_crop(self, index: int, step: int):
@@ -153,20 +165,17 @@ def _rings(data: dict, i: int) -> list[np.ndarray]:
     return [coords[offsets[r] : offsets[r + 1]] for r in range(first[i], first[i + 1])]
 
 
-def gather(
-    plan: dict, chunk_dir, out: dict, *, key: str, type_names=(), parts: list[dict] = (), name: str = ""
-) -> dict:
-    """Write every output of one slide from its finished chunks, each atomically; returns the summary row.
+def write_nuclei(chunks: Chunks, out: dict, type_names=()) -> None:
+    """Write the nuclei of every chunk as GeoJSON, Parquet table and label pyramid, each atomically.
 
-    `out`: paths of geojson, table (parquet), labels (OME-TIFF), summary (table stem). Memory: one chunk.
+    `out`: paths of geojson, table (parquet) and labels (OME-TIFF). Memory: one chunk (and the pyramid's
+    crop cache).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    chunks = Chunks(plan, chunk_dir, key)
+    plan = chunks.plan
     slide = Path(plan["slide"]).name
-    type_counts: dict[str, int] = {}
-    points = []
     integers = ("nucleus_id", "type")
     schema = pa.schema(
         [(c, pa.int64() if c in integers else pa.string() if c == "type_name" else pa.float64()) for c in TABLE_COLUMNS]
@@ -174,16 +183,13 @@ def gather(
 
     def features(writer):
         for _, data, first_id in chunks:
-            frame = chunks.table(data, first_id, type_names)
+            frame = chunks.table(data, first_id)
             if len(frame):
                 writer.write_table(
                     pa.Table.from_pandas(frame[list(TABLE_COLUMNS)], schema=schema, preserve_index=False)
                 )
             for i, row in enumerate(frame.itertuples(index=False)):
                 yield nucleus_feature(row, _rings(data, i), type_names, slide)
-            for value, count in frame["type_name"].value_counts().items():
-                type_counts[value] = type_counts.get(value, 0) + int(count)
-            points.append(frame[["centroid_x_px", "centroid_y_px"]].to_numpy(np.float32))
 
     with atomic_path(out["table"]) as table_tmp:
         writer = pq.ParquetWriter(table_tmp, schema)
@@ -195,95 +201,3 @@ def gather(
     write_pyramid(
         out["labels"], height, width, chunks.label_tile, dtype=np.uint32, mpp=plan["slide_mpp"], name="nuclei"
     )
-    row = summary_row(plan, chunks.n_nuclei, type_counts, type_names, parts, name)
-    write_table(out["summary"], pd.DataFrame([row]), caption=f"Nuclei of slide {slide}")
-    return {"row": row, "points": np.concatenate(points) if points else np.zeros((0, 2), np.float32)}
-
-
-def summary_row(plan: dict, n_nuclei: int, type_counts: dict, type_names, parts, name: str) -> dict:
-    tissue = plan["tissue_area_mm2"]
-    row = {
-        "slide": Path(plan["slide"]).name,
-        "width_px": plan["dimensions"][0],
-        "height_px": plan["dimensions"][1],
-        "slide_mpp": plan["slide_mpp"],
-        "run_mpp": plan["run_mpp"],
-        "level": plan["level"],
-        "chunks": len(plan["chunks"]),
-        "tissue_area_mm2": tissue,
-        "nuclei": n_nuclei,
-        "density_per_mm2": n_nuclei / tissue if tissue > 0 else float("nan"),
-    }
-    for type_name in type_names:
-        row[f"fraction_{type_name}"] = type_counts.get(type_name, 0) / n_nuclei if n_nuclei else float("nan")
-    if type_names:  # nuclei whose pixels the type head calls background: no type
-        row["fraction_untyped"] = type_counts.get(UNTYPED, 0) / n_nuclei if n_nuclei else float("nan")
-    row["seconds"] = float(sum(p.get("seconds", 0.0) for p in parts))
-    row["note"] = "" if plan["chunks"] else "no tissue found: no nuclei"
-    return row
-
-
-# ---------------------------------------------------------------- the overview figure
-
-
-def density_map(points: np.ndarray, plan: dict, mask: np.ndarray, bin_um: float) -> tuple[np.ndarray, int]:
-    """Nuclei per mm^2 of tissue in square bins of about `bin_um` over the mask grid (NaN: no tissue in a bin).
-
-    Returns (map, mask px per bin).
-    """
-    per_bin = max(1, round(bin_um / plan["mask_mpp"]))
-    bins_y, bins_x = math.ceil(mask.shape[0] / per_bin), math.ceil(mask.shape[1] / per_bin)
-    counts = np.zeros((bins_y, bins_x), np.float64)
-    if len(points):
-        factor = plan["mask_factor"] * per_bin
-        by = np.clip((points[:, 1] / factor).astype(int), 0, bins_y - 1)
-        bx = np.clip((points[:, 0] / factor).astype(int), 0, bins_x - 1)
-        np.add.at(counts, (by, bx), 1)
-    padded = np.zeros((bins_y * per_bin, bins_x * per_bin), bool)
-    padded[: mask.shape[0], : mask.shape[1]] = mask
-    tissue_px = padded.reshape(bins_y, per_bin, bins_x, per_bin).sum(axis=(1, 3))
-    tissue_mm2 = tissue_px * (plan["mask_mpp"] / 1000.0) ** 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(tissue_px > 0, counts / tissue_mm2, np.nan), per_bin
-
-
-def overview_figure(thumbnail: np.ndarray, mask: np.ndarray, points: np.ndarray, plan: dict, path, title: str = ""):
-    """Thumbnail with the tissue outline, and the nucleus density (per mm^2) over tissue (PNG and PDF)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    from nucleiflow.reporting.figures import mask_contours, save_figure, use_style
-
-    use_style()
-    height, width = mask.shape
-    bin_um = max(50.0, max(height, width) * plan["mask_mpp"] / 60)
-    density, per_bin = density_map(points, plan, mask, bin_um)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.6 * height / max(width, 1) + 0.8), squeeze=True)
-    ratio = plan.get("thumbnail_mpp", plan["mask_mpp"]) / plan["mask_mpp"]  # thumbnail px in mask px
-    extent = (0, thumbnail.shape[1] * ratio, thumbnail.shape[0] * ratio, 0)
-    outline = sns.color_palette("colorblind")[1]
-    for ax in axes:
-        ax.imshow(thumbnail, extent=extent)
-        for contour in mask_contours(mask):
-            ax.plot(contour[:, 1] + 0.5, contour[:, 0] + 0.5, color=outline, linewidth=1)
-        ax.set_xlim(0, width)
-        ax.set_ylim(height, 0)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-    axes[0].set_title("Tissue (outline)")
-    shown = np.ma.masked_invalid(density)
-    heat = axes[1].imshow(
-        shown,
-        extent=(0, density.shape[1] * per_bin, density.shape[0] * per_bin, 0),
-        cmap="viridis",
-        alpha=0.75,
-        interpolation="nearest",
-    )
-    axes[1].set_xlim(0, width)
-    axes[1].set_ylim(height, 0)
-    axes[1].set_title(f"Nuclei per mm$^2$ of tissue ({per_bin * plan['mask_mpp']:.0f} µm bins)")
-    fig.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.04)
-    if title:
-        fig.suptitle(title)
-    return save_figure(fig, path)

@@ -14,7 +14,8 @@ from PIL import Image
 
 from nucleiflow.io import read_json, write_json
 from nucleiflow.slides.chunks import SlideOptions, make_plan, segment_part
-from nucleiflow.slides.outputs import gather, overview_figure
+from nucleiflow.slides.outputs import Chunks, write_nuclei
+from nucleiflow.slides.overview import read_mask, summary_row, warm_up, write_summary_and_overview
 from nucleiflow.slides.reader import Region
 from nucleiflow.slides.tissue import TissueSettings
 
@@ -54,10 +55,6 @@ def plan_slide(slide, options: dict, slide_mpp: float | None, out) -> dict:
     _write_png(out.thumbnail, images["thumbnail"])
     write_json(out.plan, plan)
     return plan
-
-
-def read_mask(path) -> np.ndarray:
-    return np.asarray(Image.open(path)) > 0
 
 
 def model_fingerprint(*paths) -> str:
@@ -104,7 +101,16 @@ def segment_slide_part(
 
 
 def gather_slide(plan_path, mask_path, thumbnail_path, part_paths, chunk_dir, out, name: str = "") -> dict:
-    """Every output of one slide from its parts' chunks (`outputs.gather`) and its overview figure."""
+    """Every output of one slide from its parts' chunks; returns its summary row.
+
+    The summary table and overview figure are written by a second process (`nucleiflow.slides.overview`),
+    started first so that its imports overlap the reading of the chunks, and its drawing the writing of
+    the GeoJSON, table and label pyramid (`outputs.write_nuclei`): the gather is the serial tail of a
+    slide, after its last chunk.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     plan = read_json(plan_path)
     parts = [read_json(p) for p in part_paths]
     keys = {p["fingerprint"] for p in parts}
@@ -113,11 +119,26 @@ def gather_slide(plan_path, mask_path, thumbnail_path, part_paths, chunk_dir, ou
 
         raise DataFormatError(f"{chunk_dir}: the parts were segmented with different plans or models; rerun them")
     type_names = parts[0].get("type_names", []) if parts else []
-    paths = {"geojson": out.geojson, "table": out.nuclei, "labels": out.labels, "summary": out.table}
-    result = gather(plan, chunk_dir, paths, key=keys.pop(), type_names=type_names, parts=parts, name=name)
-    thumbnail = np.asarray(Image.open(thumbnail_path).convert("RGB"))
-    title = f"{Path(plan['slide']).name}: {result['row']['nuclei']} nuclei"
-    if result["row"]["note"]:
-        title += f" ({result['row']['note']})"
-    overview_figure(thumbnail, read_mask(mask_path), result["points"], plan, out.figure, title=title)
-    return result["row"]
+    # Forked, as the segment step's workers are: a spawned child would re-run the Snakemake script's
+    # top level; this one only draws and writes tables (no torch, no threads of the parent).
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork")) as side:
+        side.submit(warm_up)
+        chunks = Chunks(plan, chunk_dir, keys.pop(), type_names)
+        row = summary_row(plan, chunks.n_nuclei, chunks.type_counts, type_names, parts, name)
+        title = f"{Path(plan['slide']).name}: {row['nuclei']} nuclei"
+        if row["note"]:
+            title += f" ({row['note']})"
+        overview = side.submit(
+            write_summary_and_overview,
+            row,
+            out.table,
+            out.figure,
+            thumbnail_path,
+            mask_path,
+            chunks.points,
+            plan,
+            title,
+        )
+        write_nuclei(chunks, {"geojson": out.geojson, "table": out.nuclei, "labels": out.labels}, type_names)
+        overview.result()
+    return row
