@@ -226,6 +226,19 @@ def test_post_processing_in_worker_processes_writes_the_same_outputs(small_slide
     assert_same_outputs(outputs_of(workers["files"]), outputs_of(in_process["files"]))
 
 
+def test_chunks_with_the_most_tissue_tiles_are_segmented_first(small_slide, tmp_path):
+    # The last chunk's post-processing has no inference left to overlap it: it should be a small one.
+    from nucleiflow.slides.chunks import chunk_window, window_tiles
+
+    plan, images = make_plan(small_slide, SlideOptions(run_mpp=0.5, tile_size=128, chunk_size=256), None)
+    tiles = {c["index"]: len(window_tiles(plan, images["mask"], *chunk_window(plan, c))) for c in plan["chunks"]}
+    assert len(set(tiles.values())) > 1  # the slide's chunks differ in tissue
+    order = []
+    segment_part(plan, images["mask"], StainModel(), tmp_path, progress=lambda chunk, n: order.append(chunk["index"]))
+    assert sorted(order) == sorted(tiles)
+    assert [tiles[i] for i in order] == sorted(tiles.values(), reverse=True)
+
+
 def test_a_killed_job_resumes_from_its_finished_chunks(small_slide, tmp_path):
     reference = outputs_of(run_stage(small_slide, tmp_path / "reference")["files"])
     out = tmp_path / "killed"

@@ -477,6 +477,10 @@ def segment_part(
         for stale in Path(chunk_dir).glob(f".{chunk_path(chunk_dir, chunk['index']).stem}.*.tmp.npz"):
             stale.unlink(missing_ok=True)
     todo = [c for c in mine if read_chunk(chunk_path(chunk_dir, c["index"]), key) is None]
+    # Most tissue tiles first: the last chunk's post-processing runs after the network's last batch, with
+    # nothing to overlap it, so it should be a small one (longest first, as schedulers order jobs). The
+    # chunk files, and the ids the gather gives in plan order, do not depend on this order.
+    todo.sort(key=lambda c: -len(window_tiles(plan, mask, *chunk_window(plan, c))))
     summary = {"part": part, "parts": parts, "chunks": len(mine), "resumed": len(mine) - len(todo)}
     started = time.perf_counter()
     nuclei = tiles = 0
