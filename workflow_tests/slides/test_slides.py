@@ -226,6 +226,30 @@ def test_post_processing_in_worker_processes_writes_the_same_outputs(small_slide
     assert_same_outputs(outputs_of(workers["files"]), outputs_of(in_process["files"]))
 
 
+def test_shape_measures_equal_skimages():
+    from skimage.draw import disk, ellipse
+    from skimage.measure import regionprops
+
+    from nucleiflow.slides.chunks import convex_area, eccentricity
+
+    rng = np.random.default_rng(1)
+    labels = np.zeros((400, 400), np.int32)
+    for k in range(1, 301):  # discs, rotated ellipses, pixels missing, single pixels and lines
+        y, x = rng.integers(15, 385, 2)
+        if k % 3:
+            rr, cc = disk((y, x), rng.uniform(0.5, 12), shape=labels.shape)
+        else:
+            rr, cc = ellipse(y, x, rng.uniform(0.5, 12), rng.uniform(1, 12), labels.shape, rng.uniform(0, np.pi))
+        keep = rng.random(len(rr)) > 0.05
+        labels[rr[keep], cc[keep]] = k
+    labels[5, 5:20] = 301
+    labels[390, 390] = 302
+    props = regionprops(labels)
+    assert len(props) > 250
+    assert [convex_area(p.image) for p in props] == [int(p.area_convex) for p in props]
+    np.testing.assert_allclose([eccentricity(p.image) for p in props], [p.eccentricity for p in props], atol=1e-12)
+
+
 def test_chunks_with_the_most_tissue_tiles_are_segmented_first(small_slide, tmp_path):
     # The last chunk's post-processing has no inference left to overlap it: it should be a small one.
     from nucleiflow.slides.chunks import chunk_window, window_tiles

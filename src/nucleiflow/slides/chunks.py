@@ -319,6 +319,36 @@ def _on_tissue(plan: dict, mask: np.ndarray, y: float, x: float) -> bool:
     return bool(mask[max(0, my - 1) : my + 2, max(0, mx - 1) : mx + 2].any())
 
 
+# skimage's `regionprops` eccentricity and solidity, with the same values (a test holds them equal) at a
+# third of the cost: they were a third of a chunk's post-processing, which is the stage's slowest step on
+# a CPU. skimage builds the hull with qhull from each pixel's four edge midpoints; the hull is the same
+# from the midpoints of each row's first and last pixel, and OpenCV finds it without qhull's overhead.
+_EDGE_MIDPOINTS = np.array([[-0.5, 0.0], [0.5, 0.0], [0.0, -0.5], [0.0, 0.5]])
+
+
+def convex_area(image: np.ndarray) -> int:
+    """Pixels of the convex hull image of a nucleus's mask (skimage's `area_convex`, borders included)."""
+    from skimage.measure import grid_points_in_poly
+
+    rows = np.flatnonzero(image.any(axis=1))
+    first = image[rows].argmax(axis=1)
+    last = image.shape[1] - 1 - image[rows, ::-1].argmax(axis=1)
+    ends = np.concatenate([np.column_stack([rows, first]), np.column_stack([rows, last])])
+    points = (ends[:, None, :] + _EDGE_MIDPOINTS).reshape(-1, 2).astype(np.float32)
+    hull = cv2.convexHull(points)[:, 0, :].astype(np.float64)
+    return int(np.count_nonzero(grid_points_in_poly(image.shape, hull, binarize=False) >= 1))
+
+
+def eccentricity(image: np.ndarray) -> float:
+    """Eccentricity of the ellipse with the mask's second moments (skimage's `eccentricity`)."""
+    rows, cols = np.nonzero(image)
+    var_r, var_c = rows.var(), cols.var()
+    cov = ((rows - rows.mean()) * (cols - cols.mean())).mean()
+    mean, spread = (var_r + var_c) / 2, np.hypot((var_r - var_c) / 2, cov)
+    major, minor = mean + spread, max(mean - spread, 0.0)
+    return 0.0 if major == 0 else float(np.sqrt(1 - minor / major))
+
+
 def chunk_nuclei(
     model, plan: dict, chunk: dict, image: np.ndarray, maps: np.ndarray | None, mask=None, offset=(0, 0)
 ) -> dict:
@@ -366,8 +396,8 @@ def chunk_nuclei(
             py * slide_mpp,
             prop.area * run_mpp**2,
             prop.perimeter * run_mpp,
-            prop.eccentricity,
-            prop.solidity,
+            eccentricity(prop.image),
+            prop.area / convex_area(prop.image),  # solidity
             kind,
             kind_prob,
             float(pixels[:, 0].mean()),
