@@ -53,6 +53,44 @@ def test_a_nucleus_in_two_pieces_keeps_its_largest():
     assert outline.area == 9 and outline.dropped_pixels == 1
 
 
+PINCHES = [  # four pixels meeting in a checkerboard, inside a nucleus or at its edge
+    [[1, 1, 1, 1], [1, 0, 1, 1], [1, 1, 0, 1], [1, 1, 1, 1]],  # two holes touching at a corner
+    [[1, 1, 1], [1, 0, 1], [1, 1, 0]],  # a hole touching the outside at a corner
+    [[0, 1, 1], [1, 0, 1], [1, 1, 1]],
+    [[1, 1, 0], [1, 0, 1], [0, 1, 1]],
+]
+
+
+def test_traced_outlines_equal_the_union_of_the_pixels():
+    # The outlines are walked along pixel edges; the union of the pixel squares (shapely, GEOS) is the
+    # reference: the same rings, orientation and area, valid where rings touch at checkerboard corners.
+    from skimage.draw import ellipse
+
+    from nucleiflow.polygons import _shapely_outline, _traced_outline
+
+    rng = np.random.default_rng(0)
+    masks = [np.array(m, bool) for m in PINCHES]
+    for _ in range(300):
+        mask = np.zeros((30, 30), bool)
+        mask[ellipse(15, 15, rng.uniform(1, 13), rng.uniform(1, 13), mask.shape, rng.uniform(0, np.pi))] = True
+        masks.append(mask & (rng.random(mask.shape) > rng.choice([0.0, 0.05, 0.2])))  # holes, pinches
+    traced = 0
+    for mask in masks:
+        outline = _traced_outline(mask)
+        if outline is None:  # in pieces: label_polygons asks shapely
+            assert shapely.union_all(
+                [shapely.box(c, r, c + 1, r + 1) for r, c in zip(*np.nonzero(mask))]
+            ).geom_type == ("MultiPolygon")
+            continue
+        traced += 1
+        reference = _shapely_outline(mask)
+        ours, theirs = shapely.Polygon(outline[0], outline[1]), shapely.Polygon(reference[0], reference[1])
+        assert ours.is_valid and ours.normalize().equals_exact(theirs.normalize(), 0)
+        assert outline[2:] == reference[2:] == (0, float(mask.sum()))
+        assert shapely.LinearRing(outline[0]).is_ccw == shapely.LinearRing(reference[0]).is_ccw
+    assert traced > 200
+
+
 def test_degenerate_polygons_are_skipped_and_counted():
     square = np.array([[1, 1], [5, 1], [5, 5], [1, 5]], float)
     line = np.array([[1, 1], [5, 5], [3, 3]], float)  # three vertices, no area

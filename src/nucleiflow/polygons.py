@@ -23,7 +23,9 @@ drawn). Two stated rules make every input give one answer:
   one (`overlapped`) and nuclei left with no pixel at all (`covered`).
 
 Instance map -> polygons (`label_polygons`): one polygon per nucleus, traced
-along pixel edges, so rasterising it gives back exactly the nucleus's pixels.
+along pixel edges, so rasterising it gives back exactly the nucleus's pixels;
+the rings equal those of the union of its pixel squares (shapely), which
+sorts out the rare nucleus in several pieces.
 A nucleus whose pixels form several pieces (touching only at corners, or
 apart) keeps its largest piece (`LabelPolygon.dropped_pixels` says how much
 was left out); holes are kept as interior rings. Outlines are valid shapely
@@ -195,8 +197,6 @@ def relabel(instances: np.ndarray) -> np.ndarray:
 
 def label_polygons(labels: np.ndarray, offset: tuple[float, float] = (0.0, 0.0)) -> list[LabelPolygon]:
     """One pixel-exact outline per nucleus of `labels` (int, 0 background), in id order (module docstring)."""
-    import shapely
-
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"label image must be 2-D, got shape {labels.shape}")
@@ -206,18 +206,109 @@ def label_polygons(labels: np.ndarray, offset: tuple[float, float] = (0.0, 0.0))
         if box is None:
             continue
         mask = labels[box] == label
-        shape = _pixel_union(mask, shapely)
-        dropped = 0
-        if shape.geom_type == "MultiPolygon":
-            parts = sorted(shape.geoms, key=lambda g: -g.area)
-            dropped = int(round(sum(g.area for g in parts[1:])))
-            shape = parts[0]
-        shape = shapely.affinity.translate(shape, box[1].start + ox, box[0].start + oy).simplify(0)
-        shape = shapely.geometry.polygon.orient(shape, sign=1.0)
-        exterior = np.asarray(shape.exterior.coords)[:-1]
-        holes = tuple(np.asarray(ring.coords)[:-1] for ring in shape.interiors)
-        out.append(LabelPolygon(label, exterior, holes, dropped, float(shape.area)))
+        outline = _traced_outline(mask)
+        if outline is None:  # several pieces: shapely sorts them out
+            outline = _shapely_outline(mask)
+        exterior, holes, dropped, area = outline
+        shift = np.array([box[1].start + ox, box[0].start + oy])
+        out.append(LabelPolygon(label, exterior + shift, tuple(h + shift for h in holes), dropped, area))
     return out
+
+
+# Unit steps along pixel edges: +x, +y, -x, -y. Turning left (x right, y down: towards +y from +x) is +1.
+_STEPS = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]])
+
+
+def _traced_outline(mask: np.ndarray):
+    """(exterior, holes, dropped pixels, area) of a one-piece mask, traced along its pixel edges; None when
+    the mask is in several pieces (pixels touching only at corners count as apart, as in a union of squares).
+
+    Every edge between a mask pixel and a background pixel is walked with the mask on its left, so the
+    exterior runs counter-clockwise (positive area, as `shapely.geometry.polygon.orient(sign=1)` leaves it)
+    and holes clockwise. Where four pixels meet in a checkerboard the walk turns left; a ring that then
+    meets itself at a corner is cut there into two rings, which touch at that point, as valid polygons do.
+    """
+    height, width = mask.shape
+    padded = np.zeros((height + 2, width + 2), bool)  # np.pad costs as much as the rest of a small nucleus
+    padded[1:-1, 1:-1] = mask
+    below, above = padded[1:, 1:-1], padded[:-1, 1:-1]  # (height + 1, width): the pixels each side of y = row
+    right, left = padded[1:-1, 1:], padded[1:-1, :-1]  # (height, width + 1): each side of x = column
+    span = width + 1  # vertex (x, y) is y * span + x
+    starts, steps = [], []
+    for ys, xs, step, dx, dy in (
+        (*np.nonzero(below & ~above), 0, 0, 0),  # +x along y = row, mask below
+        (*np.nonzero(above & ~below), 2, 1, 0),  # -x, mask above: starts at the right end
+        (*np.nonzero(left & ~right), 1, 0, 0),  # +y along x = column, mask to the left
+        (*np.nonzero(right & ~left), 3, 0, 1),  # -y, mask to the right: starts at the bottom end
+    ):
+        starts.append((ys + dy) * span + xs + dx)
+        steps.append(np.full(len(ys), step))
+    start, step = np.concatenate(starts), np.concatenate(steps)
+    end = start + _STEPS[step, 1] * span + _STEPS[step, 0]
+    order = np.argsort(start, kind="stable")
+    ordered = start[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]
+    first_out = dict(zip(ordered[first].tolist(), order[first].tolist()))
+    second_out = dict(zip(ordered[~first].tolist(), order[~first].tolist()))
+    start_l, end_l, step_l = start.tolist(), end.tolist(), step.tolist()
+    used = bytearray(len(start_l))
+    rings = []
+    for edge in range(len(start_l)):
+        if used[edge]:
+            continue
+        ring = []
+        while not used[edge]:
+            used[edge] = 1
+            ring.append(edge)
+            vertex = end_l[edge]
+            following = first_out[vertex]
+            other = second_out.get(vertex)
+            if other is not None and step_l[following] != (step_l[edge] + 1) % 4:
+                following = other
+            edge = following
+        rings += _split_at_touches(ring, start_l)
+    polygons = []
+    for ring in rings:
+        turns = [e for i, e in enumerate(ring) if step_l[e] != step_l[ring[i - 1]]]  # drop collinear vertices
+        vertices = np.array([[start_l[e] % span, start_l[e] // span] for e in turns], dtype=float)
+        x, y = vertices[:, 0], vertices[:, 1]
+        twice_area = np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]) + x[-1] * y[0] - x[0] * y[-1]  # shoelace
+        polygons.append((vertices, 0.5 * float(twice_area)))
+    exteriors = [p for p in polygons if p[1] > 0]
+    if len(exteriors) != 1:
+        return None
+    holes = tuple(v for v, area in polygons if area < 0)
+    return exteriors[0][0], holes, 0, float(sum(area for _, area in polygons))
+
+
+def _split_at_touches(ring: list[int], start: list[int]) -> list[list[int]]:
+    """A closed walk of edges cut into rings that pass through each vertex once."""
+    seen: dict[int, int] = {}
+    for position, edge in enumerate(ring):
+        vertex = start[edge]
+        if vertex in seen:
+            first = seen[vertex]
+            return _split_at_touches(ring[first:position], start) + _split_at_touches(
+                ring[:first] + ring[position:], start
+            )
+        seen[vertex] = position
+    return [ring]
+
+
+def _shapely_outline(mask: np.ndarray):
+    """(exterior, holes, dropped pixels, area) of a mask's largest piece, from the union of its pixels."""
+    import shapely
+
+    shape = _pixel_union(mask, shapely)
+    dropped = 0
+    if shape.geom_type == "MultiPolygon":
+        parts = sorted(shape.geoms, key=lambda g: -g.area)
+        dropped = int(round(sum(g.area for g in parts[1:])))
+        shape = parts[0]
+    shape = shapely.geometry.polygon.orient(shape.simplify(0), sign=1.0)
+    exterior = np.asarray(shape.exterior.coords)[:-1]
+    holes = tuple(np.asarray(ring.coords)[:-1] for ring in shape.interiors)
+    return exterior, holes, dropped, float(shape.area)
 
 
 def _pixel_union(mask: np.ndarray, shapely):
