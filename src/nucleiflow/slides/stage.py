@@ -120,7 +120,8 @@ def gather_slide(plan_path, mask_path, thumbnail_path, part_paths, chunk_dir, ou
         raise DataFormatError(f"{chunk_dir}: the parts were segmented with different plans or models; rerun them")
     type_names = parts[0].get("type_names", []) if parts else []
     # Forked, as the segment step's workers are: a spawned child would re-run the Snakemake script's
-    # top level; this one only draws and writes tables (no torch, no threads of the parent).
+    # top level. The child only draws and writes tables: it never calls torch, whose thread pools a
+    # fork does not copy.
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork")) as side:
         side.submit(warm_up)
         chunks = Chunks(plan, chunk_dir, keys.pop(), type_names)
