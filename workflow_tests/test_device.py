@@ -147,6 +147,14 @@ def test_cpu_loads_in_process(monkeypatch):
     assert dev.loader_kwargs(setup) == {"num_workers": 0, "pin_memory": False}
 
 
+def test_inference_is_channels_last_on_the_cpu_and_training_is_not(monkeypatch):
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    training = dev.setup_device("cpu", threads=1, amp=False)
+    inference = dev.for_inference(training)
+    assert not training.channels_last and inference.channels_last
+    assert (inference.device, inference.amp_dtype, inference.loader_workers) == (torch.device("cpu"), None, 0)
+
+
 @pytest.mark.parametrize(
     "variable, value",
     [("CUDA_VISIBLE_DEVICES", "0"), ("SLURM_JOB_GPUS", "3"), ("SLURM_STEP_GPUS", "0,1")],

@@ -125,6 +125,22 @@ def test_from_model_dir_reads_the_recorded_spec_and_checks_the_checkpoint(tmp_pa
         Predictor.from_model_dir(folder)
 
 
+def test_a_trained_model_predicts_channels_last_with_the_maps_of_the_default_format(tmp_path):
+    """Channels-last on the CPU too (`device.for_inference`): a faster kernel choice, the same maps."""
+    spec = spec_of("hv", type_head=True)
+    predictor = Predictor.from_model_dir(seeded_model_dir(tmp_path / "m", spec), postprocess={"tune": False})
+    assert predictor.setup.channels_last and predictor.device == torch.device("cpu")
+    convolution = next(m for m in predictor.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert convolution.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not convolution.weight.is_contiguous()  # really another layout, not a 1 x 1 kernel that is both
+    nchw_model = build_from_spec(spec)
+    nchw_model.load_state_dict(predictor.model.state_dict())
+    nchw = Predictor(nchw_model.eval(), predictor.config, CPU, spec=spec)
+    assert not nchw.setup.channels_last
+    for image in images(np.random.default_rng(5)):
+        np.testing.assert_allclose(predictor.predict_maps(image), nchw.predict_maps(image), atol=1e-5)
+
+
 # ---------------------------------------------------------------- maps
 
 

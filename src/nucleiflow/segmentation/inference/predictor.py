@@ -44,7 +44,7 @@ import torch
 
 from nucleiflow.catalog import INPUT_SCALINGS, PANNUKE_CLASS_NAMES, TTA_MODES
 from nucleiflow.config import ModelSpec, tunes_postprocess
-from nucleiflow.device import DeviceSetup, setup_device
+from nucleiflow.device import DeviceSetup, for_inference, setup_device
 from nucleiflow.engine import load_checkpoint
 from nucleiflow.errors import ConfigError, DataFormatError, choices_error
 from nucleiflow.io import read_json
@@ -240,12 +240,10 @@ def model_on_device(
     """
     training = spec.training
     amp = training["amp"] if device is None else False
-    setup = setup_device(device or training["device"], threads, amp)
+    setup = for_inference(setup_device(device or training["device"], threads, amp))
     model = build_from_spec(spec)
     model.load_state_dict(weights)
-    if setup.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model, setup
+    return model.to(memory_format=torch.channels_last), setup
 
 
 # ---------------------------------------------------------------- the forward pass
