@@ -3,7 +3,7 @@
 For each architecture the same model and batch run in both formats, alternately, and the best of
 `--repeats` timed passes is printed (seconds per batch and the speed-up of channels-last). Inference
 is what `nucleiflow.device.for_inference` decides on (channels-last everywhere); training keeps NCHW on
-the CPU because channels-last slowed some encoders there.
+the CPU, where the gain is uneven across encoders and a new format would change every CPU run's weights.
 
     .venv/bin/python benchmarks/bench_memory_format.py                 # one thread, both parts
     .venv/bin/python benchmarks/bench_memory_format.py --threads 2 --parts inference

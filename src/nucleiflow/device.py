@@ -206,12 +206,12 @@ def setup_device(preference: str = "auto", threads: int = 1, amp: bool = True) -
 def for_inference(setup: DeviceSetup) -> DeviceSetup:
     """The device setup a trained model predicts with: channels-last on every device, the CPU included.
 
-    Training keeps `setup_device`'s choice (channels-last on CUDA only): on the CPU its gain there was
-    uneven (1.01x for DeepLabV3+/ResNet-50 to 1.33x for the residual U-Net per 256-px step), and a change
-    of format would change the trained weights of every CPU run. For inference oneDNN's channels-last convolutions were 1.1-1.3x faster on the CPU for five of the studies'
-    six architectures (residual U-Net 1.33x, U-Net/ResNet-18 1.26x) and within run-to-run noise for
-    DeepLabV3+/ResNet-50 (0.97x and 1.04x in two runs; `benchmarks/bench_memory_format.py`, one thread);
-    the maps are the same up to float rounding.
+    For inference oneDNN's channels-last convolutions were 1.1-1.3x faster on the CPU for five of the
+    studies' six architectures (residual U-Net 1.33x, U-Net/ResNet-18 1.26x) and 0.97x, within run-to-run
+    noise, for DeepLabV3+/ResNet-50 (`benchmarks/bench_memory_format.py`, one thread); the maps are the
+    same up to float rounding. Training keeps `setup_device`'s choice (channels-last on CUDA only): on the
+    CPU its gain there was uneven (1.01x for DeepLabV3+/ResNet-50 to 1.33x for the residual U-Net per
+    256-px step), and a change of format would change the weights every CPU run trains.
     """
     return replace(setup, channels_last=True)
 
