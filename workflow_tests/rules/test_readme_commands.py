@@ -101,6 +101,16 @@ HOW_PROVEN = {
         "test_config.py::test_cpu_config_runs_from_local_sources dry-runs the config with stand-in sources and "
         "finds the classic U-Net study's outputs planned"
     ),
+    ".venv/bin/snakemake --workflow-profile profiles/local --cores 2 --configfile config/dsb2018_cpu.yaml "
+    "sources.yaml -- results/dsb2018/dsb_model_comparison/tables/metrics.csv "
+    "results/dsb2018/dsb_model_comparison/figures/contours.png "
+    "results/dsb2018/dsb_model_comparison/tables/robustness_auc.csv "
+    "results/dsb2018/dsb_model_comparison/explanations/unet/resnet50/none/lrp_statistics.csv "
+    "results/dsb2018/dsb_model_comparison/explanations/deeplabv3plus/resnet50/none/lrp_statistics.csv "
+    "results/dsb2018/dsb_model_comparison/explanations/resunet/none/none/lrp_statistics.csv": (
+        "test_config.py::test_cpu_config_runs_from_local_sources dry-runs the config with stand-in sources and "
+        "finds Table 1's outputs planned"
+    ),
     ".venv/bin/snakemake -c2 results/slides/hne/CMU-1-Small-Region/nuclei.geojson --configfile config/hne.yaml "
     "config/hne_slides.yaml": "test_hne.py::test_the_hne_model_on_the_cmu_slide_dry_runs_beside_the_shared_data",
     # The restructuring check's demo runs: the demo at one core.

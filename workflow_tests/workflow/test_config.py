@@ -229,6 +229,17 @@ def test_cpu_config_runs_from_local_sources(tmp_path):
         "explanations/classic_unet/none/none/lrp_statistics.csv",
     ):
         assert classic + target in output, target
+    # ... and its Table 1 command these.
+    table1 = "results/dsb2018/dsb_model_comparison/"
+    for target in (
+        "tables/metrics.csv",
+        "figures/contours.png",
+        "tables/robustness_auc.csv",
+        "explanations/unet/resnet50/none/lrp_statistics.csv",
+        "explanations/deeplabv3plus/resnet50/none/lrp_statistics.csv",
+        "explanations/resunet/none/none/lrp_statistics.csv",
+    ):
+        assert table1 + target in output, target
 
 
 def test_type_names_and_resolution_of_a_dataset_for_its_models():
