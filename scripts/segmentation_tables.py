@@ -28,6 +28,6 @@ write_table(
 write_table(
     out.timing,
     sr.timing_table(runs),
-    "Inference and training time (measured)",
+    "Inference and training time (measured; images timed: the evaluated images after the first batch, a warm-up)",
 )
 log.info("tables for %d models x %d splits", len(sr.model_runs(runs)), len(subsets))

@@ -270,6 +270,9 @@ def test_report_tables_from_stage_outputs(trained, pannuke_store, tmp_path):
     assert sizes.loc[0, "Backbone"] == "ResNet-18" and sizes.loc[0, "Kernel"] == "3x3"
     timing = sr.timing_table(runs)
     assert len(timing) == 1 and timing.loc[0, "Training (min)"] > 0
+    # The first batch is a warm-up: the table says how many images were timed, not how many were evaluated.
+    tested = per_image[per_image["subset"] == "test"]
+    assert timing.loc[0, "Images timed"] == (int((~tested["warmup"]).sum()) or len(tested))
     assert len(sr.histories(runs)) == 2  # one model, two epochs
     ids = sr.example_ids(per_image, 2)
     examples, predictions = sr.prediction_examples(str(pannuke_store), runs, ids, 0.5)

@@ -233,7 +233,7 @@ def timing_table(runs: list[dict]) -> pd.DataFrame:
             {
                 "Model": _label(cell),
                 "Device": timing["device"],
-                "Images": timing["images"],
+                "Images timed": timing["images"],
                 "Inference median (s/image)": timing["median_s"],
                 "Inference IQR (s)": timing["p75_s"] - timing["p25_s"],
                 "Training (min)": info["train_seconds"] / 60.0,
