@@ -111,6 +111,15 @@ HOW_PROVEN = {
         "test_config.py::test_cpu_config_runs_from_local_sources dry-runs the config with stand-in sources and "
         "finds Table 1's outputs planned"
     ),
+    ".venv/bin/snakemake --workflow-profile profiles/local --cores 2 --configfile config/dsb2018_cpu.yaml "
+    "sources.yaml --set-threads train_segmentation=2 evaluate_segmentation=2 -- "
+    "results/dsb2018/dsb_resunet_70_20_10/paper_index.md "
+    "results/dsb2018/dsb_resunet_70_20_10/tables/robustness_auc.csv "
+    "results/dsb2018/dsb_resunet_80_10_10/paper_index.md "
+    "results/dsb2018/dsb_resunet_80_10_10/tables/robustness_auc.csv": (
+        "test_config.py::test_cpu_config_runs_from_local_sources dry-runs the config with stand-in sources and "
+        "finds Table 2's split runs planned"
+    ),
     ".venv/bin/snakemake -c2 results/slides/hne/CMU-1-Small-Region/nuclei.geojson --configfile config/hne.yaml "
     "config/hne_slides.yaml": "test_hne.py::test_the_hne_model_on_the_cmu_slide_dry_runs_beside_the_shared_data",
     # The restructuring check's demo runs: the demo at one core.

@@ -240,6 +240,10 @@ def test_cpu_config_runs_from_local_sources(tmp_path):
         "explanations/resunet/none/none/lrp_statistics.csv",
     ):
         assert table1 + target in output, target
+    # ... and its Table 2 command these.
+    for split in ("70_20_10", "80_10_10"):
+        for target in ("paper_index.md", "tables/robustness_auc.csv"):
+            assert f"results/dsb2018/dsb_resunet_{split}/{target}" in output, (split, target)
 
 
 def test_type_names_and_resolution_of_a_dataset_for_its_models():
