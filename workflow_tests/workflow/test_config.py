@@ -7,6 +7,7 @@ import pytest
 import yaml
 from conftest import REPO, SNAKEMAKE
 from PIL import Image
+from test_readme_commands import readme_commands
 
 from nucleiflow.errors import ConfigError
 from nucleiflow.workflow.cells import regularization_cell, segmentation_cells
@@ -220,30 +221,13 @@ def test_cpu_config_runs_from_local_sources(tmp_path):
         assert f"input: {path}" in output and f"resources/dsb2018/download/{name}" in output, name
     assert "dsb_resunet_original/models/resunet/none/none/model.pt" in output
     assert "comparisons/dsb_recipe_val/table.csv" in output
-    # The README's classic U-Net command names these outputs of the same plan.
-    classic = "results/dsb2018/dsb_classic_unet/"
-    for target in (
-        "paper_index.md",
-        "tables/table2_per_image.csv",
-        "tables/robustness_auc.csv",
-        "explanations/classic_unet/none/none/lrp_statistics.csv",
-    ):
-        assert classic + target in output, target
-    # ... and its Table 1 command these.
-    table1 = "results/dsb2018/dsb_model_comparison/"
-    for target in (
-        "tables/metrics.csv",
-        "figures/contours.png",
-        "tables/robustness_auc.csv",
-        "explanations/unet/resnet50/none/lrp_statistics.csv",
-        "explanations/deeplabv3plus/resnet50/none/lrp_statistics.csv",
-        "explanations/resunet/none/none/lrp_statistics.csv",
-    ):
-        assert table1 + target in output, target
-    # ... and its Table 2 command these.
-    for split in ("70_20_10", "80_10_10"):
-        for target in ("paper_index.md", "tables/robustness_auc.csv"):
-            assert f"results/dsb2018/dsb_resunet_{split}/{target}" in output, (split, target)
+    # Every README command over this config (the recipe search, the classic U-Net study, Tables 1 and 2)
+    # names outputs of the same plan.
+    commands = [c for c in readme_commands() if "config/dsb2018_cpu.yaml sources.yaml" in c and " -- " in c]
+    assert len(commands) >= 4, commands
+    for command in commands:
+        for target in command.split(" -- ", 1)[1].split():
+            assert target in output, (target, command)
 
 
 def test_type_names_and_resolution_of_a_dataset_for_its_models():
