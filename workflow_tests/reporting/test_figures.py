@@ -106,6 +106,17 @@ def test_metric_bars_without_std_has_no_error_bars():
     assert bars and all(c.errorbar is None for c in bars)
 
 
+def test_metric_bars_of_one_split_name_the_models_on_the_x_axis():
+    models = ["U-Net / ResNet-50", "DeepLabV3+ / ResNet-50", "Residual U-Net"]
+    test_only = pd.DataFrame({"model": models, "split": "test", "dice_mean": [0.76, 0.77, 0.73], "dice_std": 0.1})
+    fig = metric_bars(test_only, "dice")
+    (ax,) = fig.axes
+    # Long names are wrapped at spaces, in the rows' order.
+    assert [t.get_text().replace("\n", " ") for t in ax.get_xticklabels()] == models
+    assert ax.get_xlabel() == "Test" and ax.get_legend() is None and not fig.legends
+    np.testing.assert_allclose([p.get_height() for p in ax.patches], test_only["dice_mean"])
+
+
 def test_classifier_bars_have_one_panel():
     results = pd.DataFrame(
         {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -170,6 +171,11 @@ def _ordered_splits(splits: Iterable) -> list:
     return [s for s in SPLIT_ORDER if s in present] + [s for s in present if s not in SPLIT_ORDER]
 
 
+def _split_label(split) -> str:
+    """ "Train", "Val", "Test" for the standard splits; any other name as it is."""
+    return str(split).capitalize() if split in SPLIT_ORDER else str(split)
+
+
 def metric_bars(
     summary: pd.DataFrame,
     metric: str,
@@ -179,7 +185,9 @@ def metric_bars(
 ) -> Figure:
     """Grouped bars: one group per split (train/val/test), one bar per model (Figures 13-15).
 
-    Error bars show `<metric>_std` when that column exists.
+    Error bars show `<metric>_std` when that column exists. With a single split (a test-only
+    evaluation) the models themselves go on the x axis, named there: a legend beside one group
+    of bars would take more of the figure than the bars.
     """
     require_columns(summary, [model_col, split_col], "summary")
     value_col = _value_column(summary, metric)
@@ -187,6 +195,8 @@ def metric_bars(
     palette = palette or model_palette(summary[model_col])
     splits = _ordered_splits(summary[split_col])
     models = list(dict.fromkeys(summary[model_col]))
+    if len(splits) == 1:
+        return _single_split_bars(summary, metric, value_col, std_col, model_col, splits[0], models, palette)
     width = 0.8 / len(models)
     fig, (ax,) = _new_figure(1, ncols=1, panel_size=(max(4.0, 1.5 + 0.4 * len(splits) * len(models)), 3.2))
     for i, model in enumerate(models):
@@ -194,9 +204,23 @@ def metric_bars(
         positions = np.arange(len(splits)) + (i - (len(models) - 1) / 2) * width
         errors = rows[std_col].fillna(0) if std_col else None
         ax.bar(positions, rows[value_col], width, yerr=errors, capsize=2, color=palette[str(model)], label=str(model))
-    ax.set_xticks(np.arange(len(splits)), [str(s).capitalize() if s in SPLIT_ORDER else str(s) for s in splits])
+    ax.set_xticks(np.arange(len(splits)), [_split_label(s) for s in splits])
     ax.set_ylabel(metric_label(metric))
     _legend_outside(fig, ax)
+    return fig
+
+
+def _single_split_bars(summary, metric, value_col, std_col, model_col, split, models, palette) -> Figure:
+    """One bar per model, named on the x axis; the split names the axis."""
+    rows = summary.drop_duplicates(model_col).set_index(model_col).reindex(models)
+    fig, (ax,) = _new_figure(1, ncols=1, panel_size=(max(3.2, 1.2 + 1.1 * len(models)), 3.4))
+    positions = np.arange(len(models))
+    errors = rows[std_col].fillna(0) if std_col else None
+    colors = [palette[str(model)] for model in models]
+    ax.bar(positions, rows[value_col], 0.7, yerr=errors, capsize=3, color=colors)
+    ax.set_xticks(positions, [textwrap.fill(str(model), 14, break_long_words=False) for model in models])
+    ax.set_xlabel(_split_label(split))
+    ax.set_ylabel(metric_label(metric))
     return fig
 
 
