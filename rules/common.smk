@@ -91,7 +91,8 @@ wildcard_constraints:
 # --- input functions (nucleiflow.workflow.inputs) -------------------------------
 INPUTS = Inputs(config)
 file_entry = INPUTS.file_entry
-download_source = INPUTS.download_source
+held_source = INPUTS.held_source
+local_url = INPUTS.local_url
 unpacked_dirs = INPUTS.unpacked_dirs
 split_spec = INPUTS.split_spec
 experiment = INPUTS.experiment

@@ -24,9 +24,13 @@ rule demo_data:
         "../scripts/demo_data.py"
 
 
+# A held file's mtime is ignored (ancient): a release copied again beside the project, same bytes, would
+# otherwise re-run conversion and every training downstream (its sha256, when pinned, is checked at each
+# link). A file:// URL keeps its mtime: the demo's archives are made by a rule, and a new one re-runs all.
 rule download:
     input:
-        download_source,
+        ancient(held_source),
+        local_url,
     output:
         DOWNLOAD,
     log:

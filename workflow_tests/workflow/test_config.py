@@ -230,6 +230,34 @@ def test_cpu_config_runs_from_local_sources(tmp_path):
             assert target in output, (target, command)
 
 
+def test_a_local_source_copied_again_reruns_nothing(tmp_path):
+    """A release file re-copied beside the project (same bytes, newer mtime) must not re-run the workflow.
+
+    The real DSB2018 release, copied anew into ../shared, made Snakemake re-link, unpack, convert and split it
+    and plan every training again; with a month of GPU time downstream that is the costliest rerun there is.
+    """
+    import hashlib
+    import os
+
+    source = tmp_path / "stage1_solution.csv"
+    # Over Snakemake's 1 MB limit for input checksums (release files are 10s of MB): its mtime decides.
+    source.write_text("ImageId,EncodedPixels,Height,Width,Usage\n" + "0" * 2**20)
+    entry = {"source": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(yaml.safe_dump({"datasets": {"dsb2018": {"files": {"stage1_solution.csv": entry}}}}))
+    target = "resources/dsb2018/download/stage1_solution.csv"
+    command = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "run"), "--cores", "1"]
+    command += ["--configfile", str(REPO / "config" / "dsb2018_cpu.yaml"), str(sources), "--", target]
+    made = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0 and (tmp_path / "run" / target).exists(), (made.stdout + made.stderr)[-3000:]
+    later = (tmp_path / "run" / target).lstat().st_mtime + 3600
+    os.utime(source, (later, later))  # copied again: same content, newer mtime
+    planned = subprocess.run(command[:1] + ["-n"] + command[1:], capture_output=True, text=True, timeout=120)
+    output = planned.stdout + planned.stderr
+    assert planned.returncode == 0, output[-3000:]
+    assert "Nothing to be done" in output, output[-3000:]
+
+
 def test_type_names_and_resolution_of_a_dataset_for_its_models():
     from nucleiflow.catalog import CONSEP_CLASSES, PANNUKE_CLASS_NAMES
     from nucleiflow.workflow.cells import dataset_microns_per_pixel, dataset_type_names

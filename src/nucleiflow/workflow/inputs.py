@@ -72,10 +72,15 @@ class Inputs:
     def file_entry(self, wildcards) -> dict:
         return self.config["datasets"][wildcards.dataset]["files"][wildcards.filename]
 
-    def download_source(self, wildcards) -> list[str]:
-        """A local source (`source:`, a file:// URL or a path) is an input, so a rule can make it."""
+    def held_source(self, wildcards) -> list[str]:
+        """A file the user holds (`source:`): an input, so a missing one is named before any job runs."""
+        source = self.file_entry(wildcards).get("source")
+        return [str(source)] if source else []
+
+    def local_url(self, wildcards) -> list[str]:
+        """A file:// URL or a path in `url:` (no `source:`) is an input, so a rule can make it (the demo's)."""
         entry = self.file_entry(wildcards)
-        local = entry.get("source") or resolve_local(entry["url"])
+        local = None if entry.get("source") else resolve_local(entry["url"])
         return [str(local)] if local is not None else []
 
     def unpacked_dirs(self, wildcards) -> list[str]:
