@@ -362,3 +362,7 @@ def test_sigkilled_training_job_resumes_to_the_same_model(pannuke_store, tmp_pat
     for name, tensor in straight["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
     assert len(pd.read_csv(tmp_path / "killed" / "history.csv")) == TRAINING["epochs"]
+    # Snakemake deletes a job's log before a re-run: the resumed job logs the killed run's epochs again.
+    logged = re.findall(r"engine:\s*epoch (\d+)/\d+: .*, (before the resume|best epoch \d+)", rerun.stderr)
+    assert [int(epoch) for epoch, _ in logged] == list(range(1, TRAINING["epochs"] + 1)), rerun.stderr[-2000:]
+    assert [note == "before the resume" for _, note in logged].count(True) == killed_at

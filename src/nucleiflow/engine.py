@@ -262,7 +262,11 @@ class Trainer:
         self.stale_epochs, self.train_seconds = state["stale_epochs"], state["train_seconds"]
         _set_rng_state(state["rng"], self.device)
         self.start_epoch = state["epoch"] + 1
-        log.info("resumed from %s at epoch %d", self.last_path, self.start_epoch)
+        # Snakemake deletes a job's log before it runs again: the killed run's epochs are told again from the
+        # checkpoint's history, so the resumed job's log still holds every epoch.
+        for row in self.history:
+            self._log_epoch(row, "before the resume")
+        log.info("resumed from %s at epoch %d (best epoch %d)", self.last_path, self.start_epoch, self.best["epoch"])
         return True
 
     # -- loops ---------------------------------------------------------------
@@ -352,19 +356,22 @@ class Trainer:
             row["seconds"] = self.train_seconds
             self.history.append(row)
             self._after_epoch(epoch, row)
-            log.info(
-                "epoch %d/%d: train loss %.4f | val loss %.4f | %s %.4f, best epoch %d",
-                epoch,
-                self.settings.epochs,
-                train.get("loss", math.nan),
-                val.get("loss", math.nan),
-                self.settings.best_metric,
-                row.get(self.settings.best_metric, math.nan),
-                self.best["epoch"],
-            )
+            self._log_epoch(row, f"best epoch {self.best['epoch']}")
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self, epoch, row)
         return pd.DataFrame(self.history)
+
+    def _log_epoch(self, row: dict, note: str) -> None:
+        log.info(
+            "epoch %d/%d: train loss %.4f | val loss %.4f | %s %.4f, %s",
+            row["epoch"],
+            self.settings.epochs,
+            row.get("train_loss", math.nan),
+            row.get("val_loss", math.nan),
+            self.settings.best_metric,
+            row.get(self.settings.best_metric, math.nan),
+            note,
+        )
 
     def _improved(self, value: float | None) -> bool:
         best = self.best[self.settings.best_metric]

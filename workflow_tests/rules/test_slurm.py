@@ -220,6 +220,9 @@ def test_a_cancelled_training_job_is_resubmitted_and_resumes_from_its_checkpoint
     assert job in output and "Trying to restart job" in output
     train_log = (root / "results/dsb2018/dsb_tiny/logs/train_resunet_none_none.log").read_text()
     assert "resumed from" in train_log and "last.pt" in train_log, train_log[-2000:]
+    # Snakemake deleted the cancelled job's log before the retry: the engine tells its epochs again.
+    logged = [int(n) for n in re.findall(r"engine: epoch (\d+)/20:", train_log)]
+    assert logged == list(range(1, 21)), train_log[-2000:]
     history = pd.read_csv(root / DSB_MODEL / "history.csv")
     assert history["epoch"].tolist() == list(range(1, 21))
 
