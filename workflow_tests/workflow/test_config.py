@@ -1,6 +1,8 @@
 """Config checks: the schema and the cross-reference checks stop bad input before any job."""
 
 import copy
+import hashlib
+import os
 import subprocess
 
 import pytest
@@ -236,18 +238,15 @@ def test_a_local_source_copied_again_reruns_nothing(tmp_path):
     The real DSB2018 release, copied anew into ../shared, made Snakemake re-link, unpack, convert and split it
     and plan every training again; with a month of GPU time downstream that is the costliest rerun there is.
     """
-    import hashlib
-    import os
-
-    source = tmp_path / "stage1_solution.csv"
+    source = tmp_path / "stage1_train.zip"
     # Over Snakemake's 1 MB limit for input checksums (release files are 10s of MB): its mtime decides.
-    source.write_text("ImageId,EncodedPixels,Height,Width,Usage\n" + "0" * 2**20)
+    source.write_bytes(b"0" * 2**21)
     entry = {"source": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
     sources = tmp_path / "sources.yaml"
-    sources.write_text(yaml.safe_dump({"datasets": {"dsb2018": {"files": {"stage1_solution.csv": entry}}}}))
-    target = "resources/dsb2018/download/stage1_solution.csv"
+    sources.write_text(yaml.safe_dump({"datasets": {"dsb2018": {"files": {"stage1_train.zip": entry}}}}))
+    target = "resources/dsb2018/download/stage1_train.zip"
     command = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "run"), "--cores", "1"]
-    command += ["--configfile", str(REPO / "config" / "dsb2018_cpu.yaml"), str(sources), "--", target]
+    command += ["--configfile", str(REPO / "workflow_tests" / "config_tiny.yaml"), str(sources), "--", target]
     made = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert made.returncode == 0 and (tmp_path / "run" / target).exists(), (made.stdout + made.stderr)[-3000:]
     later = (tmp_path / "run" / target).lstat().st_mtime + 3600
