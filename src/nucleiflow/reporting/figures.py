@@ -172,7 +172,7 @@ def _ordered_splits(splits: Iterable) -> list:
 
 
 def _split_label(split) -> str:
-    """ "Train", "Val", "Test" for the standard splits; any other name as it is."""
+    """The standard splits capitalised (Train, Val, Test); any other split name as it is."""
     return str(split).capitalize() if split in SPLIT_ORDER else str(split)
 
 
