@@ -21,7 +21,7 @@ from nucleiflow.paths import (
     COMPARISONS_DIR,
     DEMO_DIR,
     DOWNLOAD,
-    DOWNLOAD_DIR,
+    DOWNLOAD_CHECKSUM,
     EDA_DIR,
     EVAL_DIR,
     FIGURE,
@@ -89,10 +89,12 @@ wildcard_constraints:
 
 
 # --- input functions (nucleiflow.workflow.inputs) -------------------------------
-INPUTS = Inputs(config)
+INPUTS = Inputs(config, ancient=ancient)
 file_entry = INPUTS.file_entry
 held_source = INPUTS.held_source
 local_url = INPUTS.local_url
+download_archive = INPUTS.download_archive
+held_checksums = INPUTS.held_checksums
 unpacked_dirs = INPUTS.unpacked_dirs
 split_spec = INPUTS.split_spec
 experiment = INPUTS.experiment

@@ -24,15 +24,18 @@ rule demo_data:
         "../scripts/demo_data.py"
 
 
-# A held file's mtime is ignored (ancient): a release copied again beside the project, same bytes, would
-# otherwise re-run conversion and every training downstream (its sha256, when pinned, is checked at each
-# link). A file:// URL keeps its mtime: the demo's archives are made by a rule, and a new one re-runs all.
+# A held file's mtime is ignored (ancient), here and where its link is read (download_archive, unpacked_dirs):
+# a release copied again beside the project, same bytes, would otherwise re-run conversion and every training
+# downstream (its sha256, when pinned, is checked at each link). Its readers go by the checksum file instead,
+# written when download runs: a new `source:` or sha256 re-runs download, and with it them. A file:// URL keeps
+# its mtime: the demo's archives are made by a rule, and a new one re-runs all.
 rule download:
     input:
         ancient(held_source),
         local_url,
     output:
-        DOWNLOAD,
+        file=DOWNLOAD,
+        checksum=DOWNLOAD_CHECKSUM,
     log:
         log_path("download_{filename}"),
     benchmark:
@@ -54,7 +57,8 @@ rule download:
 
 rule unpack:
     input:
-        f"{DOWNLOAD_DIR}/{{archive}}.zip",
+        archive=download_archive,
+        verified=held_checksums,
     output:
         directory(UNPACKED),
     log:
@@ -73,7 +77,8 @@ rule unpack:
 
 rule convert:
     input:
-        unpacked_dirs,
+        releases=unpacked_dirs,
+        verified=held_checksums,
     output:
         store=STORE,
         summary=STORE_SUMMARY,

@@ -4,5 +4,5 @@ from nucleiflow.archive import safe_extract_zip
 from nucleiflow.log import setup_logging
 
 log = setup_logging(snakemake.log[0])
-safe_extract_zip(snakemake.input[0], snakemake.output[0])
-log.info("unpacked %s -> %s", snakemake.input[0], snakemake.output[0])
+safe_extract_zip(snakemake.input.archive, snakemake.output[0])
+log.info("unpacked %s -> %s", snakemake.input.archive, snakemake.output[0])

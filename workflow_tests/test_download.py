@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import http.server
 import re
+import shutil
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -214,6 +216,21 @@ def test_link_verified_links_a_local_copy_without_copying(tmp_path):
     with pytest.raises(ChecksumError):
         link_verified(source, tmp_path / "other.zip", "0" * 64)
     assert not (tmp_path / "other.zip").exists()
+
+
+def test_write_checksum_writes_what_sha256sum_checks(tmp_path):
+    from nucleiflow.download import sha256sum, write_checksum
+
+    release = tmp_path / "stage1_train.zip"
+    release.write_bytes(b"dsb2018" * 1000)
+    checksum = tmp_path / "checksums" / "stage1_train.zip.sha256"
+    assert write_checksum(release, checksum) == sha256sum(release)
+    assert checksum.read_text() == f"{sha256sum(release)}  stage1_train.zip\n"
+    if shutil.which("sha256sum"):  # coreutils: the format users check a download with
+        checked = subprocess.run(["sha256sum", "-c", str(checksum)], cwd=tmp_path, capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    write_checksum(release, checksum, sha256=sha256sum(release).upper())  # verified already: not read again
+    assert checksum.read_text().split()[0] == sha256sum(release)
 
 
 def _refused_url() -> str:

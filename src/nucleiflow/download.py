@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from nucleiflow.errors import ChecksumError, ConfigError, DataFormatError, NucleiflowError
-from nucleiflow.io import atomic_path
+from nucleiflow.io import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,13 @@ def link_verified(source: str | os.PathLike, dest: str | os.PathLike, sha256: st
     tmp.symlink_to(source)
     os.replace(tmp, dest)
     return dest
+
+
+def write_checksum(path: str | os.PathLike, checksum: str | os.PathLike, sha256: str | None = None) -> str:
+    """Write `path`'s SHA-256 to `checksum` as `sha256sum` does (`<hex>  <name>`); `sha256`: already verified."""
+    digest = sha256.strip().lower() if sha256 else sha256sum(path)
+    write_text(checksum, f"{digest}  {Path(path).name}\n")
+    return digest
 
 
 def _copy_local(source: Path, dest: Path, sha256: str | None) -> None:

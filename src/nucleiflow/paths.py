@@ -16,6 +16,9 @@ RESOURCES = "resources"
 # --- resources/: what is fetched, unpacked or cached -------------------------------
 DOWNLOAD_DIR = f"{RESOURCES}/{{dataset}}/download"
 DOWNLOAD = f"{DOWNLOAD_DIR}/{{filename}}"
+# The verified SHA-256 of a downloaded or linked file (`sha256sum -c` format), written when download runs: the
+# dated record of a held file, whose link Snakemake dates by its target (see workflow.inputs.Inputs.downloaded).
+DOWNLOAD_CHECKSUM = f"{DOWNLOAD_DIR}/checksums/{{filename}}.sha256"
 UNPACKED = f"{RESOURCES}/{{dataset}}/unpacked/{{archive}}"
 DEMO_DIR = f"{RESOURCES}/demo"
 WEIGHTS_DIR = f"{RESOURCES}/weights"

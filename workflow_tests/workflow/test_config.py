@@ -4,6 +4,7 @@ import copy
 import hashlib
 import os
 import subprocess
+import zipfile
 
 import pytest
 import yaml
@@ -237,24 +238,65 @@ def test_a_local_source_copied_again_reruns_nothing(tmp_path):
 
     The real DSB2018 release, copied anew into ../shared, made Snakemake re-link, unpack, convert and split it
     and plan every training again; with a month of GPU time downstream that is the costliest rerun there is.
+    Both sides of the link count: download's input (the held file) and unpack's (the link, which Snakemake
+    dates by its target).
     """
     source = tmp_path / "stage1_train.zip"
     # Over Snakemake's 1 MB limit for input checksums (release files are 10s of MB): its mtime decides.
-    source.write_bytes(b"0" * 2**21)
+    with zipfile.ZipFile(source, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("0a1b/images/0a1b.png", os.urandom(2**21))
     entry = {"source": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
     sources = tmp_path / "sources.yaml"
     sources.write_text(yaml.safe_dump({"datasets": {"dsb2018": {"files": {"stage1_train.zip": entry}}}}))
-    target = "resources/dsb2018/download/stage1_train.zip"
+    target = "resources/dsb2018/unpacked/stage1_train"
     command = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "run"), "--cores", "1"]
     command += ["--configfile", str(REPO / "workflow_tests" / "config_tiny.yaml"), str(sources), "--", target]
     made = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert made.returncode == 0 and (tmp_path / "run" / target).exists(), (made.stdout + made.stderr)[-3000:]
-    later = (tmp_path / "run" / target).lstat().st_mtime + 3600
+    assert made.returncode == 0 and (tmp_path / "run" / target).is_dir(), (made.stdout + made.stderr)[-3000:]
+    checksum = tmp_path / "run" / "resources/dsb2018/download/checksums/stage1_train.zip.sha256"
+    assert checksum.read_text() == f"{entry['sha256']}  stage1_train.zip\n"
+    later = (tmp_path / "run" / target).stat().st_mtime + 3600
     os.utime(source, (later, later))  # copied again: same content, newer mtime
     planned = subprocess.run(command[:1] + ["-n"] + command[1:], capture_output=True, text=True, timeout=120)
     output = planned.stdout + planned.stderr
     assert planned.returncode == 0, output[-3000:]
     assert "Nothing to be done" in output, output[-3000:]
+    # A release the user replaces (a new path) re-runs what reads it, although its link is ancient.
+    replaced = tmp_path / "new" / "stage1_train.zip"
+    replaced.parent.mkdir()
+    replaced.write_bytes(source.read_bytes())
+    sources.write_text(
+        yaml.safe_dump({"datasets": {"dsb2018": {"files": {"stage1_train.zip": {"source": str(replaced)}}}}})
+    )
+    planned = subprocess.run(command[:1] + ["-n"] + command[1:], capture_output=True, text=True, timeout=120)
+    assert "rule unpack:" in planned.stdout + planned.stderr, (planned.stdout + planned.stderr)[-3000:]
+
+
+def test_only_a_held_files_link_is_read_as_ancient():
+    """unpack and convert ignore the date of a held file's link, never of a downloaded or rule-made file."""
+    from nucleiflow.workflow.inputs import Inputs
+
+    files = {
+        "stage1_train.zip": {"source": "/data/stage1_train.zip"},
+        "stage1_test.zip": {"url": "https://example.org/stage1_test.zip"},
+        "stage1_solution.csv": {"source": "/data/stage1_solution.csv"},
+    }
+    inputs = Inputs({"datasets": {"dsb2018": {"files": files}}}, ancient=lambda path: f"ancient:{path}")
+    archive = type("Wildcards", (), {"dataset": "dsb2018", "archive": "stage1_train"})
+    assert inputs.download_archive(archive) == "ancient:resources/dsb2018/download/stage1_train.zip"
+    archive.archive = "stage1_test"
+    assert inputs.download_archive(archive) == "resources/dsb2018/download/stage1_test.zip"
+    assert inputs.unpacked_dirs(archive) == [
+        "resources/dsb2018/unpacked/stage1_train",  # made by unpack: its own date counts
+        "resources/dsb2018/unpacked/stage1_test",
+        "ancient:resources/dsb2018/download/stage1_solution.csv",
+    ]
+    # ...and their readers go by the checksum files download writes instead
+    assert inputs.held_checksums(archive) == []
+    archive.archive = "stage1_train"
+    assert inputs.held_checksums(archive) == ["resources/dsb2018/download/checksums/stage1_train.zip.sha256"]
+    convert = type("Wildcards", (), {"dataset": "dsb2018"})
+    assert inputs.held_checksums(convert) == ["resources/dsb2018/download/checksums/stage1_solution.csv.sha256"]
 
 
 def test_type_names_and_resolution_of_a_dataset_for_its_models():

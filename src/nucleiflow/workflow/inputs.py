@@ -19,6 +19,7 @@ from nucleiflow.paths import (
     CNN_HISTORY,
     CROSS_EVAL,
     DOWNLOAD,
+    DOWNLOAD_CHECKSUM,
     EVAL_DIR,
     MODEL_DIR,
     PIPELINE,
@@ -44,15 +45,6 @@ from nucleiflow.workflow.checks import is_folder_entry
 CELL_KEYS = ("dataset", "experiment", "arch", "encoder", "reg")
 
 
-def converter_input(dataset: str, name: str, entry: dict) -> str:
-    """What the converter reads for one file: a folder in place, a .csv as downloaded, else the unpacked archive."""
-    if is_folder_entry(name):  # image_folders: a local folder, never copied
-        return str(resolve_local(entry["url"]))
-    if name.endswith(".csv"):  # DSB2018's stage-1 solution
-        return DOWNLOAD.format(dataset=dataset, filename=name)
-    return UNPACKED.format(dataset=dataset, archive=Path(name).stem)
-
-
 def cell_of(wildcards) -> dict:
     """The model cell (CELL_KEYS) of a job's wildcards."""
     return {key: getattr(wildcards, key) for key in CELL_KEYS}
@@ -65,8 +57,10 @@ EVALUATION_FILES = {"per_image": "per_image.csv", "timing": "timing.json", "pred
 class Inputs:
     """Input and params functions of the rules, each taking a job's wildcards."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, ancient=lambda path: path):
+        """`ancient` flags an input whose date Snakemake must ignore (rules/common.smk passes snakemake's)."""
         self.config = config
+        self.ancient = ancient
 
     # --- data ----------------------------------------------------------------------------------
     def file_entry(self, wildcards) -> dict:
@@ -83,10 +77,48 @@ class Inputs:
         local = None if entry.get("source") else resolve_local(entry["url"])
         return [str(local)] if local is not None else []
 
+    def downloaded(self, dataset: str, name: str) -> str:
+        """A downloaded file as its consumer's input; a held file's is ancient, as download's own input is.
+
+        download links a held file (`source:`), and Snakemake dates a link by its target: a release copied
+        again beside the project (same bytes, newer date) would otherwise re-run unpack, conversion and every
+        training downstream, although download itself does not re-run.
+        """
+        path = DOWNLOAD.format(dataset=dataset, filename=name)
+        held = self.config["datasets"][dataset]["files"].get(name, {}).get("source")
+        return self.ancient(path) if held else path
+
+    def held_checksums(self, wildcards) -> list[str]:
+        """The checksum files of the held files whose links a job reads (unpack: its archive; convert: a .csv).
+
+        Their dates stand in for the links' (ancient, see `downloaded`): written when download runs, so a new
+        `source:` or sha256 re-runs the readers, as a new download would by its date.
+        """
+        files = self.config["datasets"][wildcards.dataset]["files"]
+        archive = getattr(wildcards, "archive", None)
+        names = [f"{archive}.zip"] if archive else [name for name in files if name.endswith(".csv")]
+        return [
+            DOWNLOAD_CHECKSUM.format(dataset=wildcards.dataset, filename=name)
+            for name in names
+            if files.get(name, {}).get("source")
+        ]
+
+    def download_archive(self, wildcards) -> str:
+        """unpack's input: the downloaded `<archive>.zip`."""
+        return self.downloaded(wildcards.dataset, f"{wildcards.archive}.zip")
+
+    def converter_input(self, dataset: str, name: str, entry: dict) -> str:
+        """What the converter reads for one file: a folder in place, a .csv as downloaded, else the unpacked archive."""
+        if is_folder_entry(name):  # image_folders: a local folder, never copied
+            return str(resolve_local(entry["url"]))
+        if name.endswith(".csv"):  # DSB2018's stage-1 solution
+            return self.downloaded(dataset, name)
+        return UNPACKED.format(dataset=dataset, archive=Path(name).stem)
+
     def unpacked_dirs(self, wildcards) -> list[str]:
         """The converter's inputs, one per file of the dataset."""
         files = self.config["datasets"][wildcards.dataset]["files"]
-        return [converter_input(wildcards.dataset, name, entry) for name, entry in files.items()]
+        return [self.converter_input(wildcards.dataset, name, entry) for name, entry in files.items()]
 
     def split_spec(self, wildcards) -> dict:
         return self.config["datasets"][wildcards.dataset]["splits"][wildcards.split]
