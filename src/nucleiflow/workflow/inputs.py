@@ -85,8 +85,11 @@ class Inputs:
         training downstream, although download itself does not re-run.
         """
         path = DOWNLOAD.format(dataset=dataset, filename=name)
-        held = self.config["datasets"][dataset]["files"].get(name, {}).get("source")
-        return self.ancient(path) if held else path
+        return self.ancient(path) if self._is_held(dataset, name) else path
+
+    def _is_held(self, dataset: str, name: str) -> bool:
+        """Whether the user holds this release file (`source:`): download links it instead of fetching it."""
+        return bool(self.config["datasets"][dataset]["files"].get(name, {}).get("source"))
 
     def held_checksums(self, wildcards) -> list[str]:
         """The checksum files of the held files whose links a job reads (unpack: its archive; convert: a .csv).
@@ -100,7 +103,7 @@ class Inputs:
         return [
             DOWNLOAD_CHECKSUM.format(dataset=wildcards.dataset, filename=name)
             for name in names
-            if files.get(name, {}).get("source")
+            if self._is_held(wildcards.dataset, name)
         ]
 
     def download_archive(self, wildcards) -> str:
