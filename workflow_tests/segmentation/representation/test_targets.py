@@ -25,11 +25,16 @@ from nucleiflow.segmentation.evaluation.pannuke_metrics import (
 )
 from nucleiflow.segmentation.representation import postprocess, targets
 from nucleiflow.segmentation.representation.postprocess import (
+    DEFAULT_GRIDS,
     DEFAULT_PARAMS,
     FLOODS,
     WatershedParams,
+    hv_energy,
     instances_from_contour,
     instances_from_hv,
+    params_from_dict,
+    params_to_dict,
+    sobel_kernels,
     tune_postprocess,
 )
 from nucleiflow.segmentation.representation.targets import contour_target, hv_target, make_target
@@ -125,6 +130,43 @@ def test_hv_round_trip(scene):
     labels = SCENES[scene]
     params = replace(DEFAULT_PARAMS["hv"], min_size=0)  # HoVer-Net's settings, smoothing included
     assert same_instances(labels, instances_from_hv(hv_target(labels), params))
+
+
+@pytest.mark.parametrize("size", [3, 5, 21, 31])
+def test_hv_energy_is_hovernets_with_opencvs_sobel(size):
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(size)
+    h, v = rng.normal(size=(2, 40, 52))
+
+    def scaled(array):
+        return (array - array.min()) / np.ptp(array)
+
+    # HoVer-Net's released post-processing (models/hovernet/post_proc.py), with ksize as the parameter.
+    reference = np.maximum(
+        1 - scaled(cv2.Sobel(scaled(h), cv2.CV_64F, 1, 0, ksize=size)),
+        1 - scaled(cv2.Sobel(scaled(v), cv2.CV_64F, 0, 1, ksize=size)),
+    )
+    np.testing.assert_allclose(hv_energy(h, v, sobel_sigma=0, sobel_size=size), reference, atol=1e-12)
+    smoothing, derivative = sobel_kernels(size)
+    assert smoothing.size == derivative.size == size and derivative.sum() == 0
+
+
+def test_sobel_size_is_validated_and_old_settings_keep_the_3_x_3_kernel():
+    with pytest.raises(ConfigError, match="sobel_size: 4 is not valid; choose an odd integer from 3 to 31"):
+        WatershedParams(sobel_size=4)
+    with pytest.raises(ConfigError, match="sobel_size: 33"):
+        WatershedParams(sobel_size=33)
+    saved = params_to_dict(DEFAULT_PARAMS["hv"])
+    del saved["sobel_size"]  # a postprocess.json written before the field existed
+    assert params_from_dict(saved).sobel_size == 3
+    assert DEFAULT_GRIDS["hv"]["sobel_size"] == [3, 21]  # tuning tries HoVer-Net's released kernel
+
+
+@pytest.mark.parametrize("scene", range(len(SCENES)))
+def test_hv_round_trip_with_hovernets_released_sobel(scene):
+    # HoVer-Net's code: a 21 x 21 Sobel, no Gaussian before it.
+    params = replace(DEFAULT_PARAMS["hv"], min_size=0, sobel_size=21, sobel_sigma=0.0)
+    assert same_instances(SCENES[scene], instances_from_hv(hv_target(SCENES[scene]), params))
 
 
 def test_round_trips_at_a_triple_junction():

@@ -16,8 +16,9 @@ numpy, scipy and scikit-image only (no torch). Predictions are probabilities
   (`flood="distance"`) from the markers.
 * ``hv``: (3, H, W) foreground probability, h and v maps (HoVer-Net, Graham
   et al. 2019). h and v are min-max scaled to [0, 1], differentiated with a
-  Sobel filter (after Gaussian smoothing of `sobel_sigma`, a stand-in for
-  HoVer-Net's 21 x 21 Sobel kernel), and each derivative is turned into
+  Sobel filter of `sobel_size` x `sobel_size` (OpenCV's kernel; HoVer-Net's
+  released post-processing uses 21, whose binomial smoothing spans a nucleus)
+  after Gaussian smoothing of `sobel_sigma`, and each derivative is turned into
   1 - its min-max scaled value. The sign matters, as in HoVer-Net: inside a
   nucleus h rises steadily (derivative > 0, energy near 0) while it falls at
   every nucleus edge and jumps from +1 to -1 between touching nuclei
@@ -53,6 +54,7 @@ from nucleiflow.segmentation.evaluation.instances import panoptic_quality
 from nucleiflow.segmentation.representation.labels import FULL_CONNECTIVITY, instances_from_binary, remove_small
 
 FLOODS = ("boundary", "distance")
+SOBEL_SIZES = range(3, 32, 2)  # OpenCV's Sobel accepts odd sizes up to 31
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class WatershedParams:
     marker_opening: radius of the disc opening the markers (0: none; HoVer-Net's 5 x 5 ellipse is 2).
     flood: contour only, what the watershed floods (`FLOODS`).
     sobel_sigma: hv only, Gaussian smoothing before the Sobel filter (0: none).
+    sobel_size: hv only, the Sobel kernel's size (odd; 3 is the classic 3 x 3, HoVer-Net's code uses 21).
     min_distance: binary only, minimum distance between distance peaks (0: connected components only).
     """
 
@@ -76,6 +79,8 @@ class WatershedParams:
     marker_opening: int = 0
     flood: str = "boundary"
     sobel_sigma: float = 1.0
+    # 3 keeps settings saved before this field existed as they were tuned.
+    sobel_size: int = 3
     min_distance: int = 3
 
     def __post_init__(self):
@@ -91,6 +96,9 @@ class WatershedParams:
             raise choices_error("watershed flood", self.flood, FLOODS)
         if not isinstance(self.sobel_sigma, int | float) or self.sobel_sigma < 0:
             raise ConfigError(f"watershed sobel_sigma: {self.sobel_sigma!r} is not valid; choose a number >= 0")
+        size = self.sobel_size
+        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size not in SOBEL_SIZES:
+            raise ConfigError(f"watershed sobel_size: {size!r} is not valid; choose an odd integer from 3 to 31")
 
 
 # Per-target starting points: HoVer-Net's published settings for hv (energy cut 0.4, 5 x 5 marker opening).
@@ -116,6 +124,7 @@ DEFAULT_GRIDS = {
         "marker_threshold": [0.4, 0.5, 0.6, 0.7],
         "marker_opening": [0, 2],
         "min_size": [5, 15],
+        "sobel_size": [3, 21],
     },
 }
 
@@ -213,14 +222,35 @@ def instances_from_contour(prediction, params: WatershedParams = DEFAULT_PARAMS[
     return _flood(elevation, markers, mask, params.min_size)
 
 
-def hv_energy(h: np.ndarray, v: np.ndarray, sobel_sigma: float = 1.0) -> np.ndarray:
-    """HoVer-Net's edge energy in [0, 1] from the h and v maps: 1 - min-max scaled signed Sobel derivative."""
+def sobel_kernels(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's separable Sobel kernels of `size` (odd): (smoothing, first derivative), as correlation weights.
+
+    Smoothing: the binomial coefficients of degree size - 1; derivative: those of degree size - 2 differenced,
+    so size 3 gives [1, 2, 1] and [-1, 0, 1] (`cv2.getDerivKernels(1, 0, size)`).
+    """
+    if size not in SOBEL_SIZES:
+        raise ConfigError(f"Sobel size: {size!r} is not valid; choose an odd integer from 3 to 31")
+    smoothing = np.array([1.0])
+    for _ in range(size - 2):
+        smoothing = np.convolve(smoothing, [1.0, 1.0])
+    return np.convolve(smoothing, [1.0, 1.0]), np.convolve(smoothing, [-1.0, 1.0])
+
+
+def hv_energy(h: np.ndarray, v: np.ndarray, sobel_sigma: float = 1.0, sobel_size: int = 3) -> np.ndarray:
+    """HoVer-Net's edge energy in [0, 1] from the h and v maps: 1 - min-max scaled signed Sobel derivative.
+
+    The derivative is OpenCV's `Sobel` of `sobel_size` with its default border (reflect without repeating the
+    edge pixel: scipy's "mirror"), so size 21 and sigma 0 are HoVer-Net's released post-processing.
+    """
+    smoothing, derivative = sobel_kernels(sobel_size)
     energies = []
     for channel, axis in ((h, 1), (v, 0)):  # h varies along columns, v along rows
         scaled = _minmax(np.asarray(channel, dtype=np.float64))
         if sobel_sigma > 0:
             scaled = ndimage.gaussian_filter(scaled, sobel_sigma)
-        energies.append(1.0 - _minmax(ndimage.sobel(scaled, axis=axis)))
+        gradient = ndimage.correlate1d(scaled, derivative, axis=axis, mode="mirror")
+        gradient = ndimage.correlate1d(gradient, smoothing, axis=1 - axis, mode="mirror")
+        energies.append(1.0 - _minmax(gradient))
     return np.maximum(*energies)
 
 
@@ -230,7 +260,7 @@ def instances_from_hv(prediction, params: WatershedParams = DEFAULT_PARAMS["hv"]
     probability = channels[0]
     foreground, _ = ndimage.label(probability > params.foreground_threshold, structure=FULL_CONNECTIVITY)
     mask = remove_small(foreground, params.min_size) > 0
-    energy = hv_energy(channels[1], channels[2], params.sobel_sigma) * mask
+    energy = hv_energy(channels[1], channels[2], params.sobel_sigma, params.sobel_size) * mask
     marker_mask = ndimage.binary_fill_holes(mask & (probability - energy > params.marker_threshold))
     markers = _markers(marker_mask, params)
     # HoVer-Net smooths the flooded surface with a 3 x 3 Gaussian (OpenCV's sigma for that size is 0.8) so
