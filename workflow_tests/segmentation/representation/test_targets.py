@@ -32,9 +32,9 @@ from nucleiflow.segmentation.representation.postprocess import (
     hv_energy,
     instances_from_contour,
     instances_from_hv,
+    opencv_sobel_kernels,
     params_from_dict,
     params_to_dict,
-    sobel_kernels,
     tune_postprocess,
 )
 from nucleiflow.segmentation.representation.targets import contour_target, hv_target, make_target
@@ -147,7 +147,7 @@ def test_hv_energy_is_hovernets_with_opencvs_sobel(size):
         1 - scaled(cv2.Sobel(scaled(v), cv2.CV_64F, 0, 1, ksize=size)),
     )
     np.testing.assert_allclose(hv_energy(h, v, sobel_sigma=0, sobel_size=size), reference, atol=1e-12)
-    smoothing, derivative = sobel_kernels(size)
+    smoothing, derivative = opencv_sobel_kernels(size)
     assert smoothing.size == derivative.size == size and derivative.sum() == 0
 
 

@@ -17,8 +17,9 @@ numpy, scipy and scikit-image only (no torch). Predictions are probabilities
 * ``hv``: (3, H, W) foreground probability, h and v maps (HoVer-Net, Graham
   et al. 2019). h and v are min-max scaled to [0, 1], differentiated with a
   Sobel filter of `sobel_size` x `sobel_size` (OpenCV's kernel; HoVer-Net's
-  released post-processing uses 21, whose binomial smoothing spans a nucleus)
-  after Gaussian smoothing of `sobel_sigma`, and each derivative is turned into
+  released post-processing uses 21, a derivative smoothed by binomial weights
+  of standard deviation about 2.2 px) after Gaussian smoothing of
+  `sobel_sigma`, and each derivative is turned into
   1 - its min-max scaled value. The sign matters, as in HoVer-Net: inside a
   nucleus h rises steadily (derivative > 0, energy near 0) while it falls at
   every nucleus edge and jumps from +1 to -1 between touching nuclei
@@ -79,7 +80,7 @@ class WatershedParams:
     marker_opening: int = 0
     flood: str = "boundary"
     sobel_sigma: float = 1.0
-    # 3 keeps settings saved before this field existed as they were tuned.
+    # 3: the 3 x 3 kernel that settings saved before this field existed were tuned with.
     sobel_size: int = 3
     min_distance: int = 3
 
@@ -222,7 +223,7 @@ def instances_from_contour(prediction, params: WatershedParams = DEFAULT_PARAMS[
     return _flood(elevation, markers, mask, params.min_size)
 
 
-def sobel_kernels(size: int) -> tuple[np.ndarray, np.ndarray]:
+def opencv_sobel_kernels(size: int) -> tuple[np.ndarray, np.ndarray]:
     """OpenCV's separable Sobel kernels of `size` (odd): (smoothing, first derivative), as correlation weights.
 
     Smoothing: the binomial coefficients of degree size - 1; derivative: those of degree size - 2 differenced,
@@ -242,7 +243,7 @@ def hv_energy(h: np.ndarray, v: np.ndarray, sobel_sigma: float = 1.0, sobel_size
     The derivative is OpenCV's `Sobel` of `sobel_size` with its default border (reflect without repeating the
     edge pixel: scipy's "mirror"), so size 21 and sigma 0 are HoVer-Net's released post-processing.
     """
-    smoothing, derivative = sobel_kernels(sobel_size)
+    smoothing, derivative = opencv_sobel_kernels(sobel_size)
     energies = []
     for channel, axis in ((h, 1), (v, 0)):  # h varies along columns, v along rows
         scaled = _minmax(np.asarray(channel, dtype=np.float64))
