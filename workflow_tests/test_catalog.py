@@ -19,6 +19,7 @@ from nucleiflow.classification import classic
 from nucleiflow.classification import models as cnn_models
 from nucleiflow.config import ALL_IMAGES, ModelSpec
 from nucleiflow.datasets import CONVERTERS
+from nucleiflow.engine import LR_SCHEDULES
 from nucleiflow.errors import ConfigError
 from nucleiflow.models.registry import ARCHITECTURES
 from nucleiflow.reporting.published import published_tables
@@ -47,6 +48,7 @@ SCHEMA_ENUMS = {
     "regularization.*.l2_scope": catalog.L2_SCOPES,
     "segmentation.*.training.size_policy": SIZE_POLICIES,
     "segmentation.*.training.encoder_weights": ("imagenet", None),
+    "segmentation.*.training.lr_schedule": LR_SCHEDULES,
     "segmentation.*.evaluate_splits[]": SPLIT_NAMES,
     "segmentation.*.evaluate_on[].split": (*SPLIT_NAMES, ALL_IMAGES),
     "segmentation.*.published": (*(s for s in published_tables() if s != PUBLISHED_STUDY), None),
@@ -155,6 +157,21 @@ def test_checkpoint_identity_is_unchanged():
     legacy = {**{k: v for k, v in spec.items() if k != "training"}, "training": training}
     assert checkpoint_identity(spec) == legacy
     assert repr(checkpoint_identity(ModelSpec.from_dict(spec))) == repr(legacy)
+
+
+def test_a_training_key_added_later_is_left_out_of_the_spec_at_its_default():
+    # Absent from the config: the spec (Snakemake's params, checkpoint identity) is what it was before the key.
+    config = _validated_tiny()
+    cell = segmentation_cells(config)[0]
+    spec = model_spec(config, **cell.wildcards)
+    assert "lr_schedule" not in spec.to_dict()["training"] and spec.training["lr_schedule"] == "plateau"
+    assert "lr_schedule" not in checkpoint_identity(spec)["training"]
+    # Set in the config, it is part of the spec, so changing it re-runs training and refuses old checkpoints.
+    config["segmentation"][cell.experiment]["training"]["lr_schedule"] = "cosine"
+    cosine = model_spec(config, **cell.wildcards)
+    assert cosine.to_dict()["training"]["lr_schedule"] == "cosine"
+    assert checkpoint_identity(cosine) != checkpoint_identity(spec)
+    assert ModelSpec.from_dict(cosine.to_dict()) == cosine
 
 
 @pytest.mark.parametrize(

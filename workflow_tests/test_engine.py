@@ -2,6 +2,7 @@
 best checkpoint, early stopping and learning-rate plateaus, and resumes across devices and precisions."""
 
 import json
+import math
 import re
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from nucleiflow import engine
 from nucleiflow.device import IN_PROCESS, DeviceSetup, setup_device
 from nucleiflow.engine import CheckpointMismatch, TrainingDiverged, load_checkpoint, seed_everything
+from nucleiflow.errors import ConfigError
 from nucleiflow.io import write_csv
 from nucleiflow.models import build_model
 from nucleiflow.segmentation.run import train_from_spec
@@ -199,6 +201,49 @@ def test_learning_rate_drops_by_lr_factor_after_lr_patience_stale_epochs(tmp_pat
     history = trainer.fit(*loaders)
     # Epochs 2 and 3 are the patience; epoch 4, stale once more, halves the rate (epoch 7 would halve it again).
     assert history["lr"].tolist() == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.05])
+
+
+def test_cosine_schedule_follows_half_a_cosine_whatever_the_validation(tmp_path):
+    trainer, loaders = _toy(tmp_path, epochs=4, lr=0.1, lr_patience=0, lr_schedule="cosine")
+    _scripted_validation(trainer, [1.0, 1.0, 1.0, 1.0])  # stale throughout: a plateau schedule would halve it
+    history = trainer.fit(*loaders)
+    # Recorded after each epoch's step, as for the plateau schedule: the rate of the next epoch, 0 after the last.
+    expected = [0.05 * (1 + math.cos(math.pi * epoch / 4)) for epoch in range(1, 5)]
+    assert history["lr"].tolist() == pytest.approx(expected, abs=1e-12)
+
+
+def test_cosine_schedule_resumes_where_it_stopped(tmp_path):
+    straight, loaders = _toy(tmp_path / "straight", epochs=4, lr=0.1, lr_schedule="cosine")
+    rates = straight.fit(*loaders)["lr"].tolist()
+    killed, loaders = _toy(tmp_path / "killed", epochs=4, lr=0.1, lr_schedule="cosine")
+    killed.on_epoch_end = lambda trainer, epoch, row: _kill_after(epoch, 2)
+    with pytest.raises(Killed):
+        killed.fit(*loaders)
+    resumed, loaders = _toy(tmp_path / "killed", epochs=4, lr=0.1, lr_schedule="cosine")
+    assert resumed.fit(*loaders)["lr"].tolist() == pytest.approx(rates)
+
+
+def test_cosine_run_extended_replans_the_rest_over_the_new_epochs(tmp_path):
+    first, loaders = _toy(tmp_path, epochs=2, lr=0.1, lr_schedule="cosine")
+    first.fit(*loaders)
+    assert first.optimizer.param_groups[0]["lr"] == 0.0  # the 2-epoch plan's end
+    extended, loaders = _toy(tmp_path, epochs=4, lr=0.1, lr_schedule="cosine")
+    assert extended.resume()
+    # Epoch 3 trains at the 4-epoch cosine's rate after 2 epochs, not at the old plan's 0.
+    assert extended.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    rates = extended.fit(*loaders)["lr"].tolist()
+    assert rates == pytest.approx([0.05, 0.0, 0.05 * (1 + math.cos(math.pi * 3 / 4)), 0.0], abs=1e-12)
+
+
+def _kill_after(epoch: int, last: int) -> None:
+    if epoch == last:
+        raise Killed
+
+
+def test_unknown_schedule_is_refused_in_one_line(tmp_path):
+    message = r"^training.lr_schedule: 'step' is not valid; choose one of: cosine, plateau$"
+    with pytest.raises(ConfigError, match=message):
+        _toy(tmp_path, lr_schedule="step")
 
 
 def test_resume_reads_the_checkpoint_on_the_cpu(tmp_path, monkeypatch):

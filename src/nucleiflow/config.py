@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from nucleiflow.errors import ConfigError
 
@@ -27,6 +27,9 @@ class _Settings(Mapping):
     """
 
     _order: tuple[str, ...] = ()
+    # Keys added after results were made: left out while absent from the section and at their default, so the
+    # spec of an unchanged config (Snakemake's params, a checkpoint's identity) stays as it was before them.
+    _added_keys: ClassVar[tuple[str, ...]] = ()
 
     def __getitem__(self, key: str) -> Any:
         if key not in self._names():
@@ -34,10 +37,16 @@ class _Settings(Mapping):
         return getattr(self, key)
 
     def __iter__(self) -> Iterator[str]:
-        return iter((*self._order, *(name for name in self._names() if name not in self._order)))
+        return iter((*self._order, *(name for name in self._names() if name not in self._order and self._listed(name))))
 
     def __len__(self) -> int:
-        return len(self._names())
+        return sum(1 for _ in self)
+
+    def _listed(self, name: str) -> bool:
+        if name not in self._added_keys:
+            return True
+        default = next(f.default for f in fields(self) if f.name == name)  # type: ignore[arg-type]
+        return getattr(self, name) != default
 
     @classmethod
     def _names(cls) -> tuple[str, ...]:
@@ -81,12 +90,15 @@ class TrainingSettings(_Settings):
     encoder_weights: str | None = None
     lr_patience: int = 5
     lr_factor: float = 0.5
+    lr_schedule: str = "plateau"
     early_stopping_patience: int = 0
     prefilter_sigma: float = 0.0
     threshold: float = 0.5
     device: str = "auto"
     amp: bool = True
     keep_last_checkpoint: bool = True
+
+    _added_keys: ClassVar[tuple[str, ...]] = ("lr_schedule",)
 
     @classmethod
     def from_section(cls, section: Mapping, what: str = "training") -> TrainingSettings:

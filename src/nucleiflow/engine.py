@@ -46,13 +46,14 @@ import torch
 from tqdm import tqdm
 
 from nucleiflow.device import DeviceSetup
-from nucleiflow.errors import ConfigError, NucleiflowError
+from nucleiflow.errors import ConfigError, NucleiflowError, choices_error
 from nucleiflow.io import atomic_path, write_csv
 
 log = logging.getLogger(__name__)
 
 SYNC_EVERY = 25  # batches between host-device synchronisations in a training epoch
 BEST_MODES = ("max", "min")
+LR_SCHEDULES = ("plateau", "cosine")
 
 
 class TrainingDiverged(NucleiflowError):
@@ -69,6 +70,9 @@ class EngineSettings:
     lr: float = 1e-4
     lr_patience: int | None = 5  # None: no learning-rate reduction on plateau
     lr_factor: float = 0.5
+    # "plateau": ReduceLROnPlateau on the validation loss (lr_patience, lr_factor); "cosine": the rate follows
+    # half a cosine from lr towards 0 over `epochs` (Loshchilov & Hutter 2017), whatever the validation says.
+    lr_schedule: str = "plateau"
     early_stopping_patience: int = 0  # 0: off
     seed: int = 0
     best_metric: str = "val_loss"  # the history column that picks best.pt and drives early stopping
@@ -79,6 +83,8 @@ class EngineSettings:
     def __post_init__(self):
         if self.best_mode not in BEST_MODES:
             raise ConfigError(f"best_mode: {self.best_mode!r} is not valid; choose one of: {', '.join(BEST_MODES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise choices_error("training.lr_schedule", self.lr_schedule, LR_SCHEDULES)
 
 
 class StepOutput(NamedTuple):
@@ -95,6 +101,11 @@ class Meter(Protocol):
 
 
 BatchStep = Callable[["Trainer", Any], StepOutput]
+
+
+def cosine_factor(done: int, epochs: int) -> float:
+    """The cosine schedule's rate factor after `done` of `epochs` epochs: 1 at the start, 0 after the last."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(done, epochs) / epochs))
 
 
 def seed_everything(seed: int) -> None:
@@ -159,7 +170,7 @@ def load_checkpoint(path: Path, identity: dict | None = None, map_location="cpu"
 
 
 class Trainer:
-    """Adam, optional ReduceLROnPlateau on the validation loss, early stopping, AMP, atomic checkpoints."""
+    """Adam, a ReduceLROnPlateau or cosine schedule (or none), early stopping, AMP, atomic checkpoints."""
 
     def __init__(
         self,
@@ -184,13 +195,18 @@ class Trainer:
         self.memory_format = torch.channels_last if setup.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
-        self.scheduler = (
-            torch.optim.lr_scheduler.ReduceLROnPlateau(
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None
+        if settings.lr_schedule == "cosine":
+            # Closed form of the current `settings.epochs`, so a run resumed with more epochs re-plans the rest.
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda done: cosine_factor(done, self.settings.epochs)
+            )
+        elif settings.lr_patience is not None:
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, mode="min", factor=settings.lr_factor, patience=settings.lr_patience
             )
-            if settings.lr_patience is not None
-            else None
-        )
+        else:
+            self.scheduler = None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=setup.needs_grad_scaler)
         self.history: list[dict] = []
         self.start_epoch = 1
@@ -255,6 +271,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):  # the rate of the (new) plan
+                for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+                    group["lr"] = base * cosine_factor(self.scheduler.last_epoch, self.settings.epochs)
         # A disabled scaler (CPU, bf16) saves an empty state, which an enabled one refuses to load.
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
@@ -347,8 +366,11 @@ class Trainer:
                 train_loader.dataset.set_epoch(epoch)
             train = self.train_epoch(train_loader, epoch)
             val = self.evaluate(val_loader) if val_loader is not None else {}
-            if self.scheduler is not None and "loss" in val:
-                self.scheduler.step(val["loss"])
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                if "loss" in val:
+                    self.scheduler.step(val["loss"])
+            elif self.scheduler is not None:
+                self.scheduler.step()
             self.train_seconds += time.perf_counter() - started
             row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
             row.update({f"train_{k}": v for k, v in train.items()})

@@ -99,6 +99,7 @@ def train_from_spec(
         l2_scope=spec.regularization.get("l2_scope", L2_SCOPES[0]),
         lr_patience=training["lr_patience"],
         lr_factor=training["lr_factor"],
+        lr_schedule=training["lr_schedule"],
         early_stopping_patience=training["early_stopping_patience"],
         threshold=training["threshold"],
         layout=layout_of(training),
