@@ -91,6 +91,7 @@ class TrainingSettings(_Settings):
     lr_patience: int = 5
     lr_factor: float = 0.5
     lr_schedule: str = "plateau"
+    loss_weights: dict | None = None
     early_stopping_patience: int = 0
     prefilter_sigma: float = 0.0
     threshold: float = 0.5
@@ -98,7 +99,7 @@ class TrainingSettings(_Settings):
     amp: bool = True
     keep_last_checkpoint: bool = True
 
-    _added_keys: ClassVar[tuple[str, ...]] = ("lr_schedule",)
+    _added_keys: ClassVar[tuple[str, ...]] = ("lr_schedule", "loss_weights")
 
     @classmethod
     def from_section(cls, section: Mapping, what: str = "training") -> TrainingSettings:

@@ -100,6 +100,7 @@ def train_from_spec(
         lr_patience=training["lr_patience"],
         lr_factor=training["lr_factor"],
         lr_schedule=training["lr_schedule"],
+        loss_weights=training["loss_weights"],
         early_stopping_patience=training["early_stopping_patience"],
         threshold=training["threshold"],
         layout=layout_of(training),

@@ -26,6 +26,7 @@ from nucleiflow.segmentation.training.losses import (
     build_target_loss,
     multiclass_dice_loss,
     sobel_kernels,
+    target_terms,
 )
 from nucleiflow.segmentation.training.trainer import SegmentationTrainer, TrainSettings, batch_counts
 from nucleiflow.store import Sample, Store, StoreWriter
@@ -525,3 +526,22 @@ def test_hv_with_type_head_trains_on_the_converted_synthetic_pannuke_store(pannu
     history = SegmentationTrainer(model, settings, setup_device("cpu", 1), tmp_path, progress=False).fit(*loaders)
     assert np.isfinite(history[["train_loss", "val_loss", "val_dice"]].to_numpy()).all()
     assert 0 <= history["val_dice"].iloc[0] <= 1
+
+
+@pytest.mark.parametrize("name", ["binary", "contour", "hv+types"])
+def test_configured_loss_weights_replace_term_by_term(name):
+    layout = LAYOUTS[name]
+    logits, target = _logits_and_target(layout, size=14, seed=5)
+    terms = build_target_loss(layout, "bce_dice").terms(logits, target)
+    assert set(terms) == set(target_terms(layout))
+    first = target_terms(layout)[0]
+    weighted = build_target_loss(layout, "bce_dice", {first: 3.0})
+    expected = sum((3.0 if k == first else TERM_WEIGHTS.get(k, 1.0)) * v for k, v in terms.items())
+    assert weighted(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_loss_weight_for_a_term_the_target_lacks_or_below_zero_is_refused():
+    with pytest.raises(ConfigError, match=r"^training.loss_weights \(target binary\): 'msge' is not valid; "):
+        build_target_loss(LAYOUTS["binary"], "dice", {"msge": 1.0})
+    with pytest.raises(ConfigError, match=r"^training.loss_weights.foreground: -1 is not valid; use a number >= 0$"):
+        build_target_loss(LAYOUTS["hv"], "dice", {"foreground": -1})

@@ -20,9 +20,14 @@ packed (N, K, H, W) target a `data.SegmentationDataset` yields:
   2019, eq. 2-4 and its weights: 2 for MSGE, 1 for the rest);
 * a type head adds cross-entropy + soft Dice over its classes (HoVer-Net's
   type-branch loss).
+
+`training.loss_weights` replaces those weights term by term (`target_terms` names
+the terms of a layout), as HoVer-Net's released configuration sets each branch's.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -30,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nucleiflow.catalog import LOSS_NAMES
-from nucleiflow.errors import choices_error
+from nucleiflow.errors import ConfigError, choices_error
 from nucleiflow.segmentation.representation.targets import HV_CHANNELS
 from nucleiflow.segmentation.training.heads import BINARY, OutputLayout
 
@@ -230,15 +235,45 @@ def msge_loss(pred_hv: torch.Tensor, true_hv: torch.Tensor, focus: torch.Tensor)
 TERM_WEIGHTS = {"msge": 2.0}
 
 
+def target_terms(layout: OutputLayout) -> tuple[str, ...]:
+    """The names of the loss terms of `layout`, as `TargetLoss.terms` returns them."""
+    names = ("ce", "dice") if layout.target == "contour" else ("foreground",)
+    if layout.target == "hv":
+        names += ("mse", "msge")
+    if layout.type_classes:
+        names += ("type_ce", "type_dice")
+    return names
+
+
+def term_weights(layout: OutputLayout, weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The weight of each term of `layout`: `TERM_WEIGHTS` (1 unless named), then `weights` (config
+    `training.loss_weights`); a term the layout does not have, or a negative weight, is a ConfigError."""
+    names = target_terms(layout)
+    chosen = {name: TERM_WEIGHTS.get(name, 1.0) for name in names}
+    for name, weight in (weights or {}).items():
+        if name not in names:
+            raise choices_error(f"training.loss_weights (target {layout.target})", name, names)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+            raise ConfigError(f"training.loss_weights.{name}: {weight!r} is not valid; use a number >= 0")
+        chosen[name] = float(weight)
+    return chosen
+
+
 class TargetLoss(nn.Module):
     """The training loss of an `OutputLayout` (module docstring): logits (N, C, H, W), packed target (N, K, H, W).
 
-    `terms` gives each unweighted term by name; `forward` their weighted sum (`TERM_WEIGHTS`, 1 unless named).
+    `terms` gives each unweighted term by name; `forward` their weighted sum (`term_weights`).
     """
 
-    def __init__(self, layout: OutputLayout = BINARY, loss: str = "dice", smooth: float = 1.0):
+    def __init__(
+        self,
+        layout: OutputLayout = BINARY,
+        loss: str = "dice",
+        smooth: float = 1.0,
+        weights: Mapping[str, float] | None = None,
+    ):
         super().__init__()
-        self.layout, self.smooth, self.weights = layout, smooth, dict(TERM_WEIGHTS)
+        self.layout, self.smooth, self.weights = layout, smooth, term_weights(layout, weights)
         # Built (and its name checked) for every target, so a bad training.loss fails at once.
         self.foreground_loss = build_loss(loss)
 
@@ -285,11 +320,15 @@ class TargetLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.layout == BINARY:  # the configured loss exactly as before the other targets existed
-            return self.foreground_loss(logits, self._check(logits, target))
+            loss = self.foreground_loss(logits, self._check(logits, target))
+            return loss if self.weights["foreground"] == 1.0 else self.weights["foreground"] * loss
         terms = self.terms(logits, target)
-        return sum(self.weights.get(name, 1.0) * value for name, value in terms.items())
+        return sum(self.weights[name] * value for name, value in terms.items())
 
 
-def build_target_loss(layout: OutputLayout = BINARY, loss: str = "dice", **params) -> TargetLoss:
-    """The training loss of `layout` with the configured `training.loss` on the foreground logit."""
-    return TargetLoss(layout, loss, **params)
+def build_target_loss(
+    layout: OutputLayout = BINARY, loss: str = "dice", weights: Mapping[str, float] | None = None, **params
+) -> TargetLoss:
+    """The training loss of `layout` with the configured `training.loss` on the foreground logit and the
+    configured `training.loss_weights` (None: `TERM_WEIGHTS`)."""
+    return TargetLoss(layout, loss, weights=weights, **params)

@@ -46,6 +46,7 @@ class TrainSettings(EngineSettings):
     best_metric: str = "val_dice"
     best_mode: str = "max"
     layout: OutputLayout = BINARY  # the training target and type head: the loss and what is counted
+    loss_weights: dict[str, float] | None = None  # per loss term (losses.term_weights); None: HoVer-Net's
 
 
 def batch_counts(
@@ -121,7 +122,7 @@ class SegmentationTrainer(Engine):
             settings,
             setup,
             out_dir,
-            loss_fn=build_target_loss(settings.layout, settings.loss),
+            loss_fn=build_target_loss(settings.layout, settings.loss, settings.loss_weights),
             step=SegmentationStep(settings.threshold, settings.layout),
             meter=EpochMeter,
             penalty=(lambda m: l2_penalty(m, l2, scope)) if l2 else None,
