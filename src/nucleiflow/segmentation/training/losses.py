@@ -237,7 +237,7 @@ TERM_WEIGHTS = {"msge": 2.0}
 
 def target_terms(layout: OutputLayout) -> tuple[str, ...]:
     """The names of the loss terms of `layout`, as `TargetLoss.terms` returns them."""
-    names = ("ce", "dice") if layout.target == "contour" else ("foreground",)
+    names: tuple[str, ...] = ("ce", "dice") if layout.target == "contour" else ("foreground",)
     if layout.target == "hv":
         names += ("mse", "msge")
     if layout.type_classes:
