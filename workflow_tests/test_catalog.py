@@ -7,6 +7,7 @@ one place and a test names any place that was forgotten.
 
 import copy
 import re
+from dataclasses import fields
 
 import pytest
 import yaml
@@ -24,8 +25,9 @@ from nucleiflow.errors import ConfigError
 from nucleiflow.models.registry import ARCHITECTURES
 from nucleiflow.reporting.published import published_tables
 from nucleiflow.segmentation.analyses.robustness import PERTURBATIONS
+from nucleiflow.segmentation.representation.postprocess import WatershedParams
 from nucleiflow.segmentation.training.data import SIZE_POLICIES
-from nucleiflow.segmentation.training.losses import LOSSES
+from nucleiflow.segmentation.training.losses import LOSS_TERMS, LOSSES
 from nucleiflow.segmentation.training.trainer import RESUMABLE_CHANGES, checkpoint_identity
 from nucleiflow.splits import SCHEMES, SPLIT_NAMES
 from nucleiflow.workflow.cells import model_spec, segmentation_cells
@@ -49,6 +51,8 @@ SCHEMA_ENUMS = {
     "segmentation.*.training.size_policy": SIZE_POLICIES,
     "segmentation.*.training.encoder_weights": ("imagenet", None),
     "segmentation.*.training.lr_schedule": LR_SCHEDULES,
+    "segmentation.*.training.loss_weights{}": LOSS_TERMS,
+    "segmentation.*.postprocess.grid{}": tuple(f.name for f in fields(WatershedParams)),
     "segmentation.*.evaluate_splits[]": SPLIT_NAMES,
     "segmentation.*.evaluate_on[].split": (*SPLIT_NAMES, ALL_IMAGES),
     "segmentation.*.published": (*(s for s in published_tables() if s != PUBLISHED_STUDY), None),
@@ -74,6 +78,8 @@ def _schema_enums(node, path="") -> dict:
         found |= _schema_enums(node["additionalProperties"], f"{path}.*")
     if isinstance(node.get("items"), dict):
         found |= _schema_enums(node["items"], f"{path}[]")
+    if isinstance(node.get("propertyNames"), dict):  # the keys a mapping may hold
+        found |= _schema_enums(node["propertyNames"], f"{path}{{}}")
     return found
 
 

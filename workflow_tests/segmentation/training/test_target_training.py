@@ -21,6 +21,7 @@ from nucleiflow.segmentation.training.augment import build_pipeline
 from nucleiflow.segmentation.training.data import SegmentationDataset, make_loader, resize_pair, to_tensor, warpable_ids
 from nucleiflow.segmentation.training.heads import OutputLayout
 from nucleiflow.segmentation.training.losses import (
+    LOSS_TERMS,
     TERM_WEIGHTS,
     build_loss,
     build_target_loss,
@@ -533,7 +534,7 @@ def test_configured_loss_weights_replace_term_by_term(name):
     layout = LAYOUTS[name]
     logits, target = _logits_and_target(layout, size=14, seed=5)
     terms = build_target_loss(layout, "bce_dice").terms(logits, target)
-    assert set(terms) == set(target_terms(layout))
+    assert set(terms) == set(target_terms(layout)) and set(terms) <= set(LOSS_TERMS)
     first = target_terms(layout)[0]
     weighted = build_target_loss(layout, "bce_dice", {first: 3.0})
     expected = sum((3.0 if k == first else TERM_WEIGHTS.get(k, 1.0)) * v for k, v in terms.items())

@@ -235,8 +235,12 @@ def msge_loss(pred_hv: torch.Tensor, true_hv: torch.Tensor, focus: torch.Tensor)
 TERM_WEIGHTS = {"msge": 2.0}
 
 
+# Every loss term of every layout (config key `training.loss_weights`), in `target_terms` order.
+LOSS_TERMS = ("foreground", "ce", "dice", "mse", "msge", "type_ce", "type_dice")
+
+
 def target_terms(layout: OutputLayout) -> tuple[str, ...]:
-    """The names of the loss terms of `layout`, as `TargetLoss.terms` returns them."""
+    """The names of the loss terms of `layout` (from `LOSS_TERMS`), as `TargetLoss.terms` returns them."""
     names: tuple[str, ...] = ("ce", "dice") if layout.target == "contour" else ("foreground",)
     if layout.target == "hv":
         names += ("mse", "msge")
@@ -320,8 +324,7 @@ class TargetLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.layout == BINARY:  # the configured loss exactly as before the other targets existed
-            loss = self.foreground_loss(logits, self._check(logits, target))
-            return loss if self.weights["foreground"] == 1.0 else self.weights["foreground"] * loss
+            return self.weights["foreground"] * self.foreground_loss(logits, self._check(logits, target))
         terms = self.terms(logits, target)
         return sum(self.weights[name] * value for name, value in terms.items())
 
